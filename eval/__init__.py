@@ -1,0 +1,1 @@
+"""Scoring as the MEGC ME-VQA leaderboard does (installed as ``mevqa.eval``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from mevqa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""The ``mevqa`` command.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``. Only the
+module of the command being run is imported, so ``mevqa --help`` stays fast and a missing optional dependency of
+one command never breaks another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mevqa import __version__
+from mevqa.errors import MevqaError
+from mevqa.log import configure_logging
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth-data": ("mevqa.data_builders.synth", "write a small synthetic dataset in a real dataset's on-disk layout"),
+    "build-data": ("mevqa.data_builders.cli", "turn a dataset's annotation sheet and frames into QA jsonl with inputs"),
+    "split": ("mevqa.split", "subject-independent train/validation splits (LOSO, k-fold, cross-dataset)"),
+    "tiny-model": ("mevqa.tiny", "write a tiny random Qwen2.5-VL (real classes and processor) for dry runs"),
+    "merge": ("mevqa.merge", "fold a LoRA adapter (and fully trained parts) into a standalone checkpoint"),
+    "answer": ("mevqa.answer", "ask a model one question about one clip (frame folder or video file)"),
+    "predict": ("mevqa.predict", "answer question files in batches and write the submission files"),
+    "eval": ("mevqa.eval.cli", "score predictions against gold as the leaderboard does"),
+    "submit": ("mevqa.submission", "write the official submission files (and zip) from predictions"),
+    "demo": ("mevqa.demo", "run the whole pipeline offline on synthetic data with a tiny model"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mevqa", description="Micro-expression visual question answering with Qwen2.5-VL.")
+    parser.add_argument("--version", action="version", version=f"mevqa {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        return int(args.run(args) or 0)
+    except MevqaError as exc:
+        print(f"mevqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mevqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The challenge's fixed vocabulary: question strings, answer templates, labels and action-unit names.
+
+Everything here is taken from the official MEGC2025 ME-VQA training file (see ``shared/spec/megc2025-vqa.md``):
+the data builders generate with it, the prompts constrain with it, and the scorer parses with it, so a question or
+label is spelled the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+# --- question kinds -------------------------------------------------------------------------------------------
+COARSE = "coarse"        # C
+FINE = "fine"            # F
+AU = "au"                # A
+LATERALITY = "lr"        # LR
+PRESENCE = "yesno"       # Y
+COMPOSITE = "composite"  # X
+QUESTION_KINDS = (COARSE, FINE, AU, LATERALITY, PRESENCE, COMPOSITE)
+
+Q_COARSE = "What is the coarse expression class?"
+Q_FINE = "What is the fine-grained expression class?"
+Q_AU_ONE = "What is the action unit?"
+Q_AU_MANY = "What are the action units?"
+Q_LATERALITY = "Is the action unit {au} located on the left or right face?"
+Q_PRESENCE = "Is the action unit {au} shown on the face?"
+Q_COMPOSITE_ONE = ("What is the action unit present, and based on it, what is the fine-grained expression and the "
+                   "coarse expression class?")
+Q_COMPOSITE_MANY = ("What are the action units present, and based on them, what is the fine-grained expression and "
+                    "the coarse expression class?")
+A_COMPOSITE_ONE = ("The action unit present is: {aus}. Therefore, the fine-grained expression class is {fine}, "
+                   "and the coarse expression class is {coarse}.")
+A_COMPOSITE_MANY = ("The action units present are: {aus}. Therefore, the fine-grained expression class is {fine}, "
+                    "and the coarse expression class is {coarse}.")
+
+_LATERALITY_RE = re.compile(r"^Is the action unit (?P<au>.+) located on the left or right face\?$")
+_PRESENCE_RE = re.compile(r"^Is the action unit (?P<au>.+) shown on the face\?$")
+
+
+def question_kind(question: str) -> str | None:
+    """The kind of an official question string, or None for a question outside the official set."""
+    question = question.strip()
+    if question == Q_COARSE:
+        return COARSE
+    if question == Q_FINE:
+        return FINE
+    if question in (Q_AU_ONE, Q_AU_MANY):
+        return AU
+    if question in (Q_COMPOSITE_ONE, Q_COMPOSITE_MANY):
+        return COMPOSITE
+    if _LATERALITY_RE.match(question):
+        return LATERALITY
+    if _PRESENCE_RE.match(question):
+        return PRESENCE
+    return None
+
+
+def question_au(question: str) -> str | None:
+    """The AU name a laterality or presence question asks about."""
+    match = _LATERALITY_RE.match(question.strip()) or _PRESENCE_RE.match(question.strip())
+    return match.group("au") if match else None
+
+
+def au_question(au_names: list[str]) -> str:
+    return Q_AU_ONE if len(au_names) == 1 else Q_AU_MANY
+
+
+def au_answer(au_names: list[str]) -> str:
+    return ", ".join(au_names)
+
+
+def composite_question(au_names: list[str]) -> str:
+    return Q_COMPOSITE_ONE if len(au_names) == 1 else Q_COMPOSITE_MANY
+
+
+def composite_answer(au_names: list[str], fine: str, coarse: str) -> str:
+    template = A_COMPOSITE_ONE if len(au_names) == 1 else A_COMPOSITE_MANY
+    return template.format(aus=au_answer(au_names), fine=fine, coarse=coarse)
+
+
+# --- labels ---------------------------------------------------------------------------------------------------
+COARSE_LABELS = ("positive", "negative", "surprise")
+# Fine labels of the training file (dataset labels lower-cased; "others" clips are left out).
+FINE_LABELS = ("happiness", "surprise", "disgust", "repression", "anger", "contempt", "fear", "sadness")
+# happiness -> positive, surprise -> surprise, every other fine label -> negative.
+FINE_TO_COARSE = {label: ("positive" if label == "happiness" else "surprise" if label == "surprise" else "negative")
+                  for label in FINE_LABELS}
+LATERALITY_ANSWERS = ("left", "right")
+PRESENCE_ANSWERS = ("yes", "no")
+
+# --- action units ---------------------------------------------------------------------------------------------
+# FACS code -> the lowercase name the official file uses. The 25 names of the official file come first, spelled as
+# there ("nostril dilater" sic); the rest extend the table in the same style for AUs the file never asks about.
+OFFICIAL_AU_NAMES = {
+    1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 5: "upper lid raiser", 6: "cheek raiser",
+    7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser", 12: "lip corner puller", 14: "dimpler",
+    15: "lip corner depressor", 16: "lower lip depressor", 17: "chin raiser", 20: "lip stretcher",
+    21: "neck tightener", 23: "lip tightener", 24: "lip pressor", 25: "lips part", 26: "jaw drop",
+    31: "jaw clencher", 38: "nostril dilater", 39: "nostril compress", 43: "eye closure", 56: "tilt right",
+    61: "eyes left",
+}
+EXTRA_AU_NAMES = {
+    8: "lips toward each other", 11: "nasolabial deepener", 13: "sharp lip puller", 18: "lip pucker",
+    19: "tongue show", 22: "lip funneler", 27: "mouth stretch", 28: "lip suck", 29: "jaw thrust",
+    30: "jaw sideways", 32: "lip bite", 33: "cheek blow", 34: "cheek puff", 35: "cheek suck", 36: "tongue bulge",
+    37: "lip wipe", 41: "lid droop", 42: "slit", 44: "squint", 45: "blink", 46: "wink", 51: "head turn left",
+    52: "head turn right", 53: "head up", 54: "head down", 55: "tilt left", 57: "head forward", 58: "head back",
+    62: "eyes right", 63: "eyes up", 64: "eyes down",
+}
+AU_NAMES = {**OFFICIAL_AU_NAMES, **EXTRA_AU_NAMES}
+AU_CODES = {name: code for code, name in AU_NAMES.items()}

@@ -1,0 +1,44 @@
+"""Shared test set-up: offline hub, the public challenge files, and the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEVQA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+MEGC2025 = SHARED_DATA / "megc2025"
+OFFICIAL_TRAIN = MEGC2025 / "train" / "me_vqa_samm_casme2_smic.jsonl"
+OFFICIAL_TEST = [MEGC2025 / "test" / "me_vqa_samm_test_to_answer.jsonl",
+                 MEGC2025 / "test" / "me_vqa_casme3_test_to_answer.jsonl"]
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not MEGC2025.is_dir():
+        pytest.fail(f"the public challenge files are expected at {MEGC2025} (set MEVQA_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL written once per test session by ``mevqa.tiny.write_tiny_model``."""
+    from mevqa.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", seed=0)

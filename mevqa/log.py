@@ -18,5 +18,5 @@ def configure_logging(verbose: bool = False) -> None:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         force=True)
-    for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
+    for noisy in ("httpx", "urllib3", "PIL", "matplotlib", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,257 @@
+"""The leaderboard metrics: UF1/UAR on coarse and fine classes, corpus BLEU and ROUGE-1 recall, per split.
+
+Definitions follow ``shared/spec/megc2025-vqa.md`` section 3 (the official scorer is not public):
+
+- UF1 / UAR use only the coarse (C) and fine (F) rows: sklearn macro F1 / macro recall over the classes present in
+  that split's gold labels. A predicted label comes from :func:`extract_label`; ``unknown`` (unparseable) and labels
+  outside the gold classes are plain misses.
+- BLEU: sacrebleu corpus BLEU (13a tokenizer, lowercased) over every row of the split, divided by 100.
+- ROUGE-1: mean over rows of unigram recall (clipped overlap / reference unigram count) with rouge-score's default
+  tokenizer and no stemming; the mean F-measure is reported beside it as ``rouge1_f``.
+- Avg: mean of the six Overall figures.
+
+Speed: every distinct (prediction, reference) pair is tokenised and scored once; the pairs' BLEU sufficient statistics
+are summed per split, which is exactly how sacrebleu builds a corpus score from its segments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+from rouge_score import rouge_scorer, tokenizers
+from sacrebleu.metrics import BLEU
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from mevqa import vocab
+from mevqa.errors import MevqaError
+from mevqa.eval.rows import LABELS_OF_KIND, UNKNOWN, extract_label, row_id, split_of, split_sort_key, where
+from mevqa.jsonl import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+PRIMARY_KEYS = ("uf1_coarse", "uar_coarse", "uf1_fine", "uar_fine", "bleu", "rouge1")
+CLASS_KINDS = (vocab.COARSE, vocab.FINE)
+
+
+def _index(rows: Iterable[dict], what: str, required: Sequence[str]) -> dict[str, dict]:
+    """id -> row, refusing rows without the required fields or with an id seen before."""
+    by_id: dict[str, dict] = {}
+    for row in rows:
+        rid = row_id(row)
+        for key in required:
+            if not isinstance(row.get(key), str):
+                raise MevqaError(f"{where(row, what)}: expected a string field {key!r} in the {what} row {rid!r}, "
+                                 f"got {row.get(key)!r}")
+        if rid in by_id:
+            raise MevqaError(f"{where(row, what)}: duplicate {what} id {rid!r} (first at {where(by_id[rid], what)})")
+        by_id[rid] = row
+    return by_id
+
+
+def _bleu_stats(bleu: BLEU, hyps: list[str], refs: list[str]) -> np.ndarray:
+    """Per-pair sacrebleu sufficient statistics [hyp_len, ref_len, correct_1..4, total_1..4].
+
+    The same steps as ``BLEU._extract_corpus_statistics``, with each distinct reference's n-grams extracted once.
+    """
+    ref_info: dict[str, dict] = {}
+    stats = np.zeros((len(hyps), 2 + 2 * bleu.max_ngram_order), dtype=np.int64)
+    for i, (hyp, ref) in enumerate(zip(hyps, refs)):
+        if ref not in ref_info:
+            ref_info[ref] = bleu._extract_reference_info([bleu._preprocess_segment(ref)])
+        stats[i] = bleu._compute_segment_statistics(bleu._preprocess_segment(hyp), ref_info[ref])
+    return stats
+
+
+def _rouge1(hyps: list[str], refs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """ROUGE-1 recall and F-measure per pair (rouge-score, default tokenizer, no stemming)."""
+    tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+    counts: dict[str, dict] = {}
+
+    def unigrams(text: str):
+        if text not in counts:
+            counts[text] = rouge_scorer._create_ngrams(tokenizer.tokenize(text), 1)
+        return counts[text]
+
+    recall = np.empty(len(hyps))
+    fmeasure = np.empty(len(hyps))
+    for i, (hyp, ref) in enumerate(zip(hyps, refs)):
+        result = rouge_scorer._score_ngrams(unigrams(ref), unigrams(hyp))
+        recall[i], fmeasure[i] = result.recall, result.fmeasure
+    return recall, fmeasure
+
+
+def _pair_scores(hyps: list[str], refs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Text metrics of each distinct (hypothesis, reference) pair, and each row's pair index.
+
+    Real answers repeat a lot ("negative", "yes"), so every distinct pair is tokenised and scored once. Returns
+    ``row_pair`` and per-pair arrays ``bleu_stats`` (sacrebleu sufficient statistics, summed per split for corpus
+    BLEU), ``sentence_bleu`` (/ 100), ``rouge1`` (recall) and ``rouge1_f``.
+    """
+    pair_index: dict[tuple[str, str], int] = {}
+    row_pair = np.fromiter((pair_index.setdefault(pair, len(pair_index)) for pair in zip(hyps, refs)),
+                           dtype=np.int64, count=len(hyps))
+    pair_hyps = [hyp for hyp, _ in pair_index]
+    pair_refs = [ref for _, ref in pair_index]
+    stats = _bleu_stats(BLEU(lowercase=True), pair_hyps, pair_refs)
+    # sacrebleu's sentence_bleu: effective order with exponential smoothing, from the same statistics.
+    sentence_bleu = BLEU(lowercase=True, effective_order=True)
+    by_stats: dict[tuple, float] = {}
+    sentence = np.empty(len(pair_hyps))
+    for i, pair_stats in enumerate(map(tuple, stats.tolist())):
+        if pair_stats not in by_stats:
+            by_stats[pair_stats] = sentence_bleu._compute_score_from_stats(list(pair_stats)).score / 100
+        sentence[i] = by_stats[pair_stats]
+    recall, fmeasure = _rouge1(pair_hyps, pair_refs)
+    return row_pair, {"bleu_stats": stats, "sentence_bleu": sentence, "rouge1": recall, "rouge1_f": fmeasure}
+
+
+def _class_report(true: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """UF1/UAR over the gold-present classes plus per-class figures and a confusion matrix, from label indices.
+
+    ``true``/``pred`` index into ``labels + ("unknown",)``.
+    """
+    present = [i for i in range(len(labels)) if np.any(true == i)]
+    _, recall, f1, support = precision_recall_fscore_support(true, pred, labels=present, average=None,
+                                                             zero_division=0)
+    shown = sorted(set(present) | set(np.unique(pred).tolist()))  # gold classes, then whatever was predicted
+    names = [(labels + (UNKNOWN,))[i] for i in shown]
+    with warnings.catch_warnings():  # sklearn warns about any 1x1 matrix, even with explicit labels as here
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        matrix = confusion_matrix(true, pred, labels=shown).tolist()
+    return {
+        "uf1": float(np.mean(f1)), "uar": float(np.mean(recall)),
+        "classes": [labels[i] for i in present],
+        "f1": {labels[i]: float(v) for i, v in zip(present, f1)},
+        "recall": {labels[i]: float(v) for i, v in zip(present, recall)},
+        "support": {labels[i]: int(v) for i, v in zip(present, support)},
+        "confusion": {"labels": names, "matrix": matrix},
+    }
+
+
+def leaderboard_avg(figures: dict) -> float | None:
+    """Avg as the leaderboard reports it: the mean of the six primary figures (None if one is undefined)."""
+    values = [figures[key] for key in PRIMARY_KEYS]
+    return None if None in values else float(np.mean(values))
+
+
+def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> dict:
+    """Score predictions against gold rows as the leaderboard does. Pure: reads and writes nothing.
+
+    Rows are joined by id (``id`` or ``video_id``). Gold rows need ``question`` and ``answer``; prediction rows need
+    ``answer`` (a ``question``, if given, must match the gold one). Gold rows without a prediction are scored as
+    empty answers, counted in ``counts["missing"]`` and logged as a warning.
+
+    Returns ``{"overall": {...}, "<split>": {...}, ..., "avg": x, "counts": {...}}``. Each split object has
+    ``uf1_coarse, uar_coarse, uf1_fine, uar_fine, bleu, rouge1`` (floats in [0, 1]; ``None`` where the split has no
+    rows of that question kind, e.g. fine on SMIC), ``rouge1_f``, ``sentence_bleu`` (mean sacrebleu sentence BLEU /
+    100), ``coarse``/``fine`` (per-class F1, recall, support, confusion matrix) and ``counts``.
+    """
+    gold = _index(gold_rows, "gold", required=("question", "answer"))
+    preds = _index(pred_rows, "prediction", required=("answer",))
+    for rid, row in preds.items():
+        if rid not in gold:
+            raise MevqaError(f"{where(row, 'prediction')}: prediction id {rid!r} is not in the gold rows")
+
+    n = len(gold)
+    splits, kinds, refs, hyps = [], [], [], []
+    gold_label = {kind: np.full(n, -1) for kind in CLASS_KINDS}
+    pred_label = {kind: np.full(n, -1) for kind in CLASS_KINDS}
+    missing: list[str] = []
+    is_missing = np.zeros(n, dtype=bool)
+    for i, (rid, row) in enumerate(gold.items()):
+        kind = vocab.question_kind(row["question"])
+        if not row["answer"].strip():
+            raise MevqaError(f"{where(row, 'gold')}: gold row {rid!r} has an empty answer (is this a question file?)")
+        pred = preds.get(rid)
+        if pred is None:
+            missing.append(rid)
+            is_missing[i] = True
+            answer = ""
+        else:
+            if isinstance(pred.get("question"), str) and pred["question"].strip() != row["question"].strip():
+                raise MevqaError(f"{where(pred, 'prediction')}: prediction {rid!r} answers {pred['question']!r} but "
+                                 f"the gold row ({where(row, 'gold')}) asks {row['question']!r}")
+            answer = pred["answer"]
+        if kind in CLASS_KINDS:
+            labels = LABELS_OF_KIND[kind]
+            truth = row["answer"].strip().lower()
+            if truth not in labels:
+                raise MevqaError(f"{where(row, 'gold')}: gold answer {row['answer']!r} to a {kind} question is not "
+                                 f"one of {', '.join(labels)}")
+            gold_label[kind][i] = labels.index(truth)
+            predicted = extract_label(answer, kind)
+            pred_label[kind][i] = len(labels) if predicted == UNKNOWN else labels.index(predicted)
+        splits.append(split_of(row))
+        kinds.append(kind)
+        refs.append(row["answer"])
+        hyps.append(answer)
+    if not any(kind in CLASS_KINDS for kind in kinds):
+        first = next(iter(gold.values()), {"_file": "gold"})
+        raise MevqaError(f"{where(first, 'gold')}: the gold rows have no coarse or fine expression question "
+                         f"({vocab.Q_COARSE!r} / {vocab.Q_FINE!r}); UF1/UAR need them")
+    if missing:
+        logger.warning("%d of %d gold rows have no prediction; scored as empty answers (first: %s)",
+                       len(missing), n, ", ".join(missing[:3]))
+
+    row_pair, pair = _pair_scores(hyps, refs)
+    corpus_bleu = BLEU(lowercase=True)
+    row_stats = pair["bleu_stats"][row_pair]
+
+    splits_arr = np.array(splits)
+    kinds_arr = np.array([kind or "" for kind in kinds])
+    report: dict = {}
+    groups = [("overall", np.ones(n, dtype=bool))]
+    groups += [(split, splits_arr == split) for split in sorted(set(splits), key=split_sort_key)]
+    for name, mask in groups:
+        part = {key: None for key in PRIMARY_KEYS}
+        counts = {"rows": int(mask.sum()), "missing": int((mask & is_missing).sum())}
+        for kind in CLASS_KINDS:
+            kind_mask = mask & (kinds_arr == kind)
+            counts[kind] = int(kind_mask.sum())
+            counts[f"unparseable_{kind}"] = int((pred_label[kind][kind_mask] == len(LABELS_OF_KIND[kind])).sum())
+            if kind_mask.any():
+                classes = _class_report(gold_label[kind][kind_mask], pred_label[kind][kind_mask],
+                                        LABELS_OF_KIND[kind])
+                part[f"uf1_{kind}"], part[f"uar_{kind}"] = classes.pop("uf1"), classes.pop("uar")
+                part[kind] = classes
+        part["bleu"] = float(corpus_bleu._compute_score_from_stats(row_stats[mask].sum(axis=0).tolist()).score / 100)
+        part["sentence_bleu"] = float(pair["sentence_bleu"][row_pair[mask]].mean())
+        part["rouge1"] = float(pair["rouge1"][row_pair[mask]].mean())
+        part["rouge1_f"] = float(pair["rouge1_f"][row_pair[mask]].mean())
+        part["counts"] = counts
+        report[name] = part
+    report["avg"] = leaderboard_avg(report["overall"])
+    report["counts"] = {**report["overall"]["counts"], "predictions": len(preds)}
+    return _round_floats(report)
+
+
+def _round_floats(obj):
+    """Round to 12 decimals: sacrebleu computes BLEU as exp(mean log precision), so a perfect corpus comes out
+    as 1.0000000000000004 rather than 1.0."""
+    if isinstance(obj, float):
+        return round(obj, 12)
+    if isinstance(obj, dict):
+        return {key: _round_floats(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_round_floats(value) for value in obj]
+    return obj
+
+
+def read_rows(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
+    """Rows of one or more jsonl files, each tagged with ``_file`` and ``_line`` for error messages."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    rows = []
+    for path in paths:
+        for row in read_jsonl(path):
+            row["_file"] = str(path)
+            rows.append(row)
+    return rows
+
+
+def score_files(pred_paths, gold_paths) -> dict:
+    """Read prediction and gold jsonl files (one path or several each), validate, join by id and :func:`score`."""
+    return score(read_rows(pred_paths), read_rows(gold_paths))

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# One BLAS/OpenMP thread per process: the suite runs tiny models, often two processes at once (accelerate's
+# 2-process tests) on a 2-core machine, where extra threads only fight over the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

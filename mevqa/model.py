@@ -1,0 +1,225 @@
+"""Loading Qwen2.5-VL (base, base + LoRA adapter, or merged) and finding its parts, on transformers 5.x.
+
+Public API::
+
+    load_model_and_processor(model_name_or_path="Qwen/Qwen2.5-VL-3B-Instruct", *, adapter=None, dtype="auto",
+                             attn_implementation="sdpa", device=None, min_pixels=None, max_pixels=None,
+                             video_min_pixels=None, video_max_pixels=None, max_frames=None, trainable_adapter=False)
+        -> (model, processor)
+    resolve_dtype(dtype="auto", device=None) -> torch.dtype       # "auto": bf16 on CUDA when supported, else fp32
+    model_parts(model) -> ModelParts(vision, merger, language_model, lm_head)   # PEFT-wrapped or not
+    PART_PATTERNS: dict[str, re.Pattern]     # parameter-name patterns per part ("vision", "merger", ...)
+    part_of(param_name) -> str | None       # which part a parameter belongs to, by name
+    set_pixel_budgets(processor, *, min_pixels=None, max_pixels=None, video_min_pixels=None,
+                      video_max_pixels=None, max_frames=None)
+
+Parts are found by module-name patterns (``...visual``, ``...visual.merger``, ``...language_model``, ``...lm_head``),
+so the same code works on ``Qwen2_5_VLForConditionalGeneration`` (``model.model.visual``), on a PEFT-wrapped model
+(``base_model.model.model.visual``) and on older layouts (``model.visual``). The merger is the vision-language
+projector; ``ModelParts.vision`` is the whole tower module (the merger is inside it), while for parameter names
+(``PART_PATTERNS`` / ``part_of``) ``"vision"`` means the tower without its merger, so each parameter has one part.
+
+Pixel budgets are pixels per image (``min_pixels``/``max_pixels``) and per video frame (``video_*``); each image or
+frame is resized, keeping its aspect ratio, to a multiple of 28 px whose area lies in the budget (one visual token
+per 28x28 px). They are set as ``size={"shortest_edge": min, "longest_edge": max}`` on the image and video
+processors (the 5.x form of Qwen's ``min_pixels``/``max_pixels``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mevqa.errors import MevqaError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+# Parameter (or module) names -> part. Anchored on a dot or the start so PEFT prefixes
+# (``base_model.model.``) and LoRA suffixes (``.lora_A.default.weight``) match too.
+PART_PATTERNS: dict[str, re.Pattern] = {
+    "merger": re.compile(r"(^|\.)visual\.merger(\.|$)"),
+    "vision": re.compile(r"(^|\.)visual\.(?!merger(\.|$))"),
+    "language_model": re.compile(r"(^|\.)language_model(\.|$)"),
+    "lm_head": re.compile(r"(^|\.)lm_head(\.|$)"),
+}
+
+
+def part_of(name: str) -> str | None:
+    """The part ("vision", "merger", "language_model", "lm_head") a parameter or module name belongs to."""
+    for part, pattern in PART_PATTERNS.items():
+        if pattern.search(name):
+            return part
+    return None
+
+
+@dataclass
+class ModelParts:
+    vision: "torch.nn.Module"          # the whole vision tower (patch embed, blocks and merger)
+    merger: "torch.nn.Module"          # vision -> language projector
+    language_model: "torch.nn.Module"  # the text decoder (embeddings, layers, norm)
+    lm_head: "torch.nn.Module"
+    names: dict[str, str]              # part -> its module name in ``model``
+
+
+def _find_module(model, suffix: str, part: str):
+    pattern = re.compile(rf"(^|\.){re.escape(suffix)}$")
+    found = [(name, module) for name, module in model.named_modules() if pattern.search(name)]
+    if not found:
+        raise MevqaError(f"{type(model).__name__} has no module named like '*{suffix}' ({part}); "
+                         "is this a Qwen2.5-VL model?")
+    return min(found, key=lambda item: len(item[0]))  # the outermost, when a wrapper nests the same name
+
+
+def model_parts(model) -> ModelParts:
+    """The vision tower, merger, language model and lm_head of a Qwen2.5-VL model, PEFT-wrapped or not."""
+    names, modules = {}, {}
+    for part, suffix in (("vision", "visual"), ("merger", "visual.merger"), ("language_model", "language_model"),
+                         ("lm_head", "lm_head")):
+        names[part], modules[part] = _find_module(model, suffix, part)
+    return ModelParts(**modules, names=names)
+
+
+def resolve_dtype(dtype="auto", device=None):
+    """A torch dtype from "auto", a name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32") or a dtype."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+    if dtype == "auto":
+        on_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in names:
+        raise MevqaError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
+    return names[dtype]
+
+
+def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: int | None = None,
+                      video_min_pixels: int | None = None, video_max_pixels: int | None = None,
+                      max_frames: int | None = None) -> None:
+    """Set per-image and per-video-frame pixel budgets (and the video frame cap) on a Qwen2.5-VL processor.
+
+    ``None`` keeps the processor's current value. ``max_frames`` is the cap the video processor reports; mevqa
+    caps frames itself when it builds messages (``build_messages(max_frames=...)``), since it passes frames it
+    already sampled.
+    """
+    for sub, low, high in ((processor.image_processor, min_pixels, max_pixels),
+                           (getattr(processor, "video_processor", None), video_min_pixels, video_max_pixels)):
+        if sub is None or (low is None and high is None):
+            continue
+        size = dict(sub.size)
+        low = size["shortest_edge"] if low is None else int(low)
+        high = size["longest_edge"] if high is None else int(high)
+        if not 0 < low <= high:
+            raise MevqaError(f"pixel budget must satisfy 0 < min_pixels <= max_pixels, got {low} and {high}")
+        sub.size = {"shortest_edge": low, "longest_edge": high}
+    if max_frames is not None and getattr(processor, "video_processor", None) is not None:
+        processor.video_processor.max_frames = int(max_frames)
+
+
+def _check_model_source(name_or_path: str) -> None:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise MevqaError(f"{path}: not a model folder (no config.json)")
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    if looks_local:
+        raise MevqaError(f"{name_or_path}: model folder does not exist")
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+            raise MevqaError(f"{name_or_path}: not a local folder and not in the Hugging Face cache, and "
+                             "HF_HUB_OFFLINE=1 forbids downloading it")
+
+
+def _check_adapter(adapter: Path, model) -> dict:
+    """Read adapter_config.json and check its target modules exist in ``model``; return the config."""
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise MevqaError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MevqaError(f"{config_file}: malformed JSON ({exc.msg})") from None
+    names = [name for name, _ in model.named_modules()]
+    targets = config.get("target_modules")
+    if isinstance(targets, str):
+        # PEFT treats a string as a regex that must match the whole module name.
+        if not any(re.fullmatch(targets, name) for name in names):
+            raise MevqaError(f"{adapter}: adapter target_modules regex {targets!r} matches no module of the base "
+                             f"model; the adapter was trained on a different model")
+    elif targets:
+        suffixes = {name.rsplit(".", 1)[-1] for name in names} | set(names)
+        missing = [t for t in targets if t not in suffixes and not any(n.endswith("." + t) for n in names)]
+        if missing:
+            raise MevqaError(f"{adapter}: adapter target modules {missing} are not in the base model; the adapter "
+                             "was trained on a different model")
+    return config
+
+
+def load_adapter(model, adapter, *, trainable: bool = False):
+    """Wrap ``model`` with the PEFT adapter in folder ``adapter``; clear errors when it does not fit."""
+    from peft import PeftModel
+
+    adapter = Path(adapter).expanduser()
+    if not adapter.is_dir():
+        raise MevqaError(f"{adapter}: adapter folder does not exist")
+    config = _check_adapter(adapter, model)
+    base = config.get("base_model_name_or_path")
+    if base and base != getattr(model, "name_or_path", base):
+        log.info("adapter %s was trained from %s; loading it onto %s", adapter, base, model.name_or_path)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except RuntimeError as exc:  # state-dict size mismatch: shapes differ from the base
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        raise MevqaError(f"{adapter}: adapter weights do not fit the base model ({detail})") from None
+
+
+def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter=None, dtype="auto",
+                             attn_implementation: str = "sdpa", device=None, min_pixels: int | None = None,
+                             max_pixels: int | None = None, video_min_pixels: int | None = None,
+                             video_max_pixels: int | None = None, max_frames: int | None = None,
+                             trainable_adapter: bool = False):
+    """Load a Qwen2.5-VL model (plus optional LoRA adapter) and its processor.
+
+    ``device``: None picks CUDA when available, else CPU; pass ``False`` to leave the model where it was loaded
+    (CPU), e.g. when accelerate places it. ``dtype``: see :func:`resolve_dtype`. The model is returned in eval mode.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_name_or_path = str(model_name_or_path)
+    _check_model_source(model_name_or_path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = resolve_dtype(dtype, device if device is not False else "cpu")
+    try:
+        processor = AutoProcessor.from_pretrained(model_name_or_path)
+        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, dtype=torch_dtype,
+                                                            attn_implementation=attn_implementation)
+    except (OSError, ValueError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MevqaError(f"{model_name_or_path}: cannot load model ({message})") from None
+    # Batched generation needs left padding; the collator sets the side per call, this is the safe default.
+    processor.tokenizer.padding_side = "left"
+    set_pixel_budgets(processor, min_pixels=min_pixels, max_pixels=max_pixels, video_min_pixels=video_min_pixels,
+                      video_max_pixels=video_max_pixels, max_frames=max_frames)
+    if adapter is not None:
+        model = load_adapter(model, adapter, trainable=trainable_adapter)
+    if device is not False:
+        model = model.to(device)
+    model.eval()
+    log.info("loaded %s%s (%s, %s) on %s", model_name_or_path, f" + adapter {adapter}" if adapter else "",
+             torch_dtype, attn_implementation, device if device is not False else "cpu")
+    return model, processor

@@ -1,0 +1,165 @@
+"""``mevqa split``: subject-independent train/validation splits of QA jsonl files.
+
+Schemes (clips are grouped by ``(dataset, subject)``, so one subject never lands in both train and validation):
+- ``loso``: leave one subject out, one fold per subject;
+- ``kfold:K``: K folds of whole subjects, stratified by the clips' coarse class (scikit-learn's
+  ``StratifiedGroupKFold``, shuffled with ``--seed``);
+- ``cross``: train on ``--train-datasets``, validate on ``--val-datasets`` (one fold).
+
+Writes ``DIR/fold_K/train.jsonl`` and ``DIR/fold_K/val.jsonl`` and ``DIR/folds.json`` (subjects and coarse-class
+counts per fold). Media paths are rewritten relative to the new files' folder, so they stay valid wherever ``DIR``
+is; the input files are not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+from mevqa import vocab
+from mevqa.errors import MevqaError
+from mevqa.jsonl import read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def clip_key(row: dict) -> tuple[str, str]:
+    return str(row.get("dataset", "")), str(row.get("image_id", row.get("video", row.get("id"))))
+
+
+def subject_key(row: dict) -> str:
+    return f"{row.get('dataset', '')}/{row['subject']}"
+
+
+def rebase_media(row: dict, source_dir: Path, target_dir: Path) -> dict:
+    """A copy of ``row`` whose media paths, relative to ``source_dir``, are made relative to ``target_dir``."""
+    if not row.get("media"):
+        return row
+
+    def move(value):
+        if isinstance(value, str):
+            return Path(os.path.relpath((source_dir / value).resolve(), target_dir.resolve())).as_posix()
+        if isinstance(value, list):
+            return [move(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    media = {}
+    for mode, entry in row["media"].items():
+        if isinstance(entry, dict):
+            media[mode] = {key: (move(value) if key in ("frames", "image", "arrays") else value)
+                           for key, value in entry.items()}
+        else:
+            media[mode] = entry
+    return {**row, "media": media}
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        for row in read_jsonl(path, required=("subject",)):
+            row["_dir"] = path.parent
+            rows.append(row)
+    if not rows:
+        raise MevqaError(f"{', '.join(map(str, paths))}: no rows to split")
+    return rows
+
+
+def clip_labels(rows: list[dict]) -> dict[tuple[str, str], str]:
+    """The coarse class of each clip (from its coarse question; ``unknown`` where it has none)."""
+    labels = {}
+    for row in rows:
+        key = clip_key(row)
+        if vocab.question_kind(row["question"]) == vocab.COARSE and row.get("answer"):
+            labels[key] = row["answer"]
+        else:
+            labels.setdefault(key, (row.get("clip") or {}).get("coarse", "unknown"))
+    return labels
+
+
+def make_folds(rows: list[dict], scheme: str, *, seed: int = 0, train_datasets: list[str] | None = None,
+               val_datasets: list[str] | None = None) -> list[tuple[set[str], set[str]]]:
+    """``(train subjects, val subjects)`` per fold, subjects as ``dataset/subject``."""
+    subjects = sorted({subject_key(row) for row in rows})
+    if scheme == "loso":
+        if len(subjects) < 2:
+            raise MevqaError(f"loso needs at least 2 subjects, found {len(subjects)}")
+        return [(set(subjects) - {s}, {s}) for s in subjects]
+    if scheme.startswith("kfold:"):
+        try:
+            k = int(scheme.split(":", 1)[1])
+        except ValueError:
+            raise MevqaError(f"--scheme {scheme}: expected kfold:K with an integer K") from None
+        if not 2 <= k <= len(subjects):
+            raise MevqaError(f"--scheme {scheme}: K must be between 2 and the number of subjects ({len(subjects)})")
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        labels = clip_labels(rows)
+        clips = sorted({(clip_key(row), subject_key(row)) for row in rows})
+        y = [labels[c] for c, _ in clips]
+        groups = [s for _, s in clips]
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        folds = []
+        for _, val_index in splitter.split(clips, y, groups):
+            val = {groups[i] for i in val_index}
+            folds.append((set(subjects) - val, val))
+        return folds
+    if scheme == "cross":
+        if not train_datasets or not val_datasets:
+            raise MevqaError("--scheme cross needs --train-datasets and --val-datasets")
+        overlap = set(train_datasets) & set(val_datasets)
+        if overlap:
+            raise MevqaError(f"--scheme cross: {', '.join(sorted(overlap))} is in both train and val datasets")
+        present = {str(row.get("dataset", "")) for row in rows}
+        missing = [d for d in train_datasets + val_datasets if d not in present]
+        if missing:
+            raise MevqaError(f"--scheme cross: no rows of dataset(s) {', '.join(missing)} (found "
+                             f"{', '.join(sorted(present))})")
+        return [({s for s in subjects if s.split("/")[0] in train_datasets},
+                 {s for s in subjects if s.split("/")[0] in val_datasets})]
+    raise MevqaError(f"unknown --scheme {scheme!r}; expected loso, kfold:K or cross")
+
+
+def write_splits(rows: list[dict], folds: list[tuple[set[str], set[str]]], out: Path) -> list[dict]:
+    labels = clip_labels(rows)
+    summary = []
+    for index, (train_subjects, val_subjects) in enumerate(folds):
+        folder = out / f"fold_{index}"
+        parts = {"train": [r for r in rows if subject_key(r) in train_subjects],
+                 "val": [r for r in rows if subject_key(r) in val_subjects]}
+        entry = {"fold": index, "val_subjects": sorted(val_subjects), "train_subjects": sorted(train_subjects)}
+        for name, part in parts.items():
+            write_jsonl(folder / f"{name}.jsonl", (rebase_media(r, r["_dir"], folder) for r in part))
+            clips = {clip_key(r) for r in part}
+            entry[name] = {"rows": len(part), "clips": len(clips),
+                           "coarse": dict(sorted(Counter(labels[c] for c in clips).items()))}
+        summary.append(entry)
+    write_json(out / "folds.json", summary)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="QA jsonl file(s) (e.g. OUT/qa.jsonl "
+                        "of several build-data runs)")
+    parser.add_argument("--by", choices=("subject",), default="subject", help="grouping unit (subject)")
+    parser.add_argument("--scheme", default="loso", help="loso, kfold:K or cross (default loso)")
+    parser.add_argument("--train-datasets", default="", help="cross: comma-separated datasets to train on")
+    parser.add_argument("--val-datasets", default="", help="cross: comma-separated datasets to validate on")
+    parser.add_argument("--seed", type=int, default=0, help="kfold shuffling seed")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for fold_K/{train,val}.jsonl")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = load_rows(args.data)
+    split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
+    folds = make_folds(rows, args.scheme, seed=args.seed, train_datasets=split(args.train_datasets),
+                       val_datasets=split(args.val_datasets))
+    summary = write_splits(rows, folds, args.out)
+    for entry in summary:
+        counts = "  ".join(f"{name} {entry[name]['clips']} clips {entry[name]['coarse']}" for name in ("train", "val"))
+        val = ", ".join(entry["val_subjects"][:4]) + (" ..." if len(entry["val_subjects"]) > 4 else "")
+        print(f"fold_{entry['fold']}: val subjects {val}  |  {counts}")
+    print(f"{len(summary)} folds -> {args.out}")
+    return 0

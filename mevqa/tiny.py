@@ -1,0 +1,215 @@
+"""A tiny, randomly initialised Qwen2.5-VL for tests, the demo and users' dry runs (``mevqa tiny-model``).
+
+Public API::
+
+    write_tiny_model(out_dir, seed=0) -> Path     # writes model + processor with save_pretrained, returns out_dir
+
+Everything is the real thing at a toy size: ``Qwen2_5_VLForConditionalGeneration`` built from a ``Qwen2_5_VLConfig``
+(text hidden 64, 2 layers, 4 heads; vision hidden 32, depth 2, patch 14, spatial merge 2, temporal patch 2), and a
+``Qwen2_5_VLProcessor`` with the Qwen2-VL image and video processors, a ``Qwen2Tokenizer`` and a chat template
+equivalent to Qwen2.5-VL-Instruct's. The tokenizer is a byte-level BPE trained offline (no download) with Qwen2's
+normaliser and pre-tokenisation, followed by Qwen's special tokens in Qwen's order. Its corpus holds every official
+question, answer template, label, AU name and mevqa prompt, so an answer is a few tokens and a tiny model can learn
+it in a few steps. The folder loads back offline with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
+
+Weights are random with std 0.1 (see ``INIT_STD``) so that a short CPU run can learn from pixels.
+Pixel budgets are small (16 to 64 patches of 14 px per image or video frame: 4 to 16 visual tokens) so CPU runs stay
+fast; :func:`mevqa.model.set_pixel_budgets` changes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mevqa import vocab
+
+log = logging.getLogger(__name__)
+
+# Qwen2/Qwen2.5 added tokens, in Qwen's id order (151643...). Only the first 14 are "special" in Qwen's tokenizer.
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+)
+QWEN_EXTRA_TOKENS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                     "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
+
+# Qwen2.5-VL-Instruct's chat template (the one in its chat_template.json).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Weights are drawn with std 0.1 (about 1/sqrt(64)), not Qwen's 0.02: at width 64 each 0.02 layer scales activations
+# by 0.02 * sqrt(64) = 0.16, so a random tiny model passes almost nothing from the pixels to the answer and a short
+# CPU run cannot learn from images (measured: coarse class stuck at chance on synthetic clips; with 0.1, 100%
+# held-out accuracy after 50 steps).
+INIT_STD = 0.1
+BPE_VOCAB_SIZE = 640  # 256 byte symbols + merges; small so the embedding tables stay small
+PATCH = 14
+MERGE = 2
+# Per image / per video frame, in pixels: 4x4 to 8x8 patches of 14 px.
+TINY_MIN_PIXELS = (PATCH * 4) ** 2
+TINY_MAX_PIXELS = (PATCH * 8) ** 2
+
+
+def _corpus() -> list[str]:
+    """Texts the tiny BPE is trained on: the challenge vocabulary, mevqa's prompts and the chat-template words."""
+    from mevqa import messages
+
+    aus = list(vocab.AU_NAMES.values())
+    # Short answers alone (as they follow "assistant\n"), so each becomes one or two tokens.
+    answers = [*vocab.COARSE_LABELS, *vocab.FINE_LABELS, *vocab.LATERALITY_ANSWERS, *vocab.PRESENCE_ANSWERS, *aus]
+    texts = [vocab.Q_COARSE, vocab.Q_FINE, vocab.Q_AU_ONE, vocab.Q_AU_MANY, vocab.Q_COMPOSITE_ONE,
+             vocab.Q_COMPOSITE_MANY, "system", "user", "assistant", "You are a helpful assistant.",
+             "others", "neutral", "unknown", "The answer is", "Picture", "Video"]
+    for au in aus:
+        texts += [vocab.Q_LATERALITY.format(au=au), vocab.Q_PRESENCE.format(au=au)]
+    for i, fine in enumerate(vocab.FINE_LABELS):
+        picked = [aus[i % len(aus)], aus[(3 * i + 1) % len(aus)]]
+        texts += [vocab.composite_answer(picked[:1], fine, vocab.FINE_TO_COARSE[fine]),
+                  vocab.composite_answer(picked, fine, vocab.FINE_TO_COARSE[fine]), vocab.au_answer(picked)]
+    texts += messages.prompt_texts()
+    # Repeat so that whole labels and questions win the merges over rare byte pairs.
+    return texts * 4 + answers * 16
+
+
+def _train_tokenizer():
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    backend = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
+                            byte_fallback=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB_SIZE, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    backend.train_from_iterator(_corpus(), trainer=trainer)
+    model_json = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    bpe_vocab = dict(sorted(model_json["vocab"].items(), key=lambda item: item[1]))
+    # Qwen's added tokens sit right after the BPE vocabulary, in Qwen's order.
+    full_vocab = dict(bpe_vocab)
+    for token in QWEN_SPECIAL_TOKENS + QWEN_EXTRA_TOKENS:
+        full_vocab[token] = len(full_vocab)
+    tokenizer = Qwen2Tokenizer(vocab=full_vocab, merges=merges, unk_token=None, bos_token=None,
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>", errors="replace",
+                               model_max_length=32768, split_special_tokens=False)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_EXTRA_TOKENS])
+    for token in QWEN_SPECIAL_TOKENS + QWEN_EXTRA_TOKENS:
+        assert tokenizer.convert_tokens_to_ids(token) == full_vocab[token], token
+    return tokenizer
+
+
+def tiny_config(vocab_size: int, token_ids: dict[str, int]):
+    """The Qwen2_5_VLConfig of the tiny model (about 230k parameters)."""
+    from transformers import Qwen2_5_VLConfig
+
+    hidden, heads = 64, 4
+    head_dim = hidden // heads
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": heads, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-6, "hidden_act": "silu", "initializer_range": INIT_STD,
+            # M-RoPE splits head_dim/2 rotary frequencies over (time, height, width), like Qwen's [16, 24, 24].
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
+            "bos_token_id": token_ids["<|endoftext|>"], "eos_token_id": token_ids["<|im_end|>"],
+            "pad_token_id": token_ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "in_channels": 3,
+            "patch_size": PATCH, "spatial_merge_size": MERGE, "temporal_patch_size": 2, "tokens_per_second": 2,
+            "window_size": PATCH * MERGE * 4, "out_hidden_size": hidden, "fullatt_block_indexes": [1],
+            "hidden_act": "silu", "initializer_range": INIT_STD,
+        },
+        image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_processor():
+    """The tiny model's processor: real Qwen2-VL image/video processors, the offline BPE and Qwen's chat template."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2,
+                                            cap_pixels_per_frame=False)
+    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=_train_tokenizer(),
+                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def write_tiny_model(out_dir, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2.5-VL and its processor to ``out_dir`` (created); return the path."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    processor = build_tiny_processor()
+    tokenizer = processor.tokenizer
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = tiny_config(len(tokenizer), token_ids)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    # Greedy by default; Qwen's stop tokens (end of turn, end of text).
+    model.generation_config = GenerationConfig(
+        bos_token_id=token_ids["<|endoftext|>"], pad_token_id=token_ids["<|endoftext|>"],
+        eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]], do_sample=False)
+    # Written to a temporary sibling folder first, so a failure never leaves a half-written model behind.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if out_dir.is_dir():
+            for item in tmp.iterdir():
+                os.replace(item, out_dir / item.name)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("wrote a tiny random Qwen2.5-VL (%d parameters, vocabulary %d) to %s", n_params, len(tokenizer), out_dir)
+    return out_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the model and processor into")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_tiny_model(args.out, seed=args.seed)
+    print(path)
+    return 0

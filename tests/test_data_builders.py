@@ -1,0 +1,334 @@
+"""build-data on synthetic trees of every dataset, in every input mode; --official; bad input; resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mevqa import vocab
+from mevqa.cli import main
+from mevqa.data_builders.build import BuildOptions, build_dataset
+from mevqa.data_builders.qa import parse_aus
+from mevqa.data_builders.synth import write_synthetic_dataset
+from mevqa.errors import MevqaError
+from mevqa.jsonl import read_jsonl
+from mevqa.media import read_frame
+
+from conftest import OFFICIAL_TEST
+
+DATASETS = ("casme2", "samm", "smic", "casme3", "4dme")
+# dataset -> (question kinds per clip before LR/Y expansion, image_id pattern check)
+KIND_ORDER = {"C": vocab.COARSE, "F": vocab.FINE, "A": vocab.AU, "L": vocab.LATERALITY, "Y": vocab.PRESENCE,
+              "X": vocab.COMPOSITE}
+SHEET_QUESTIONS = {"casme2": "CFALYX", "samm": "CFALYX", "smic": "C", "casme3": "CFALYX", "4dme": "CALY"}
+CLIPS = 5
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    base = tmp_path_factory.mktemp("synth")
+    return {name: write_synthetic_dataset(name, base / name, clips=CLIPS, seed=3, frames=8) for name in DATASETS}
+
+
+def cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def build_args(dataset, paths, out, *extra):
+    args = ["build-data", dataset, "--root", paths["root"], "--out", out, *extra]
+    if paths["annotations"] is not None:
+        args += ["--annotations", paths["annotations"]]
+    return args
+
+
+def check_rows(rows, dataset):
+    """Ids, per-clip question order, templates and answers' vocabulary."""
+    clips: dict[str, list[dict]] = {}
+    for row in rows:
+        clips.setdefault(row["image_id"], []).append(row)
+    for image_id, clip_rows in clips.items():
+        assert [r["id"] for r in clip_rows] == [f"{dataset}_{image_id}_{k}" for k in range(1, len(clip_rows) + 1)]
+        kinds = [vocab.question_kind(r["question"]) for r in clip_rows]
+        assert None not in kinds
+        expected = []
+        for code in SHEET_QUESTIONS[dataset]:
+            if code == "L":
+                if vocab.LATERALITY in kinds:
+                    expected.append(vocab.LATERALITY)
+            elif code == "Y":
+                expected += [vocab.PRESENCE, vocab.PRESENCE]
+            else:
+                expected.append(KIND_ORDER[code])
+        assert kinds == expected, image_id
+        answers = {kind: r["answer"] for kind, r in zip(kinds, clip_rows)}
+        assert answers[vocab.COARSE] in vocab.COARSE_LABELS
+        if vocab.FINE in answers:
+            assert answers[vocab.FINE] in vocab.FINE_LABELS
+            assert vocab.FINE_TO_COARSE[answers[vocab.FINE]] == answers[vocab.COARSE]
+        if vocab.AU in answers:
+            names = answers[vocab.AU].split(", ")
+            assert all(name in vocab.AU_CODES for name in names)
+            assert clip_rows[kinds.index(vocab.AU)]["question"] == vocab.au_question(names)
+            presence = [r for r in clip_rows if vocab.question_kind(r["question"]) == vocab.PRESENCE]
+            assert [r["answer"] for r in presence] == ["yes", "no"]
+            assert vocab.question_au(presence[0]["question"]) in names
+            assert vocab.question_au(presence[1]["question"]) not in names
+        if vocab.COMPOSITE in answers:
+            assert answers[vocab.COMPOSITE] == vocab.composite_answer(names, answers[vocab.FINE],
+                                                                      answers[vocab.COARSE])
+        for row in clip_rows:
+            assert set(row) >= {"id", "dataset", "image_id", "subject", "filename", "question", "answer", "clip"}
+            assert row["dataset"] == dataset and row["clip"]["source"] == dataset
+    return clips
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_synthetic_tree_builds_in_every_input_mode(synthetic, tmp_path, dataset):
+    paths = synthetic[dataset]
+    out = tmp_path / "out"
+    # all three modes at once, then each mode alone (reusing nothing: separate folders)
+    for modes in ("video,oao,flow", "video", "oao", "flow"):
+        target = out / modes.replace(",", "_")
+        assert cli(*build_args(dataset, paths, target, "--inputs", modes, "--frames", 4, "--size", 64)) == 0
+        rows = read_jsonl(target / "qa.jsonl")
+        clips = check_rows(rows, dataset)
+        assert len(clips) == CLIPS
+        for row in rows:
+            assert set(row["media"]) == set(modes.split(","))
+            clip = row["clip"]
+            assert clip["onset"] <= clip["apex"] <= clip["offset"]
+            if "video" in row["media"]:
+                video = row["media"]["video"]
+                assert len(video["frames"]) == 4 and video["frame_numbers"][0] == clip["onset"]
+                assert video["frame_numbers"][-1] == clip["offset"]
+                assert video["source_fps"] == clip["fps"]
+                span = video["frame_numbers"][-1] - video["frame_numbers"][0]
+                assert video["sample_fps"] == pytest.approx(clip["fps"] * 3 / span)
+            if "oao" in row["media"]:
+                assert row["media"]["oao"]["frame_numbers"] == [clip["onset"], clip["apex"], clip["offset"]]
+            files = [f for entry in row["media"].values() for key in ("frames", "image")
+                     for f in ([entry[key]] if isinstance(entry.get(key), str) else entry.get(key, []))]
+            for name in files:
+                image = read_frame(target / name)
+                assert image.ndim == 3 and image.shape[2] == 3 and max(image.shape[:2]) <= 64
+
+
+def test_row_counts_and_dataset_quirks(synthetic, tmp_path):
+    rows = {}
+    for dataset in DATASETS:
+        build_dataset(dataset, tmp_path / dataset, root=synthetic[dataset]["root"],
+                      annotations=synthetic[dataset]["annotations"], options=BuildOptions(modes=("oao",),
+                                                                                          size=64, progress=False))
+        rows[dataset] = read_jsonl(tmp_path / dataset / "qa.jsonl")
+        summary = json.loads((tmp_path / dataset / "build.json").read_text())
+        assert summary["clips"] == CLIPS and summary["excluded_by_label"] == (0 if dataset == "smic" else 1)
+    assert len(rows["smic"]) == CLIPS
+    # SMIC: unpadded folders s1/s1_ne_01 -> official s01 / s01_ne_01, midpoint apex
+    assert {r["subject"] for r in rows["smic"]} == {"s01", "s02"}
+    assert all(r["image_id"].startswith(r["subject"] + "_") for r in rows["smic"])
+    assert {r["clip"]["apex_method"] for r in rows["smic"]} == {"midpoint"}
+    # CASME II: integer subject -> sub01, "/" apex estimated, EP06_02_01 kept, stray .lnk ignored
+    casme2 = {r["image_id"]: r for r in rows["casme2"]}
+    assert any(image_id.endswith("_EP06_02_01") for image_id in casme2)
+    assert sorted(r["clip"]["apex_method"] for r in casme2.values()).count("max_diff") == 1
+    assert {r["subject"] for r in rows["casme2"]} == {"sub01", "sub02"}
+    # SAMM: subject "6", image_id = filename; "R6 + R12" gives the LR question on the first lateral AU
+    samm = [r for r in rows["samm"] if r["image_id"].startswith("006_1_")]
+    assert samm[0]["subject"] == "6" and samm[0]["filename"] == samm[0]["image_id"]
+    assert samm[3]["question"] == "Is the action unit cheek raiser located on the left or right face?"
+    assert samm[3]["answer"] == "right"
+    # CAS(ME)^3: two MEs of one video get distinct ids carrying the onset; folder spNo.* found for label spNO.*
+    casme3 = sorted({r["image_id"] for r in rows["casme3"]})
+    assert all(image_id.startswith("spNO.") for image_id in casme3)
+    assert len({image_id.rsplit("_", 1)[0] for image_id in casme3}) < len(casme3)
+    # 4DME: static (k) AUs are not asked about; no fine/composite questions
+    assert not any(vocab.question_kind(r["question"]) in (vocab.FINE, vocab.COMPOSITE) for r in rows["4dme"])
+    assert all("(k)" not in r["answer"] for r in rows["4dme"])
+
+
+def test_coarse_classes_are_visible_in_the_flow(synthetic, tmp_path):
+    """The synthetic blob moves up (positive), down (negative) or left (surprise): the flow arrays show it."""
+    import numpy as np
+
+    build_dataset("casme2", tmp_path, root=synthetic["casme2"]["root"], annotations=synthetic["casme2"]["annotations"],
+                  options=BuildOptions(modes=("flow",), size=None, progress=False))
+    seen = set()
+    for row in read_jsonl(tmp_path / "qa.jsonl"):
+        if vocab.question_kind(row["question"]) != vocab.COARSE:
+            continue
+        arrays = np.load(tmp_path / row["media"]["flow"]["arrays"])
+        u, v, magnitude = (arrays[k].astype(np.float32) for k in ("u", "v", "magnitude"))
+        strong = magnitude > 0.5 * magnitude.max()
+        mean_u, mean_v = float(u[strong].mean()), float(v[strong].mean())
+        expected = {"positive": mean_v < -abs(mean_u), "negative": mean_v > abs(mean_u),
+                    "surprise": mean_u < -abs(mean_v)}[row["answer"]]
+        assert expected, (row["image_id"], row["answer"], mean_u, mean_v)
+        seen.add(row["answer"])
+    assert seen == {"positive", "negative", "surprise"}
+
+
+def test_second_run_reuses_media_and_workers_give_the_same_rows(synthetic, tmp_path):
+    paths = synthetic["samm"]
+    assert cli(*build_args("samm", paths, tmp_path / "a", "--size", 64, "--frames", 4)) == 0
+    first = (tmp_path / "a" / "qa.jsonl").read_text()
+    flow = next((tmp_path / "a" / "media" / "samm").glob("*/flow.jpg"))
+    stamp = flow.stat().st_mtime_ns
+    assert cli(*build_args("samm", paths, tmp_path / "a", "--size", 64, "--frames", 4)) == 0
+    assert flow.stat().st_mtime_ns == stamp
+    assert (tmp_path / "a" / "qa.jsonl").read_text() == first
+    assert json.loads((tmp_path / "a" / "build.json").read_text())["timings"].get("flow", 0) == 0
+    assert cli(*build_args("samm", paths, tmp_path / "b", "--size", 64, "--frames", 4, "--workers", 2)) == 0
+    assert (tmp_path / "b" / "qa.jsonl").read_text() == first
+    assert cli(*build_args("samm", paths, tmp_path / "c", "--size", 64, "--frames", 4, "--seed", 1)) == 0
+    assert (tmp_path / "c" / "qa.jsonl").read_text() != first  # the yes/no draws follow the seed
+
+
+def test_official_test_file_gets_inputs(tmp_path, shared_data):
+    """A *_to_answer.jsonl file with per-clip frame folders ROOT/<video>/: official rows kept, inputs attached."""
+    official = OFFICIAL_TEST[0]  # SAMM test questions
+    from mevqa.data_builders.synth import SynthClip, _write_frames
+
+    videos = sorted({row["video"] for row in read_jsonl(official)})
+    for i, video in enumerate(videos):
+        clip = SynthClip(6 + i, 1, "Anger", "negative", 0, 100, 104, 109, None)
+        _write_frames(tmp_path / "frames" / video, clip, lambda n: f"{video}_{n:05d}.jpg", (64, 48, True), 0)
+    out = tmp_path / "out"
+    assert cli("build-data", "samm", "--official", official, "--root", tmp_path / "frames", "--out", out,
+               "--frames", 4, "--size", 64) == 0
+    rows = read_jsonl(out / "qa.jsonl")
+    original = read_jsonl(official)
+    assert [r["video_id"] for r in rows] == [r["video_id"] for r in original]
+    assert all(r["question"] == o["question"] and r["answer"] == "" for r, o in zip(rows, original))
+    for row in rows:
+        assert row["clip"]["onset"] == 100 and row["clip"]["offset"] == 109
+        # the blob is furthest from its onset place at frame 104; the mean-difference estimate lands within a frame
+        assert abs(row["clip"]["apex"] - 104) <= 1 and row["clip"]["apex_method"] == "max_diff"
+        assert row["media"]["video"]["source_fps"] == 200.0
+        assert (out / row["media"]["flow"]["image"]).is_file()
+
+
+def test_parse_aus_forms():
+    assert [u.label for u in parse_aus("4+7+L10", "x")] == ["4", "7", "L10"]
+    assert [u.label for u in parse_aus("R12 + R15", "x")] == ["R12", "R15"]
+    assert [u.label for u in parse_aus("R14A", "x")] == ["R14A"]
+    assert [u.label for u in parse_aus("L14 or R14", "x")] == ["L14", "R14"]
+    assert [u.label for u in parse_aus("AUR2+12(k)+45", "x")] == ["R2", "12(k)", "45"]
+    assert [u.label for u in parse_aus("1，2,T4", "x")] == ["1", "2", "T4"]
+    assert [u.label for u in parse_aus(14.0, "x")] == ["14"]
+    with pytest.raises(MevqaError, match="row 7: unknown action unit code 99"):
+        parse_aus("4+99", "row 7")
+    with pytest.raises(MevqaError, match="cannot read action unit 'X4'"):
+        parse_aus("X4", "row 7")
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+def edit_sheet(path: Path, header: str, data_row: int, value, header_row: int = 1) -> None:
+    """Set the cell under ``header`` in the ``data_row``-th data row (1-based) of an xlsx sheet."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(path)
+    table = book.worksheets[0]
+    column = next(c.column for c in table[header_row] if c.value == header)
+    table.cell(row=header_row + data_row, column=column, value=value)
+    book.save(path)
+
+
+def copy_tree(paths, tmp_path):
+    import shutil
+
+    base = Path(paths["root"]).parent
+    shutil.copytree(base, tmp_path / "data")
+    return {"root": tmp_path / "data" / Path(paths["root"]).relative_to(base),
+            "annotations": tmp_path / "data" / Path(paths["annotations"]).relative_to(base)}
+
+
+def run_bad(dataset, paths, tmp_path, capsys, *extra):
+    out = tmp_path / "out"
+    code = cli(*build_args(dataset, paths, out, "--inputs", "oao", "--size", 64, *extra))
+    return code, capsys.readouterr().err, out
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing_column", r"missing column\(s\) Estimated Emotion; the header row found \(row 1\) has: Subject, "
+                       r"Filename, OnsetFrame"),
+    ("missing_folder", r"row 2 \(sub01/EP02_01f\): clip folder .*EP02_01f not found"),
+    ("missing_frame", r"row 2 \(sub01/EP02_01f\): apex frame \d+ missing"),
+    ("unreadable_image", r"img\d+\.jpg: unreadable image"),
+    ("onset_after_offset", r"row 2 \(sub01/EP02_01f\): onset 900 is after offset"),
+    ("apex_outside", r"row 2 \(sub01/EP02_01f\): apex 5 outside the clip"),
+    ("unknown_au", r"row 2 \(sub01/EP02_01f\): unknown action unit code 77"),
+    ("unknown_emotion", r"row 2: unknown emotion 'joy'"),
+    ("empty", r"casme2: no clips to build"),
+])
+def test_bad_input_stops_with_one_clear_line_and_no_qa_file(synthetic, tmp_path, capsys, case, pattern):
+    paths = copy_tree(synthetic["casme2"], tmp_path)
+    sheet = paths["annotations"]
+    first = next(p for p in Path(paths["root"]).rglob("EP02_01f") if p.is_dir())
+    frames = sorted(first.glob("img*.jpg"), key=lambda p: int(p.stem[3:]))
+    if case == "missing_column":
+        edit_sheet(sheet, "Estimated Emotion", 0, "Feeling")
+    elif case == "missing_folder":
+        import shutil
+
+        shutil.rmtree(first)
+    elif case == "missing_frame":
+        frames[len(frames) // 2].unlink()
+    elif case == "unreadable_image":
+        frames[0].write_bytes(b"\xff\xd8 broken")
+    elif case == "onset_after_offset":
+        edit_sheet(sheet, "OnsetFrame", 1, 900)
+    elif case == "apex_outside":
+        edit_sheet(sheet, "ApexFrame", 1, 5)
+    elif case == "unknown_au":
+        edit_sheet(sheet, "Action Units", 1, "4+77")
+    elif case == "unknown_emotion":
+        edit_sheet(sheet, "Estimated Emotion", 1, "joy")
+    elif case == "empty":
+        from openpyxl import load_workbook
+
+        book = load_workbook(sheet)
+        book.worksheets[0].delete_rows(2, 100)
+        book.save(sheet)
+    code, err, out = run_bad("casme2", paths, tmp_path, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith("mevqa build-data: error: ")
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not (out / "qa.jsonl").exists()
+    if case not in ("missing_column", "empty"):
+        code, err, out = run_bad("casme2", paths, tmp_path, capsys, "--skip-bad")
+        assert code == 0
+        skipped = read_jsonl(out / "skipped.jsonl")
+        assert len(skipped) == 1 and re.search(pattern, skipped[0]["error"])
+        clips = {r["image_id"] for r in read_jsonl(out / "qa.jsonl")}
+        assert len(clips) == CLIPS - 1 and not any(c.endswith("_EP02_01f") for c in clips)
+
+
+def test_samm_header_found_after_notes_and_on_row_one(synthetic, tmp_path):
+    from openpyxl import load_workbook
+
+    paths = copy_tree(synthetic["samm"], tmp_path)
+    book = load_workbook(paths["annotations"])
+    assert book.worksheets[0].cell(row=14, column=1).value == "Subject"
+    build_dataset("samm", tmp_path / "a", root=paths["root"], annotations=paths["annotations"],
+                  options=BuildOptions(modes=(), progress=False))
+    book.worksheets[0].delete_rows(1, 13)
+    book.save(paths["annotations"])
+    build_dataset("samm", tmp_path / "b", root=paths["root"], annotations=paths["annotations"],
+                  options=BuildOptions(modes=(), progress=False))
+    assert (tmp_path / "a" / "qa.jsonl").read_text() == (tmp_path / "b" / "qa.jsonl").read_text()
+
+
+def test_apex_outside_can_be_estimated_instead(synthetic, tmp_path, capsys):
+    paths = copy_tree(synthetic["casme2"], tmp_path)
+    edit_sheet(paths["annotations"], "ApexFrame", 1, 5)
+    code, _, out = run_bad("casme2", paths, tmp_path, capsys, "--estimate-bad-apex")
+    assert code == 0
+    first = next(r for r in read_jsonl(out / "qa.jsonl") if r["image_id"].endswith("_EP02_01f"))
+    assert first["clip"]["apex_method"] == "max_diff"
+    assert first["clip"]["onset"] < first["clip"]["apex"] <= first["clip"]["offset"]

@@ -1,0 +1,180 @@
+"""Model loading (dtype, device, adapters, clear errors), part lookup by name, pixel budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from mevqa.collate import QADataset, encode
+from mevqa.errors import MevqaError
+from mevqa.messages import read_qa_rows
+from mevqa.model import (PART_PATTERNS, load_model_and_processor, model_parts, part_of, resolve_dtype,
+                         set_pixel_budgets)
+from qa_rows import write_qa_file
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model_and_processor(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny, tmp_path_factory):
+    rows = read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))
+    return encode(tiny[1], [QADataset(rows, "oao")[i] for i in (0, 1)], train=True)
+
+
+def test_loads_on_cpu_in_float32_for_auto(tiny):
+    model, processor = tiny
+    assert not model.training
+    assert next(model.parameters()).dtype == torch.float32 and next(model.parameters()).device.type == "cpu"
+    assert model.config._attn_implementation == "sdpa"
+    assert processor.tokenizer.padding_side == "left"
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bf16") == resolve_dtype("bfloat16") == torch.bfloat16
+    assert resolve_dtype(torch.float16) == torch.float16
+    with pytest.raises(MevqaError, match="unknown dtype 'int8'"):
+        resolve_dtype("int8")
+
+
+def test_loads_in_the_asked_dtype(tiny_model_dir):
+    model, _ = load_model_and_processor(tiny_model_dir, dtype="bfloat16", attn_implementation="eager")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config._attn_implementation == "eager"
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(MevqaError, match=r"no-such-model: model folder does not exist"):
+        load_model_and_processor(str(tmp_path / "no-such-model"))
+    with pytest.raises(MevqaError, match=r"not a model folder \(no config.json\)"):
+        load_model_and_processor(tmp_path)
+    # conftest sets HF_HUB_OFFLINE=1: a hub id that is not cached cannot be fetched.
+    with pytest.raises(MevqaError, match=r"nobody/not-a-model: not a local folder and not in the Hugging Face cache"):
+        load_model_and_processor("nobody/not-a-model")
+
+
+def test_model_parts_plain_and_peft_wrapped(tiny_model_dir):
+    model, _ = load_model_and_processor(tiny_model_dir)
+    parts = model_parts(model)
+    assert parts.vision is model.model.visual
+    assert parts.merger is model.model.visual.merger
+    assert parts.language_model is model.model.language_model
+    assert parts.lm_head is model.lm_head
+    assert parts.names == {"vision": "model.visual", "merger": "model.visual.merger",
+                           "language_model": "model.language_model", "lm_head": "lm_head"}
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "qkv"],
+                                                  modules_to_save=["lm_head"]))
+    wrapped = model_parts(peft_model)
+    assert wrapped.vision is parts.vision and wrapped.merger is parts.merger
+    assert wrapped.language_model is parts.language_model
+    assert wrapped.names["vision"] == "base_model.model.model.visual"
+    assert wrapped.names["lm_head"] == "base_model.model.lm_head"
+    assert type(wrapped.lm_head).__name__ == "ModulesToSaveWrapper"     # trained in full under LoRA
+    assert wrapped.lm_head.original_module is parts.lm_head
+    with pytest.raises(MevqaError, match="no module named like"):
+        model_parts(torch.nn.Linear(2, 2))
+
+
+def test_part_of_sorts_every_parameter_plain_and_peft(tiny_model_dir):
+    model, _ = load_model_and_processor(tiny_model_dir)
+    counts = {}
+    for name, _ in model.named_parameters():
+        counts[part_of(name)] = counts.get(part_of(name), 0) + 1
+    assert set(counts) == set(PART_PATTERNS)                    # nothing unassigned (no None)
+    assert part_of("model.visual.merger.mlp.0.weight") == "merger"
+    assert part_of("model.visual.blocks.1.attn.qkv.weight") == "vision"
+    assert part_of("base_model.model.model.visual.blocks.0.attn.qkv.lora_A.default.weight") == "vision"
+    assert part_of("base_model.model.model.visual.merger.ln_q.weight") == "merger"
+    assert part_of("base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.default.weight") \
+        == "language_model"
+    assert part_of("base_model.model.lm_head.modules_to_save.default.weight") == "lm_head"
+    assert part_of("model.visual_extra.weight") is None
+
+
+def test_pixel_budgets_set_image_and_video_processors(tiny_model_dir):
+    _, processor = load_model_and_processor(tiny_model_dir, min_pixels=28 * 28, max_pixels=56 * 56,
+                                            video_max_pixels=84 * 84, max_frames=16)
+    assert processor.image_processor.size == {"shortest_edge": 784, "longest_edge": 3136}
+    assert processor.video_processor.size["longest_edge"] == 84 * 84
+    assert processor.video_processor.max_frames == 16
+    image = Image.fromarray(np.zeros((200, 300, 3), dtype=np.uint8))
+    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+    assert grid[1] * grid[2] * 14 * 14 <= 56 * 56
+    set_pixel_budgets(processor, max_pixels=112 * 112)          # None keeps the other bound
+    assert processor.image_processor.size == {"shortest_edge": 784, "longest_edge": 12544}
+    with pytest.raises(MevqaError, match="0 < min_pixels <= max_pixels"):
+        set_pixel_budgets(processor, min_pixels=10_000, max_pixels=100)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter on the vision tower and the language model, with non-zero (trained-like) weights."""
+    model, _ = load_model_and_processor(tiny_model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "qkv"]))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_adapter_loads_and_changes_the_output(tiny, tiny_model_dir, adapter_dir, batch):
+    base, _ = tiny
+    adapted, _ = load_model_and_processor(tiny_model_dir, adapter=adapter_dir)
+    assert type(adapted).__name__ == "PeftModel" and not adapted.training
+    with torch.no_grad():
+        base_logits = base(**batch).logits
+        adapted_logits = adapted(**batch).logits
+        merged_logits = adapted.merge_and_unload()(**batch).logits
+    assert not torch.allclose(base_logits, adapted_logits, atol=1e-4)
+    assert torch.allclose(adapted_logits, merged_logits, atol=1e-5)
+
+
+def test_adapter_that_does_not_fit_is_a_clear_error(tiny_model_dir, adapter_dir, tmp_path):
+    with pytest.raises(MevqaError, match="adapter folder does not exist"):
+        load_model_and_processor(tiny_model_dir, adapter=tmp_path / "missing")
+    with pytest.raises(MevqaError, match="not a PEFT adapter folder"):
+        load_model_and_processor(tiny_model_dir, adapter=tmp_path)
+    # Target modules another architecture has.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    (foreign / "adapter_config.json").write_text(json.dumps(dict(config, target_modules=["c_attn", "q_proj"])))
+    with pytest.raises(MevqaError, match=r"adapter target modules \['c_attn'\] are not in the base model"):
+        load_model_and_processor(tiny_model_dir, adapter=foreign)
+    # Same names, other shapes (an adapter trained on a bigger base).
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    (wider / "adapter_config.json").write_text((adapter_dir / "adapter_config.json").read_text())
+    weights = load_file(adapter_dir / "adapter_model.safetensors")
+    save_file({k: torch.zeros(v.shape[0], v.shape[1] * 2) if "lora_A" in k else v for k, v in weights.items()},
+              wider / "adapter_model.safetensors")
+    with pytest.raises(MevqaError, match="adapter weights do not fit the base model"):
+        load_model_and_processor(tiny_model_dir, adapter=wider)
+
+
+@pytest.mark.gpu
+def test_auto_dtype_on_cuda_is_bfloat16_and_generation_runs(tiny_model_dir, batch):
+    from mevqa.generation import generate_answers
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    assert next(model.parameters()).device.type == "cuda"
+    assert next(model.parameters()).dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+    with torch.no_grad():
+        loss = model(**{key: value.to("cuda") for key, value in batch.items()}).loss
+    assert torch.isfinite(loss)
+    rows = read_qa_rows(write_qa_file(tiny_model_dir.parent / "gpu-qa", clips=1))
+    answers = generate_answers(model, processor, rows, "video", batch_size=4, max_new_tokens=4)
+    assert len(answers) == len(rows)

@@ -6,7 +6,9 @@ Two sources of questions:
 - ``official``: the rows of an official jsonl, to which clip metadata and inputs are attached. A training-style
   file (``image_id`` per row, 2025 or 2026 v2) is joined to the sheet by image id; a test file
   (``*_to_answer.jsonl``, ``video`` per row) takes its frames from ``ROOT/<video>/`` (or ``ROOT/<video>.mp4``...),
-  onset/offset = the first/last frame (or the row's ``onset_frame``/``offset_frame``), apex estimated.
+  onset/offset = the first/last frame, apex estimated. Test rows that carry ``onset_frame``/``offset_frame`` and
+  ``image_id`` instead (the layout of some copies of the CAS(ME)^3 test file) take their frames from
+  ``ROOT/<image_id>/`` or else ``ROOT/<subject>/<filename>/``, between those frames.
 
 A clip with bad input raises; with ``skip_bad`` it is left out and listed in ``OUT/skipped.jsonl`` instead.
 Nothing is written to ``OUT/qa.jsonl`` unless the whole build succeeds. Media are cached per clip (``media.json``),
@@ -114,8 +116,8 @@ def _check_order(record: ClipRecord, options: BuildOptions) -> None:
     """onset <= apex <= offset, as far as the sheet gives them (an apex outside is estimated later if allowed)."""
     if record.onset is not None and record.offset is not None and record.onset > record.offset:
         raise MevqaError(f"{record.where}: onset {record.onset} is after offset {record.offset}")
-    if options.bad_apex != "estimate" and record.apex is not None and record.onset is not None and record.offset is not None \
-            and not record.onset <= record.apex <= record.offset:
+    known = None not in (record.apex, record.onset, record.offset)
+    if options.bad_apex != "estimate" and known and not record.onset <= record.apex <= record.offset:
         raise MevqaError(f"{record.where}: apex {record.apex} outside the clip {record.onset}..{record.offset}")
 
 
@@ -125,18 +127,23 @@ def official_jobs(dataset: str, official: Path, root: Path | None, annotations: 
     if not rows:
         raise MevqaError(f"{official}: no rows")
     module = dataset_module(dataset)
-    if all("video" in row for row in rows):  # a test file: one frame folder or video per clip
+    if all("video" in row or "onset_frame" in row for row in rows):  # test questions: frames per clip
         if root is None:
             raise MevqaError("--official with a test file needs --root, the folder of the per-clip frame folders")
         groups: dict[str, list[dict]] = {}
         for row in rows:
-            groups.setdefault(str(row["video"]), []).append(row)
+            groups.setdefault(str(row.get("video") or row.get("image_id")), []).append(row)
         jobs = []
-        for video, clip_rows_ in groups.items():
+        for name, clip_rows_ in groups.items():
             first = clip_rows_[0]
-            where = f"{official.name} line {first['_line']} ({video})"
-            record = ClipRecord(dataset, video, video, video, first.get("onset_frame"), None,
-                                first.get("offset_frame"), "", None, None, _test_clip_path(root, video),
+            where = f"{official.name} line {first['_line']} ({name})"
+            folder = _test_clip_path(root, name)
+            if not folder.exists() and "subject" in first and "filename" in first:
+                folder = _test_clip_path(root / str(first["subject"]), str(first["filename"]))
+            onset, offset = first.get("onset_frame"), first.get("offset_frame")
+            record = ClipRecord(dataset, str(first.get("subject", name)), str(first.get("filename", name)), name,
+                                None if onset in (None, "") else int(onset), None,
+                                None if offset in (None, "") else int(offset), "", None, None, folder,
                                 options.fps or module.FPS, where)
             jobs.append(ClipJob(record, clip_rows_))
         return jobs

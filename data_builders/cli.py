@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "questions only)")
     parser.add_argument("--frames", type=int, default=8, help="video frames sampled uniformly onset..offset "
                         "(default 8)")
-    parser.add_argument("--size", type=int, default=448, help="longest side of written images in pixels (aspect kept, never enlarged); "
-                        "0 keeps the source size (default 448)")
+    parser.add_argument("--size", type=int, default=448, help="longest side of written images in pixels (aspect "
+                        "kept, never enlarged); 0 keeps the source size (default 448)")
     parser.add_argument("--flow", choices=FLOW_METHODS, default="farneback", help="optical flow method (tvl1 "
                         "needs opencv-contrib-python-headless)")
     parser.add_argument("--head-motion", choices=HEAD_MOTION, default="nose",

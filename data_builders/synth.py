@@ -96,8 +96,9 @@ def _plan(dataset: str, clips: int, frames: int, rng: random.Random) -> list[Syn
         onset = rng.randrange(20, 400)
         cells = AU_CELLS[dataset].get(label, [None])
         plan.append(SynthClip(subject=first_subject + i % subjects, index=1 + i // subjects, label=label,
-                              coarse=_coarse(label), fine_index=labels.index(label), onset=onset, apex=onset + frames // 2,
-                              offset=onset + frames - 1, aus=cells[(i // len(labels)) % len(cells)]))
+                              coarse=_coarse(label), fine_index=labels.index(label), onset=onset,
+                              apex=onset + frames // 2, offset=onset + frames - 1,
+                              aus=cells[(i // len(labels)) % len(cells)]))
     return plan
 
 

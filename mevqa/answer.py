@@ -76,11 +76,14 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
                        help="'default' (a prompt per question kind listing the allowed answers), 'none', or a text "
                             "used for every question (default: as trained, else 'default')")
     group.add_argument("--max-frames", type=int, help="cap on video frames given to the model (default: as trained)")
+    group.add_argument("--video-fps", type=float,
+                       help="frame rate told to the model for videos instead of the clip's true sampled rate "
+                            "(default: as trained, else the true rate)")
 
 
 # Training settings that decide what the model sees and is told; mevqa's trainers save them in train_config.yaml.
 PIXEL_SETTINGS = ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels")
-DEFAULTS = {"inputs": "oao", "system_prompt": "default", "max_frames": None}
+DEFAULTS = {"inputs": "oao", "system_prompt": "default", "max_frames": None, "video_fps": None}
 
 
 def trained_settings(model, adapter) -> tuple[dict, Path | None]:
@@ -139,7 +142,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
                 top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                 system_prompt=None if args.system_prompt.lower() == "none" else args.system_prompt,
-                max_frames=args.max_frames)
+                max_frames=args.max_frames, video_fps=args.video_fps)
 
 
 def load(args: argparse.Namespace):
@@ -177,9 +180,8 @@ def clip_media(clip_path, out_dir, *, onset: int | None = None, apex: int | None
     fps = fps or clip.fps
     if fps is None and "video" in modes:
         raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (the video input "
-                         "needs it: CASME II, SAMM and SMIC-HS are 200, CAS(ME)^3 is 30)")
-    # The rate only times sampled video frames, which the other modes do not build, but build_media wants a value.
-    media = build_media(clip, onset, apex, offset, modes=modes, out_dir=out_dir, source_fps=fps or 1.0,
+                         "needs it: CASME II and SAMM are 200, SMIC-HS 100, CAS(ME)^3 30)")
+    media = build_media(clip, onset, apex, offset, modes=modes, out_dir=out_dir, source_fps=fps,
                         apex_method=apex_method, timings=timings, **settings)
     resolve_media({"media": media}, out_dir, str(clip.source))
     info = {"source": str(clip.source), "onset": onset, "apex": apex, "offset": offset, "apex_method": apex_method,

@@ -433,8 +433,8 @@ def build_media(clip: Clip | str | Path, onset: int | None, apex: int | None, of
     onset = clip.frame_numbers[0] if onset is None else onset
     offset = clip.frame_numbers[-1] if offset is None else offset
     fps = source_fps or clip.fps
-    if fps is None:
-        raise MevqaError(f"{clip.source}: the frame rate is unknown; give the source fps")
+    if fps is None and "video" in settings.modes:  # only sampled video frames are timed
+        raise MevqaError(f"{clip.source}: the frame rate is unknown; give the source fps (the video input needs it)")
     if onset > offset:
         raise MevqaError(f"{clip.source}: onset {onset} is after offset {offset}")
     if apex is None:

@@ -28,8 +28,24 @@ CLIPS = 5
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
+    """Every dataset's synthetic tree, written by ``mevqa synth-data``; paths from the command it prints."""
+    import contextlib
+    import io
+    import shlex
+
     base = tmp_path_factory.mktemp("synth")
-    return {name: write_synthetic_dataset(name, base / name, clips=CLIPS, seed=3, frames=8) for name in DATASETS}
+    trees = {}
+    for name in DATASETS:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert cli("synth-data", name, "--out", base / name, "--clips", CLIPS, "--seed", 3, "--frames", 8) == 0
+        command = shlex.split(printed.getvalue().split("build it with: ", 1)[1])
+        option = lambda flag: Path(command[command.index(flag) + 1]) if flag in command else None  # noqa: E731
+        assert command[:3] == ["mevqa", "build-data", name]
+        trees[name] = {"root": option("--root"), "annotations": option("--annotations")}
+    api = write_synthetic_dataset("samm", base / "api", clips=CLIPS, seed=3, frames=8)
+    assert (api["root"] / "006").is_dir() and api["annotations"].name == "SAMM_Micro_FACS_Codes_v2.xlsx"
+    return trees
 
 
 def cli(*args) -> int:
@@ -332,3 +348,22 @@ def test_apex_outside_can_be_estimated_instead(synthetic, tmp_path, capsys):
     first = next(r for r in read_jsonl(out / "qa.jsonl") if r["image_id"].endswith("_EP02_01f"))
     assert first["clip"]["apex_method"] == "max_diff"
     assert first["clip"]["onset"] < first["clip"]["apex"] <= first["clip"]["offset"]
+
+
+def test_official_test_rows_with_frame_ranges(tmp_path):
+    """Test rows that give onset_frame/offset_frame and image_id: frames from ROOT/<subject>/<filename>/."""
+    from mevqa.data_builders.synth import SynthClip, _write_frames
+    from mevqa.jsonl import write_jsonl
+
+    clip = SynthClip(1, 1, "happy", "positive", 0, 330, 340, 350, None)
+    _write_frames(tmp_path / "frames" / "dzw" / "a1", clip, lambda n: f"{n}.jpg", (64, 48, False), 0)
+    questions = [{"id": f"samm_test_dzw_a1_338_{k}", "dataset": "samm_test", "image_id": "dzw_a1_338",
+                  "subject": "dzw", "filename": "a1", "onset_frame": 338, "offset_frame": 346, "question": q,
+                  "answer": ""} for k, q in enumerate((vocab.Q_COARSE, vocab.Q_FINE), start=1)]
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    build_dataset("casme3", tmp_path / "out", root=tmp_path / "frames", official=tmp_path / "q.jsonl",
+                  options=BuildOptions(modes=("video",), num_frames=3, size=None, progress=False))
+    rows = read_jsonl(tmp_path / "out" / "qa.jsonl")
+    assert [r["id"] for r in rows] == [q["id"] for q in questions]
+    assert rows[0]["media"]["video"]["frame_numbers"] == [338, 342, 346]
+    assert rows[0]["media"]["video"]["sample_fps"] == pytest.approx(30 * 2 / 8)

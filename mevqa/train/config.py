@@ -66,6 +66,9 @@ class TrainConfig:
     video_min_pixels: int | None = None      # pixel budget per video frame
     video_max_pixels: int | None = None
     max_frames: int | None = None            # cap on frames per video, kept uniformly (None: all frames of the row)
+    video_fps: float | None = None           # frame rate told to the model for videos (None: each clip's true sampled
+                                             # fps; an ME clip lasts < 0.5 s, so at its true rate every frame pair
+                                             # gets the same temporal position; e.g. 2.0 spreads them as slow motion)
     dataloader_num_workers: int = 0
 
     # --- which parts train, and how ----------------------------------------------------------------------------

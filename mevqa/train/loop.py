@@ -269,7 +269,7 @@ def evaluate(accelerator, model, processor, eval_rows: list[dict], cfg: TrainCon
     indices, real = _padded_shard(len(eval_rows), accelerator.process_index, accelerator.num_processes)
     dataset = QADataset(eval_rows, cfg.inputs, system_prompt=cfg.system_prompt, with_answer=True,
                         max_frames=cfg.max_frames)
-    collator = Collator(processor, train=True, max_length=cfg.max_length)
+    collator = Collator(processor, train=True, max_length=cfg.max_length, video_fps=cfg.video_fps)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for start in range(0, len(indices), cfg.eval_batch_size):
         batch = collator([dataset[i] for i in indices[start:start + cfg.eval_batch_size]]).to(accelerator.device)
@@ -289,7 +289,8 @@ def evaluate(accelerator, model, processor, eval_rows: list[dict], cfg: TrainCon
         rows = [eval_rows[i] for i in indices]
         answers = generate_answers(accelerator.unwrap_model(model), processor, rows, cfg.inputs,
                                    batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
-                                   system_prompt=cfg.system_prompt, max_frames=cfg.max_frames)
+                                   system_prompt=cfg.system_prompt, max_frames=cfg.max_frames,
+                                   video_fps=cfg.video_fps)
         predictions = gather_object([{"id": row_id(row), "answer": answer}
                                      for row, answer, is_real in zip(rows, answers, real) if is_real])
         report = score(predictions, eval_rows)
@@ -399,7 +400,7 @@ def train(cfg: TrainConfig, accelerator, model, processor) -> Path:
 
     dataset = QADataset(train_rows, cfg.inputs, system_prompt=cfg.system_prompt, with_answer=True,
                         max_frames=cfg.max_frames)
-    collator = Collator(processor, train=True, max_length=cfg.max_length)
+    collator = Collator(processor, train=True, max_length=cfg.max_length, video_fps=cfg.video_fps)
     trainable = [p for p in model.parameters() if p.requires_grad]
     metric = cfg.metric_for_best
 

@@ -88,17 +88,12 @@ DEFAULTS = {"inputs": "oao", "system_prompt": "default", "max_frames": None, "vi
 
 def trained_settings(model, adapter) -> tuple[dict, Path | None]:
     """(settings, file) from the ``train_config.yaml`` of the adapter folder, else of the model folder."""
-    import yaml
+    from mevqa.train.config import load_yaml
 
     for folder in (adapter, model):
         path = Path(str(folder)).expanduser() / "train_config.yaml" if folder else None
         if path is not None and path.is_file():
-            try:
-                config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise MevqaError(f"{path}: malformed YAML ({exc})") from None
-            if not isinstance(config, dict):
-                raise MevqaError(f"{path}: expected a mapping of training settings")
+            config = load_yaml(path)  # the trainer's own reader: checked keys and types
             settings = {key: config.get(key) for key in (*DEFAULTS, *PIXEL_SETTINGS) if key in config}
             if "system_prompt" in settings and settings["system_prompt"] is None:
                 settings["system_prompt"] = "none"

@@ -45,18 +45,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def run_reporting_errors(prog: str, func, *args) -> int:
+    """Run ``func(*args)``; a :class:`MevqaError` becomes ``<prog>: error: <message>`` on stderr and status 2.
+
+    The ``mevqa`` command and the recipes under ``recipes/`` share this, so every entry point fails the same way.
+    """
+    try:
+        return int(func(*args) or 0)
+    except MevqaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     configure_logging(args.verbose)
-    try:
-        return int(args.run(args) or 0)
-    except MevqaError as exc:
-        print(f"mevqa {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"mevqa {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(f"mevqa {args.command}", args.run, args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Every config field can be overridden as ``--field value``; see ``mevqa/train/con
 
 import sys
 
+from mevqa.cli import run_reporting_errors
 from mevqa.log import configure_logging
 from mevqa.train.config import parse_args
 from mevqa.train.loop import load_for_training, make_accelerator, train
@@ -28,10 +29,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     configure_logging()
-    from mevqa.errors import MevqaError
-
-    try:
-        main(sys.argv[1:])
-    except MevqaError as exc:
-        print(f"recipes/lora.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors("recipes/lora.py", main, sys.argv[1:]))

@@ -35,6 +35,9 @@ from mevqa.media import VIDEO_SUFFIXES, Clip, MediaSettings, build_media, estima
 
 log = logging.getLogger(__name__)
 
+# Real SAMM sheets have a few such rows; say how to build them anyway.
+BAD_APEX_HINT = " (--estimate-bad-apex estimates it instead)"
+
 DATASETS: dict[str, ModuleType] = {"casme2": casme2, "samm": samm, "smic": smic, "casme3": casme3, "4dme": fourdme}
 
 
@@ -118,7 +121,8 @@ def _check_order(record: ClipRecord, options: BuildOptions) -> None:
         raise MevqaError(f"{record.where}: onset {record.onset} is after offset {record.offset}")
     known = None not in (record.apex, record.onset, record.offset)
     if options.bad_apex != "estimate" and known and not record.onset <= record.apex <= record.offset:
-        raise MevqaError(f"{record.where}: apex {record.apex} outside the clip {record.onset}..{record.offset}")
+        raise MevqaError(f"{record.where}: apex {record.apex} outside the clip {record.onset}..{record.offset}"
+                         f"{BAD_APEX_HINT}")
 
 
 def official_jobs(dataset: str, official: Path, root: Path | None, annotations: Path | None, options: BuildOptions,
@@ -186,7 +190,8 @@ def _test_clip_path(root: Path, video: str) -> Path:
 
 
 def _media_for(args: tuple) -> tuple:
-    """Worker: resolve the apex and build one clip's inputs. Returns (index, record, media, timings, error)."""
+    """Worker: resolve the apex and build one clip's inputs. Returns (index, record, media, timings, error); the
+    error names the clip's sheet row, then what is wrong (with the file's path where a file is the problem)."""
     index, record, options, out = args
     timings: dict = {}
     try:
@@ -201,7 +206,7 @@ def _media_for(args: tuple) -> tuple:
                                 timings=timings)
         return index, record, media, timings, None
     except MevqaError as exc:
-        return index, record, None, timings, str(exc)
+        return index, record, None, timings, f"{record.where}: {exc}"
 
 
 def _resolve_apex(record: ClipRecord, options: BuildOptions) -> tuple[ClipRecord, Clip | None]:
@@ -212,7 +217,7 @@ def _resolve_apex(record: ClipRecord, options: BuildOptions) -> tuple[ClipRecord
     if record.apex is not None and record.onset is not None and record.offset is not None \
             and not record.onset <= record.apex <= record.offset:
         if options.bad_apex != "estimate":
-            raise MevqaError(f"{record.where}: apex {record.apex} outside the clip {record.onset}..{record.offset}")
+            raise MevqaError(f"apex {record.apex} outside the clip {record.onset}..{record.offset}{BAD_APEX_HINT}")
         record.apex = None
     if not options.modes:
         if record.apex is None:
@@ -222,21 +227,21 @@ def _resolve_apex(record: ClipRecord, options: BuildOptions) -> tuple[ClipRecord
                 record.apex_method = None  # max_diff needs the frames, which a build without inputs never reads
         return record, None
     if record.frames is None or not Path(record.frames).exists():
-        raise MevqaError(f"{record.where}: clip folder {record.frames} not found")
+        raise MevqaError(f"clip folder {record.frames} not found")
     clip = read_clip(record.frames)
     if record.fps is None:
         record.fps = clip.fps
     record.onset = clip.frame_numbers[0] if record.onset is None else record.onset
     record.offset = clip.frame_numbers[-1] if record.offset is None else record.offset
     if record.onset > record.offset:
-        raise MevqaError(f"{record.where}: onset {record.onset} is after offset {record.offset}")
+        raise MevqaError(f"onset {record.onset} is after offset {record.offset}")
     for number, what in ((record.onset, "onset"), (record.offset, "offset")):
         if number not in clip.numbers:
-            raise MevqaError(f"{record.where}: {what} frame {number} missing in {record.frames}")
+            raise MevqaError(f"{what} frame {number} missing in {record.frames}")
     if record.apex is None:
         record.apex, record.apex_method = estimate_apex(clip, record.onset, record.offset, method)
     elif record.apex not in clip.numbers:
-        raise MevqaError(f"{record.where}: apex frame {record.apex} missing in {record.frames}")
+        raise MevqaError(f"apex frame {record.apex} missing in {record.frames}")
     return record, clip
 
 
@@ -246,6 +251,8 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     """Build ``OUT/qa.jsonl`` (and ``OUT/media/``, ``OUT/skipped.jsonl`` with ``skip_bad``, ``OUT/build.json``).
     Returns the summary written to ``build.json``."""
     options = options or BuildOptions()
+    if options.fps is not None and options.fps <= 0:
+        raise MevqaError(f"--fps must be positive, got {options.fps}")
     MediaSettings(options.modes, options.num_frames, options.size, options.flow_method, options.head_motion,
                   options.blend, options.face_crop, options.face_model)  # validates the settings before any work
     out = Path(out)
@@ -255,13 +262,13 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     started = time.perf_counter()
     skipped: list[dict] = []
     excluded = 0
+    if module is smic and root is None:
+        raise MevqaError("smic needs --root (its labels are the folders)")
+    if root is None and options.modes:
+        raise MevqaError("--root is needed to find the frames (or build with --inputs none)")
     if official is not None:
         jobs = official_jobs(dataset, Path(official), root, annotations, options, skipped)
     else:
-        if root is None and options.modes:
-            raise MevqaError("--root is needed to find the frames (or build with --inputs none)")
-        if module is smic and root is None:
-            raise MevqaError("smic needs --root (its labels are the folders)")
         records = load_records(dataset, root, annotations, options.skip_bad, skipped)
         jobs, excluded = generated_jobs(dataset, records, options, skipped)
     if options.fps:

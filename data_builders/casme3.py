@@ -5,8 +5,9 @@ Sheet ``label`` (else the first sheet) with ``Subject, Filename, Onset, Apex, Of
 emotion``; a sheet with an ``Expression type`` column keeps only ``Micro-expression`` rows. ``Subject``
 ``spNO.1`` is kept as the official subject; ``Filename`` (a letter, any case) is lower-cased. One video can hold
 several MEs, so the image id carries the onset: ``spNO.1_a_166`` (the pre-cut release's folder name). Folders are
-matched case-insensitively (``spNo.1``); frames are unpadded and may have drops (missing intermediate frames are
-skipped when sampling; a missing onset, apex or offset frame is an error). AU prefixes ``T``/``B`` (top/bottom) are
+matched case-insensitively (``spNo.1``); the pre-cut release (``Part_A_ME_clip/frame/spNO.1_a_166/166.jpg``, pass
+``--root Part_A_ME_clip/frame``) is read too. Frames are unpadded and may have drops (missing intermediate frames
+are skipped when sampling; a missing onset, apex or offset frame is an error). AU prefixes ``T``/``B`` (top/bottom) are
 kept in metadata but are not laterality. Native emotions ``happy``/``sad`` become ``happiness``/``sadness``;
 ``others`` is left out.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mevqa.data_builders.qa import ClipRecord, coarse_of, normalise_emotion
-from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, number_in, read_sheet
+from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, find_dir, number_in, read_sheet
 from mevqa.errors import MevqaError
 
 NAME = "casme3"
@@ -55,7 +56,10 @@ def record(entry: SheetRow, root: Path) -> ClipRecord:
     onset = cell_int(v["onset"], where, "Onset")
     apex = None if v["apex"] is None or str(v["apex"]).strip() == "/" else cell_int(v["apex"], where, "Apex")
     emotion = normalise_emotion(v["emotion"], EMOTIONS, where)
+    image_id = f"{subject}_{filename}_{onset}"
     frames = clip_dir(root, subject, filename, "color")
-    return ClipRecord(NAME, subject, filename, f"{subject}_{filename}_{onset}", onset, apex,
+    if frames is not None and not frames.exists():  # the pre-cut release: one folder per ME
+        frames = find_dir(root, image_id) or frames
+    return ClipRecord(NAME, subject, filename, image_id, onset, apex,
                       cell_int(v["offset"], where, "Offset"), emotion, coarse_of(emotion), v["aus"], frames, FPS,
                       f"{where} ({subject}/{filename})")

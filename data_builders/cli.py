@@ -16,9 +16,9 @@ def parse_inputs(text: str) -> tuple[str, ...]:
         return ()
     modes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise MevqaError(f"--inputs: unknown input mode(s) {', '.join(unknown)}; expected some of "
-                         f"{', '.join(MODES)} (or none)")
+    if unknown:  # argparse turns this into a usage error (exit 2) naming --inputs
+        raise argparse.ArgumentTypeError(f"unknown input mode(s) {', '.join(unknown)}; expected some of "
+                                         f"{', '.join(MODES)} (or none)")
     return modes
 
 

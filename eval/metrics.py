@@ -212,7 +212,9 @@ def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> dict:
         for kind in CLASS_KINDS:
             kind_mask = mask & (kinds_arr == kind)
             counts[kind] = int(kind_mask.sum())
-            counts[f"unparseable_{kind}"] = int((pred_label[kind][kind_mask] == len(LABELS_OF_KIND[kind])).sum())
+            # Answers given that name no label; missing rows are counted apart (they are misses too).
+            unparseable = (pred_label[kind] == len(LABELS_OF_KIND[kind])) & kind_mask & ~is_missing
+            counts[f"unparseable_{kind}"] = int(unparseable.sum())
             if kind_mask.any():
                 classes = _class_report(gold_label[kind][kind_mask], pred_label[kind][kind_mask],
                                         LABELS_OF_KIND[kind])

@@ -243,8 +243,9 @@ def compute_flow(onset: np.ndarray, apex: np.ndarray, method: str = "farneback")
                                             poly_n=5, poly_sigma=1.2, flags=0)
     if method == "tvl1":
         if not hasattr(cv2, "optflow"):
-            raise MevqaError("TV-L1 flow needs OpenCV's contrib build: pip install opencv-contrib-python-headless "
-                             "(pip install 'mevqa[tvl1]'), or use --flow farneback")
+            raise MevqaError("TV-L1 flow needs OpenCV's contrib build, which replaces the plain one: pip uninstall -y "
+                             "opencv-python-headless && pip install opencv-contrib-python-headless; or use --flow "
+                             "farneback")
         # The settings of the 2025 3rd-place team (TIE, Humphrey-0125/MEGC2025).
         tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(tau=0.25, lambda_=0.15, theta=0.3, nscales=1, warps=5)
         return tvl1.calc(prev, nxt, None)
@@ -407,6 +408,11 @@ class MediaSettings:
                              f"expected one of {', '.join(HEAD_MOTION)}")
         if self.num_frames < 1:
             raise MevqaError(f"the number of video frames must be positive, got {self.num_frames}")
+        if self.size is not None and self.size < 0:
+            raise MevqaError(f"the image size must be a positive number of pixels (0 keeps the source size), "
+                             f"got {self.size}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise MevqaError(f"the flow blend weight must be between 0 and 1, got {self.blend}")
         if "flow" in self.modes and self.flow_method == "tvl1" and not hasattr(cv2, "optflow"):
             compute_flow(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), "tvl1")  # raises the clear error
 
@@ -435,6 +441,8 @@ def build_media(clip: Clip | str | Path, onset: int | None, apex: int | None, of
     fps = source_fps or clip.fps
     if fps is None and "video" in settings.modes:  # only sampled video frames are timed
         raise MevqaError(f"{clip.source}: the frame rate is unknown; give the source fps (the video input needs it)")
+    if fps is not None and fps <= 0:
+        raise MevqaError(f"{clip.source}: the frame rate must be positive, got {fps}")
     if onset > offset:
         raise MevqaError(f"{clip.source}: onset {onset} is after offset {offset}")
     if apex is None:
@@ -446,9 +454,11 @@ def build_media(clip: Clip | str | Path, onset: int | None, apex: int | None, of
     for number, what in ((onset, "onset"), (apex, "apex"), (offset, "offset")):
         clip.check_has(number, what)
 
+    # The source is part of the key: another copy of the clip (CASME II's Cropped/ beside the raw frames) has the
+    # same frame numbers, and its media must not be taken for this one's.
     key = {"settings": settings.__dict__ | {"modes": list(settings.modes)}, "onset": onset, "apex": apex,
-           "offset": offset, "fps": fps, "frames": [clip.frame_numbers[0], clip.frame_numbers[-1],
-                                                   len(clip.frame_numbers)]}
+           "offset": offset, "fps": fps, "source": str(Path(clip.source).resolve()),
+           "frames": [clip.frame_numbers[0], clip.frame_numbers[-1], len(clip.frame_numbers)]}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
     stored = out_dir / "media.json"
     if stored.is_file():

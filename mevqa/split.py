@@ -59,7 +59,7 @@ def rebase_media(row: dict, source_dir: Path, target_dir: Path) -> dict:
 def load_rows(paths: list[Path]) -> list[dict]:
     rows = []
     for path in paths:
-        for row in read_jsonl(path, required=("subject",)):
+        for row in read_jsonl(path, required=("subject", "question")):
             row["_dir"] = path.parent
             rows.append(row)
     if not rows:
@@ -75,7 +75,7 @@ def clip_labels(rows: list[dict]) -> dict[tuple[str, str], str]:
         if vocab.question_kind(row["question"]) == vocab.COARSE and row.get("answer"):
             labels[key] = row["answer"]
         else:
-            labels.setdefault(key, (row.get("clip") or {}).get("coarse", "unknown"))
+            labels.setdefault(key, "unknown")
     return labels
 
 
@@ -123,6 +123,10 @@ def make_folds(rows: list[dict], scheme: str, *, seed: int = 0, train_datasets: 
 
 
 def write_splits(rows: list[dict], folds: list[tuple[set[str], set[str]]], out: Path) -> list[dict]:
+    # Folds of an earlier split with more folds would stay beside the new ones and be taken for part of it.
+    stale = sorted(p.name for p in out.glob("fold_*") if p.name not in {f"fold_{i}" for i in range(len(folds))})
+    if stale:
+        raise MevqaError(f"{out}: holds {', '.join(stale)} from another split; choose an empty --out folder")
     labels = clip_labels(rows)
     summary = []
     for index, (train_subjects, val_subjects) in enumerate(folds):

@@ -98,6 +98,7 @@ def test_command_line_overrides_are_typed_and_win_over_the_yaml(tmp_path):
     (["--learning_rate", "fast"], "learning_rate: expected a number"),
     (["--gradient_checkpointing", "maybe"], "gradient_checkpointing: expected true or false"),
     (["--vision", "half"], "vision='half': expected frozen | lora | full"),
+    (["--inputs", "vid"], "inputs='vid': expected video | oao | flow"),
     (["--max_steps"], "--max_steps needs a value"),
     (["stray"], "unexpected argument 'stray'"),
     (["--max_steps", "0", "--num_epochs", "0"], "set max_steps > 0 or num_epochs > 0"),
@@ -133,3 +134,22 @@ def test_saved_config_reloads_to_the_same_config(tmp_path):
     path = save_config(cfg, tmp_path)
     assert path.name == "train_config.yaml"
     assert load_config(path) == cfg
+
+
+def test_zero3_auto_bucket_sizes_are_filled_from_the_language_model(tiny_model_dir):
+    """accelerate derives ZeRO's "auto" bucket sizes from ``model.config.hidden_size``, which a transformers 5.x
+    Qwen2.5-VL config lacks (it lives in text_config): the loop fills them before ``prepare``."""
+    from transformers import AutoConfig
+
+    from mevqa.train.loop import fill_deepspeed_sizes
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    assert not hasattr(config, "hidden_size")
+    ds_config = json.loads((REPO / "recipes" / "accelerate" / "zero3.json").read_text())
+    fill_deepspeed_sizes(ds_config, config)
+    zero = ds_config["zero_optimization"]
+    assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"],
+            zero["stage3_param_persistence_threshold"]) == (64 * 64, int(0.9 * 64 * 64), 640)
+    zero2 = json.loads((REPO / "recipes" / "accelerate" / "zero2.json").read_text())
+    fill_deepspeed_sizes(zero2, config)
+    assert zero2 == json.loads((REPO / "recipes" / "accelerate" / "zero2.json").read_text())  # no "auto": untouched

@@ -272,9 +272,10 @@ def run_bad(dataset, paths, tmp_path, capsys, *extra):
                        r"Filename, OnsetFrame"),
     ("missing_folder", r"row 2 \(sub01/EP02_01f\): clip folder .*EP02_01f not found"),
     ("missing_frame", r"row 2 \(sub01/EP02_01f\): apex frame \d+ missing"),
-    ("unreadable_image", r"img\d+\.jpg: unreadable image"),
+    ("unreadable_image", r"row 2 \(sub01/EP02_01f\): \S+/img\d+\.jpg: unreadable image"),
     ("onset_after_offset", r"row 2 \(sub01/EP02_01f\): onset 900 is after offset"),
-    ("apex_outside", r"row 2 \(sub01/EP02_01f\): apex 5 outside the clip"),
+    ("apex_outside", r"row 2 \(sub01/EP02_01f\): apex 5 outside the clip \d+\.\.\d+ \(--estimate-bad-apex "
+                     r"estimates it instead\)"),
     ("unknown_au", r"row 2 \(sub01/EP02_01f\): unknown action unit code 77"),
     ("unknown_emotion", r"row 2: unknown emotion 'joy'"),
     ("empty", r"casme2: no clips to build"),
@@ -323,6 +324,51 @@ def test_bad_input_stops_with_one_clear_line_and_no_qa_file(synthetic, tmp_path,
         assert len(skipped) == 1 and re.search(pattern, skipped[0]["error"])
         clips = {r["image_id"] for r in read_jsonl(out / "qa.jsonl")}
         assert len(clips) == CLIPS - 1 and not any(c.endswith("_EP02_01f") for c in clips)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--inputs", "oao,foo"], "argument --inputs: unknown input mode(s) foo"),
+    (["--blend", "3"], "blend weight must be between 0 and 1, got 3.0"),
+    (["--size", "-5"], "image size must be a positive number of pixels (0 keeps the source size), got -5"),
+    (["--fps", "-3"], "--fps must be positive, got -3.0"),
+    (["--frames", "0"], "number of video frames must be positive, got 0"),
+])
+def test_bad_options_exit_2_before_any_work(synthetic, tmp_path, capsys, option, message):
+    out = tmp_path / "out"
+    args = build_args("samm", synthetic["samm"], out, *option)
+    if option[0] == "--inputs":  # an argparse usage error
+        with pytest.raises(SystemExit) as exit_info:
+            cli(*args)
+        assert exit_info.value.code == 2
+    else:
+        assert cli(*args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_casme3_pre_cut_release_gives_the_same_rows(synthetic, tmp_path):
+    """Part_A_ME_clip/frame/spNO.1_a_166/166.jpg: one folder per ME instead of one per video."""
+    import shutil
+
+    paths = synthetic["casme3"]
+    options = BuildOptions(modes=("oao",), size=64, progress=False)
+    build_dataset("casme3", tmp_path / "split", root=paths["root"], annotations=paths["annotations"], options=options)
+    split_rows = read_jsonl(tmp_path / "split" / "qa.jsonl")
+    frame_root = tmp_path / "Part_A_ME_clip" / "frame"
+    for row in split_rows:
+        folder = frame_root / row["image_id"]
+        if not folder.exists():
+            video = next(Path(paths["root"]).rglob(f"spNo.{row['subject'].split('.')[1]}")) / row["filename"]
+            folder.mkdir(parents=True)
+            for number in range(row["clip"]["onset"], row["clip"]["offset"] + 1):
+                if (video / "color" / f"{number}.jpg").exists():
+                    shutil.copy(video / "color" / f"{number}.jpg", folder)
+    build_dataset("casme3", tmp_path / "pre-cut", root=frame_root, annotations=paths["annotations"],
+                  options=options)
+    pre_cut_rows = read_jsonl(tmp_path / "pre-cut" / "qa.jsonl")
+    assert len({r["image_id"] for r in pre_cut_rows}) == CLIPS
+    assert [{k: v for k, v in r.items() if k != "media"} for r in pre_cut_rows] == [
+        {k: v for k, v in r.items() if k != "media"} for r in split_rows]
 
 
 def test_samm_header_found_after_notes_and_on_row_one(synthetic, tmp_path):

@@ -195,6 +195,27 @@ def test_build_media_bad_input(tmp_path):
         build_media(read_clip(tmp_path / "frames"), 46, 50, 55, ["oao"], tmp_path / "o", source_fps=200.0)
     with pytest.raises(MevqaError, match="unknown input mode"):
         build_media(clip, 46, 52, 55, ["audio"], tmp_path / "o", source_fps=200.0)
+    with pytest.raises(MevqaError, match="blend weight must be between 0 and 1, got 1.5"):
+        build_media(clip, 46, 52, 55, ["flow"], tmp_path / "o", blend=1.5)
+    with pytest.raises(MevqaError, match="image size must be a positive number of pixels"):
+        build_media(clip, 46, 52, 55, ["oao"], tmp_path / "o", size=-1)
+    with pytest.raises(MevqaError, match="frame rate must be positive, got -200.0"):
+        build_media(clip, 46, 52, 55, ["video"], tmp_path / "o", source_fps=-200.0)
+    assert not (tmp_path / "o").exists()
+
+
+def test_media_of_another_copy_of_a_clip_is_not_reused(tmp_path):
+    """CASME II ships raw and Cropped/ frames with the same numbers: built into one folder, each gets its own."""
+    raw = read_clip(write_clip(tmp_path / "raw"))
+    cropped = read_clip(write_clip(tmp_path / "Cropped", pattern="reg_img{}.jpg"))
+    for path in cropped.paths.values():  # a different picture, same frame numbers
+        cv2.imwrite(str(path), 255 - cv2.imread(str(path)))
+    out = tmp_path / "media"
+    build_media(raw, 46, 52, 55, ["oao"], out, size=None)
+    first = read_frame(out / "apex.jpg")
+    build_media(cropped, 46, 52, 55, ["oao"], out, size=None)
+    second = read_frame(out / "apex.jpg")
+    assert np.abs(first.astype(int) + second.astype(int) - 255).mean() < 3  # the inverted picture was written
 
 
 def test_face_crop_uses_one_box_and_falls_back_to_centre_square(tmp_path):

@@ -242,8 +242,10 @@ def test_two_processes_form_one_group_shard_the_data_and_save_once(tiny_model_di
     from mevqa.model import load_model_and_processor
 
     out = tmp_path / "ddp"
+    eval_args = ["--eval_file", str(synth["coarse_val"]), "--eval_max_new_tokens", "4"]
     result = launch("lora", TWO_PROCESSES, *tiny_args("lora", tiny_model_dir, synth["mixed"], out,
-                                                       "--max_steps", "4", "--save_steps", "0", "--inputs", "video"))
+                                                       "--max_steps", "4", "--save_steps", "0", "--inputs", "video",
+                                                       *eval_args))
     assert "world size 2 (DistributedType.MULTI_CPU)" in result.stderr
     log = train_log(out)
     start = next(r for r in log if r["event"] == "start")
@@ -259,11 +261,18 @@ def test_two_processes_form_one_group_shard_the_data_and_save_once(tiny_model_di
     # by the answer tokens of the whole step it must reach the same weights (a per-micro-batch mean would not).
     single = tmp_path / "single"
     launch("lora", SINGLE, *tiny_args("lora", tiny_model_dir, synth["mixed"], single, "--max_steps", "4",
-                                      "--save_steps", "0", "--inputs", "video", "--gradient_accumulation_steps", "4"))
+                                      "--save_steps", "0", "--inputs", "video", "--gradient_accumulation_steps", "4",
+                                      *eval_args))
     two = load_file(str(out / "final" / "adapter_model.safetensors"))
     one = load_file(str(single / "final" / "adapter_model.safetensors"))
     for key in two:
         assert torch.allclose(two[key], one[key], atol=1e-5), key
+    # The evaluation, sharded over both processes (an odd row count: one rank's share padded, the padding dropped)
+    # and gathered, agrees with the single process's.
+    evals = [[r for r in train_log(run) if r["event"] == "eval"] for run in (out, single)]
+    assert [len(e) for e in evals] == [1, 1]
+    assert evals[0][0]["eval_loss"] == pytest.approx(evals[1][0]["eval_loss"], rel=1e-4)
+    assert evals[0][0]["uf1_coarse"] is not None and (out / "best" / "adapter_model.safetensors").is_file()
 
 
 def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_path):

@@ -66,6 +66,16 @@ def test_kfold_groups_subjects_and_rewrites_media_paths(built, tmp_path):
     assert sum(len(v) for v in vals) == len(set.union(*vals))  # every subject validated exactly once
 
 
+def test_folds_of_another_split_are_not_mixed_in(built, tmp_path, capsys):
+    files = [str(built["casme2"]), str(built["samm"])]
+    assert main(["split", "--data", *files, "--scheme", "loso", "--out", str(tmp_path)]) == 0  # 5 folds
+    assert main(["split", "--data", *files, "--scheme", "loso", "--out", str(tmp_path)]) == 0  # the same again
+    before = (tmp_path / "fold_0" / "val.jsonl").read_text()
+    assert main(["split", "--data", *files, "--scheme", "kfold:2", "--out", str(tmp_path)]) == 2
+    assert "holds fold_2, fold_3, fold_4 from another split" in capsys.readouterr().err
+    assert (tmp_path / "fold_0" / "val.jsonl").read_text() == before
+
+
 def test_cross_dataset_split(built, tmp_path, capsys):
     files = [built["casme2"], built["samm"], built["smic"]]
     assert main(["split", "--data", *map(str, files), "--scheme", "cross", "--train-datasets", "casme2,samm",
@@ -83,3 +93,12 @@ def test_bad_schemes(built):
         make_folds(rows, "cross", train_datasets=["casme2"], val_datasets=["smic"])
     with pytest.raises(MevqaError, match="unknown --scheme"):
         make_folds(rows, "random")
+
+
+def test_rows_without_a_question_are_refused(tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"id": "casme2_a_1", "subject": "sub01", "question": "What is the coarse expression class?", '
+                    '"answer": "negative"}\n{"id": "casme2_b_1", "subject": "sub02", "answer": "positive"}\n')
+    assert main(["split", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert f"{data}:2: missing field(s) question" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

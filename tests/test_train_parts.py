@@ -153,3 +153,18 @@ def test_a_best_metric_the_validation_file_cannot_give_fails_before_training():
     _check_metric_available(parse_args(["--metric_for_best", "uf1_coarse"]), coarse_only)
     with pytest.raises(MevqaError, match="metric_for_best=avg needs fine expression questions"):
         _check_metric_available(parse_args(["--eval_file", "val.jsonl"]), coarse_only)
+
+
+def test_missing_data_files_fail_before_the_model_is_loaded(tmp_path):
+    from mevqa.train.loop import load_for_training
+
+    absent = str(tmp_path / "no-such-model")  # never reached: loading it would fail with another message
+    with pytest.raises(MevqaError, match="config: train_file is required"):
+        load_for_training(parse_args(["--model_name_or_path", absent]), None)
+    with pytest.raises(MevqaError, match=r"train\.jsonl: train_file not found"):
+        load_for_training(parse_args(["--model_name_or_path", absent, "--train_file", str(tmp_path / "train.jsonl")]),
+                          None)
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(MevqaError, match=r"val\.jsonl: eval_file not found"):
+        load_for_training(parse_args(["--model_name_or_path", absent, "--train_file", str(tmp_path / "train.jsonl"),
+                                      "--eval_file", str(tmp_path / "val.jsonl")]), None)

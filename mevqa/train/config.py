@@ -241,6 +241,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     def bad(name, what):
         return MevqaError(f"config: {name}={getattr(cfg, name)!r}: expected {what}")
 
+    from mevqa.messages import INPUT_MODES
+
+    if cfg.inputs not in INPUT_MODES:
+        raise bad("inputs", " | ".join(INPUT_MODES))
     for part in ("vision", "merger", "llm"):
         if getattr(cfg, part) not in PART_MODES:
             raise bad(part, " | ".join(PART_MODES))

@@ -90,6 +90,19 @@ def make_accelerator(cfg: TrainConfig):
     return accelerator
 
 
+def fill_deepspeed_sizes(ds_config: dict, model_config) -> None:
+    """Fill ZeRO's ``"auto"`` bucket sizes from the language model's hidden size, as accelerate would: accelerate reads
+    ``model.config.hidden_size``, which a transformers 5.x Qwen2.5-VL config keeps in ``text_config``, and stops
+    with a ValueError when it is missing."""
+    zero = ds_config.get("zero_optimization", {})
+    hidden = model_config.get_text_config().hidden_size
+    for key, value in (("reduce_bucket_size", hidden * hidden),
+                       ("stage3_prefetch_bucket_size", int(0.9 * hidden * hidden)),
+                       ("stage3_param_persistence_threshold", 10 * hidden)):
+        if zero.get(key) == "auto":
+            zero[key] = value
+
+
 def _has_accelerator_device() -> bool:
     from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 
@@ -100,6 +113,13 @@ def load_for_training(cfg: TrainConfig, accelerator):
     """Load the base model (QLoRA: 4-bit on this process's GPU) and its processor with the config's budgets."""
     from mevqa.model import load_model_and_processor, set_pixel_budgets
 
+    # Before a model of many GB is loaded: a missing data file fails in a second.
+    if not cfg.train_file:
+        raise MevqaError("config: train_file is required")
+    for name in ("train_file", "eval_file"):
+        path = getattr(cfg, name)
+        if path and not Path(path).is_file():
+            raise MevqaError(f"{path}: {name} not found")
     budgets = dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, video_min_pixels=cfg.video_min_pixels,
                    video_max_pixels=cfg.video_max_pixels)
     if not cfg.load_in_4bit:
@@ -350,6 +370,8 @@ def train(cfg: TrainConfig, accelerator, model, processor) -> Path:
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
     scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    if accelerator.state.deepspeed_plugin is not None:
+        fill_deepspeed_sizes(accelerator.state.deepspeed_plugin.deepspeed_config, model.config)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     register_trainable_only_state(accelerator, model)
     group_names = [group["name"] for group in optimizer.param_groups]
@@ -401,7 +423,6 @@ def train(cfg: TrainConfig, accelerator, model, processor) -> Path:
     dataset = QADataset(train_rows, cfg.inputs, system_prompt=cfg.system_prompt, with_answer=True,
                         max_frames=cfg.max_frames)
     collator = Collator(processor, train=True, max_length=cfg.max_length, video_fps=cfg.video_fps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     metric = cfg.metric_for_best
 
     model.train()
@@ -434,7 +455,11 @@ def train(cfg: TrainConfig, accelerator, model, processor) -> Path:
             tokens_seen += int(batch["attention_mask"].sum())
             samples_seen += batch["input_ids"].shape[0]
         window_loss[1] += local_tokens
-        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        # All parameters (frozen ones have no gradient and do not count): under FSDP accelerate takes the global norm
+        # only when given exactly model.parameters(); for any other list each rank would clip by its own shard's norm.
+        grad_norm = None
+        if cfg.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,8 @@ reproduced or resumed from what it actually used.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import types
 import typing
@@ -154,28 +156,14 @@ def _convert(name: str, value, type_hint, *, source: str):
         if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
             return False
         raise MevqaError(f"{where}: expected true or false, got {value!r}")
-    if type_hint is int:
-        if isinstance(value, bool):
-            raise MevqaError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
+    if type_hint in (int, float):
+        accepted = (int,) if type_hint is int else (int, float)  # an int field takes no 1.5, a float field takes 2
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return type_hint(value)
         if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise MevqaError(f"{where}: expected an integer, got {value!r}")
-    if type_hint is float:
-        if isinstance(value, bool):
-            raise MevqaError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise MevqaError(f"{where}: expected a number, got {value!r}")
+            with contextlib.suppress(ValueError):
+                return type_hint(value.strip())
+        raise MevqaError(f"{where}: expected {'an integer' if type_hint is int else 'a number'}, got {value!r}")
     if type_hint is str:
         if isinstance(value, str):
             return value

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from mevqa.data_builders.build import BuildOptions, build_dataset
+from mevqa.media import MediaSettings
 from mevqa.data_builders.synth import write_synthetic_dataset
 
 TREES = {"casme2": (145, (640, 480)), "samm": (133, (960, 650)), "smic": (164, (640, 480))}
@@ -71,7 +72,7 @@ def main() -> None:
         start = time.perf_counter()
         for dataset, paths in trees.items():
             summary = build_dataset(dataset, out_root / dataset, root=paths["root"], annotations=paths["annotations"],
-                                    options=BuildOptions(modes=modes, num_frames=args.frames, size=args.size,
+                                    options=BuildOptions(media=MediaSettings(modes, args.frames, args.size),
                                                          workers=args.workers, progress=False))
             totals["clips"] += summary["clips"]
             for key in ("decode", "flow", "write"):

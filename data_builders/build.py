@@ -17,6 +17,7 @@ so a second run reuses them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -49,14 +50,7 @@ def dataset_module(name: str) -> ModuleType:
 
 @dataclass
 class BuildOptions:
-    modes: tuple[str, ...] = ("video", "oao", "flow")
-    num_frames: int = 8
-    size: int | None = 448
-    flow_method: str = "farneback"
-    head_motion: str = "nose"
-    blend: float = 0.0
-    face_crop: bool = False
-    face_model: str | None = None
+    media: MediaSettings = field(default_factory=MediaSettings)  # which inputs, and how (validated on creation)
     workers: int = 1
     seed: int = 0
     skip_bad: bool = False
@@ -65,6 +59,15 @@ class BuildOptions:
     all_emotions: bool = False
     fps: float | None = None          # override the dataset's frame rate
     progress: bool = True
+
+
+def _options_record(options: BuildOptions) -> dict:
+    """The options as build.json records them: one flat mapping, media settings included."""
+    record = dataclasses.asdict(options)
+    record.update(record.pop("media"))
+    record["modes"] = list(record["modes"])
+    del record["progress"]
+    return record
 
 
 @dataclass
@@ -197,13 +200,11 @@ def _media_for(args: tuple) -> tuple:
     try:
         record, clip = _resolve_apex(record, options)
         media = {}
-        if options.modes:
-            media = build_media(clip, record.onset, record.apex, record.offset, options.modes,
-                                out / "media" / record.dataset / record.image_id, out, options.num_frames,
-                                options.size, options.flow_method, record.fps, head_motion=options.head_motion,
-                                blend=options.blend, face_crop=options.face_crop,
-                                face_model=options.face_model, apex_method=record.apex_method,
-                                timings=timings)
+        if options.media.modes:
+            media = build_media(clip, record.onset, record.apex, record.offset,
+                                out_dir=out / "media" / record.dataset / record.image_id, rel_to=out,
+                                source_fps=record.fps, apex_method=record.apex_method, timings=timings,
+                                **dataclasses.asdict(options.media))
         return index, record, media, timings, None
     except MevqaError as exc:
         return index, record, None, timings, f"{record.where}: {exc}"
@@ -219,7 +220,7 @@ def _resolve_apex(record: ClipRecord, options: BuildOptions) -> tuple[ClipRecord
         if options.bad_apex != "estimate":
             raise MevqaError(f"apex {record.apex} outside the clip {record.onset}..{record.offset}{BAD_APEX_HINT}")
         record.apex = None
-    if not options.modes:
+    if not options.media.modes:
         if record.apex is None:
             if method == "midpoint" and record.onset is not None and record.offset is not None:
                 record.apex, record.apex_method = (record.onset + record.offset) // 2, "midpoint"
@@ -253,8 +254,6 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     options = options or BuildOptions()
     if options.fps is not None and options.fps <= 0:
         raise MevqaError(f"--fps must be positive, got {options.fps}")
-    MediaSettings(options.modes, options.num_frames, options.size, options.flow_method, options.head_motion,
-                  options.blend, options.face_crop, options.face_model)  # validates the settings before any work
     out = Path(out)
     root = Path(root) if root is not None else None
     annotations = Path(annotations) if annotations is not None else None
@@ -264,7 +263,7 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     excluded = 0
     if module is smic and root is None:
         raise MevqaError("smic needs --root (its labels are the folders)")
-    if root is None and options.modes:
+    if root is None and options.media.modes:
         raise MevqaError("--root is needed to find the frames (or build with --inputs none)")
     if official is not None:
         jobs = official_jobs(dataset, Path(official), root, annotations, options, skipped)
@@ -305,11 +304,10 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
                          + (f"; see {out / 'skipped.jsonl'}" if options.skip_bad else ""))
     write_jsonl(out / "qa.jsonl", rows)
     summary = {"dataset": dataset, "clips": len(kept), "rows": len(rows), "excluded_by_label": excluded,
-               "skipped": len(skipped), "inputs": list(options.modes), "seconds": round(time.perf_counter() - started,
-                                                                                        2),
+               "skipped": len(skipped), "inputs": list(options.media.modes),
+               "seconds": round(time.perf_counter() - started, 2),
                "timings": {k: round(v, 2) for k, v in timings.items()},
-               "options": {k: v for k, v in options.__dict__.items() if k != "progress"} | {
-                   "modes": list(options.modes)},
+               "options": _options_record(options),
                "source": {"root": str(root) if root else None, "annotations": str(annotations) if annotations else
                           None, "official": str(official) if official else None}}
     write_json(out / "build.json", summary)

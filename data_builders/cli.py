@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
+from mevqa.media import MediaSettings
 from mevqa.errors import MevqaError
 from mevqa.media import FLOW_METHODS, HEAD_MOTION, MODES
 
@@ -63,10 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise MevqaError(f"--workers must be at least 1, got {args.workers}")
-    options = BuildOptions(modes=args.inputs, num_frames=args.frames, size=args.size or None,
-                           flow_method=args.flow, head_motion=args.head_motion, blend=args.blend,
-                           face_crop=args.face_crop or bool(args.face_model), face_model=args.face_model,
-                           workers=args.workers, seed=args.seed, skip_bad=args.skip_bad,
+    media = MediaSettings(modes=args.inputs, num_frames=args.frames, size=args.size or None, flow_method=args.flow,
+                          head_motion=args.head_motion, blend=args.blend,
+                          face_crop=args.face_crop or bool(args.face_model), face_model=args.face_model)
+    options = BuildOptions(media=media, workers=args.workers, seed=args.seed, skip_bad=args.skip_bad,
                            missing_apex=args.missing_apex,
                            bad_apex="estimate" if args.estimate_bad_apex else "error",
                            all_emotions=args.all_emotions, fps=args.fps)

@@ -10,6 +10,7 @@ import pytest
 from mevqa import vocab
 from mevqa.cli import main
 from mevqa.data_builders.build import BuildOptions, build_dataset
+from mevqa.media import MediaSettings
 from mevqa.data_builders.qa import parse_aus
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
@@ -135,8 +136,8 @@ def test_row_counts_and_dataset_quirks(synthetic, tmp_path):
     rows = {}
     for dataset in DATASETS:
         build_dataset(dataset, tmp_path / dataset, root=synthetic[dataset]["root"],
-                      annotations=synthetic[dataset]["annotations"], options=BuildOptions(modes=("oao",),
-                                                                                          size=64, progress=False))
+                      annotations=synthetic[dataset]["annotations"],
+                      options=BuildOptions(media=MediaSettings(modes=("oao",), size=64), progress=False))
         rows[dataset] = read_jsonl(tmp_path / dataset / "qa.jsonl")
         summary = json.loads((tmp_path / dataset / "build.json").read_text())
         assert summary["clips"] == CLIPS and summary["excluded_by_label"] == (0 if dataset == "smic" else 1)
@@ -169,7 +170,7 @@ def test_coarse_classes_are_visible_in_the_flow(synthetic, tmp_path):
     import numpy as np
 
     build_dataset("casme2", tmp_path, root=synthetic["casme2"]["root"], annotations=synthetic["casme2"]["annotations"],
-                  options=BuildOptions(modes=("flow",), size=None, progress=False))
+                  options=BuildOptions(media=MediaSettings(modes=("flow",), size=None), progress=False))
     seen = set()
     for row in read_jsonl(tmp_path / "qa.jsonl"):
         if vocab.question_kind(row["question"]) != vocab.COARSE:
@@ -351,7 +352,7 @@ def test_casme3_pre_cut_release_gives_the_same_rows(synthetic, tmp_path):
     import shutil
 
     paths = synthetic["casme3"]
-    options = BuildOptions(modes=("oao",), size=64, progress=False)
+    options = BuildOptions(media=MediaSettings(modes=("oao",), size=64), progress=False)
     build_dataset("casme3", tmp_path / "split", root=paths["root"], annotations=paths["annotations"], options=options)
     split_rows = read_jsonl(tmp_path / "split" / "qa.jsonl")
     frame_root = tmp_path / "Part_A_ME_clip" / "frame"
@@ -378,11 +379,11 @@ def test_samm_header_found_after_notes_and_on_row_one(synthetic, tmp_path):
     book = load_workbook(paths["annotations"])
     assert book.worksheets[0].cell(row=14, column=1).value == "Subject"
     build_dataset("samm", tmp_path / "a", root=paths["root"], annotations=paths["annotations"],
-                  options=BuildOptions(modes=(), progress=False))
+                  options=BuildOptions(media=MediaSettings(modes=()), progress=False))
     book.worksheets[0].delete_rows(1, 13)
     book.save(paths["annotations"])
     build_dataset("samm", tmp_path / "b", root=paths["root"], annotations=paths["annotations"],
-                  options=BuildOptions(modes=(), progress=False))
+                  options=BuildOptions(media=MediaSettings(modes=()), progress=False))
     assert (tmp_path / "a" / "qa.jsonl").read_text() == (tmp_path / "b" / "qa.jsonl").read_text()
 
 
@@ -408,7 +409,8 @@ def test_official_test_rows_with_frame_ranges(tmp_path):
                   "answer": ""} for k, q in enumerate((vocab.Q_COARSE, vocab.Q_FINE), start=1)]
     write_jsonl(tmp_path / "q.jsonl", questions)
     build_dataset("casme3", tmp_path / "out", root=tmp_path / "frames", official=tmp_path / "q.jsonl",
-                  options=BuildOptions(modes=("video",), num_frames=3, size=None, progress=False))
+                  options=BuildOptions(media=MediaSettings(modes=("video",), num_frames=3, size=None),
+                                       progress=False))
     rows = read_jsonl(tmp_path / "out" / "qa.jsonl")
     assert [r["id"] for r in rows] == [q["id"] for q in questions]
     assert rows[0]["media"]["video"]["frame_numbers"] == [338, 342, 346]

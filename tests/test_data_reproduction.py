@@ -17,6 +17,7 @@ import pytest
 
 from mevqa import vocab
 from mevqa.data_builders.build import BuildOptions, build_dataset
+from mevqa.media import MediaSettings
 from mevqa.data_builders.synth import _write_xlsx
 from mevqa.jsonl import read_jsonl
 
@@ -88,7 +89,8 @@ def check_clip(built: list[dict], official: list[dict]) -> None:
 def test_sheets_reproduce_the_official_rows(official_clips, tmp_path, dataset, clips):
     write_sheets(official_clips, tmp_path)
     sheet = tmp_path / {"casme2": "CASME2-coding-20140508.xlsx", "samm": "SAMM_Micro_FACS_Codes_v2.xlsx"}[dataset]
-    build_dataset(dataset, tmp_path / "out", annotations=sheet, options=BuildOptions(modes=(), progress=False))
+    build_dataset(dataset, tmp_path / "out", annotations=sheet,
+                  options=BuildOptions(media=MediaSettings(modes=()), progress=False))
     built: dict[str, list[dict]] = OrderedDict()
     for row in read_jsonl(tmp_path / "out" / "qa.jsonl"):
         built.setdefault(row["image_id"], []).append(row)
@@ -103,7 +105,7 @@ def test_sheets_reproduce_the_official_rows(official_clips, tmp_path, dataset, c
 def test_official_mode_keeps_the_official_rows_and_adds_clip_metadata(official_clips, tmp_path):
     write_sheets(official_clips, tmp_path)
     build_dataset("casme2", tmp_path / "out", annotations=tmp_path / "CASME2-coding-20140508.xlsx",
-                  official=OFFICIAL_TRAIN, options=BuildOptions(modes=(), progress=False))
+                  official=OFFICIAL_TRAIN, options=BuildOptions(media=MediaSettings(modes=()), progress=False))
     rows = read_jsonl(tmp_path / "out" / "qa.jsonl")
     official = [r for clip in official_clips.values() for r in clip if r["dataset"] == "casme2"]
     assert len(rows) == len(official) == 911
@@ -124,7 +126,7 @@ def test_smic_folders_reproduce_the_official_coarse_rows(official_clips, tmp_pat
         for n in (120, 121, 122):
             cv2.imwrite(str(folder / f"reg_image{n:06d}.bmp"), frame)
     build_dataset("smic", tmp_path / "out", root=tmp_path / "SMIC_all_cropped",
-                  options=BuildOptions(modes=(), progress=False))
+                  options=BuildOptions(media=MediaSettings(modes=()), progress=False))
     rows = read_jsonl(tmp_path / "out" / "qa.jsonl")
     assert len(official) == 164
     mine = {r["id"]: r for r in rows}

@@ -54,12 +54,13 @@ def synth(tmp_path_factory) -> dict[str, Path]:
     split by clip into training and held-out clips with every coarse class held out."""
     from mevqa.data_builders.build import BuildOptions, build_dataset
     from mevqa.data_builders.synth import write_synthetic_dataset
+    from mevqa.media import MediaSettings
 
     root = tmp_path_factory.mktemp("synth")
     paths = write_synthetic_dataset("casme2", root / "raw", clips=36, seed=0)
     built = root / "built"
     build_dataset("casme2", built, root=paths["root"], annotations=paths["annotations"],
-                  options=BuildOptions(modes=("video", "oao", "flow"), num_frames=4, size=112))
+                  options=BuildOptions(media=MediaSettings(modes=("video", "oao", "flow"), num_frames=4, size=112)))
     rows = read_jsonl(built / "qa.jsonl")
     clips = list(dict.fromkeys(row["image_id"] for row in rows))
     held_out = set(clips[4::5])

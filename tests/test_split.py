@@ -8,6 +8,7 @@ import pytest
 
 from mevqa.cli import main
 from mevqa.data_builders.build import BuildOptions, build_dataset
+from mevqa.media import MediaSettings
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
 from mevqa.jsonl import read_jsonl
@@ -22,7 +23,7 @@ def built(tmp_path_factory):
         paths = write_synthetic_dataset(dataset, base / "raw" / dataset, clips=clips, frames=6)
         out = base / "built" / dataset
         build_dataset(dataset, out, root=paths["root"], annotations=paths["annotations"],
-                      options=BuildOptions(modes=("oao",), size=48, progress=False))
+                      options=BuildOptions(media=MediaSettings(modes=("oao",), size=48), progress=False))
         files[dataset] = out / "qa.jsonl"
     return files
 

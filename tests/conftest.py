@@ -14,8 +14,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MEVQA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-MEGC2025 = SHARED_DATA / "megc2025"
+# The public challenge files, kept in the repository (data/README.md says where each came from).
+PUBLIC_DATA = REPO_ROOT / "data"
+MEGC2025 = PUBLIC_DATA / "megc2025"
+STRS_FIXTURE = PUBLIC_DATA / "strs"
 OFFICIAL_TRAIN = MEGC2025 / "train" / "me_vqa_samm_casme2_smic.jsonl"
 OFFICIAL_TEST = [MEGC2025 / "test" / "me_vqa_samm_test_to_answer.jsonl",
                  MEGC2025 / "test" / "me_vqa_casme3_test_to_answer.jsonl"]
@@ -33,10 +35,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def public_data() -> Path:
+    """The repository's data/ folder of public challenge files."""
     if not MEGC2025.is_dir():
-        pytest.fail(f"the public challenge files are expected at {MEGC2025} (set MEVQA_SHARED_DATA)")
-    return SHARED_DATA
+        pytest.fail(f"the public challenge files are expected at {MEGC2025} (data/README.md)")
+    return PUBLIC_DATA
 
 
 @pytest.fixture(scope="session")

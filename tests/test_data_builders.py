@@ -202,7 +202,7 @@ def test_second_run_reuses_media_and_workers_give_the_same_rows(synthetic, tmp_p
     assert (tmp_path / "c" / "qa.jsonl").read_text() != first  # the yes/no draws follow the seed
 
 
-def test_official_test_file_gets_inputs(tmp_path, shared_data):
+def test_official_test_file_gets_inputs(tmp_path, public_data):
     """A *_to_answer.jsonl file with per-clip frame folders ROOT/<video>/: official rows kept, inputs attached."""
     official = OFFICIAL_TEST[0]  # SAMM test questions
     from mevqa.data_builders.synth import SynthClip, _write_frames

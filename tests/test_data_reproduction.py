@@ -28,7 +28,7 @@ SAMM_SHEET_EMOTION = str.capitalize
 
 
 @pytest.fixture(scope="module")
-def official_clips(shared_data):
+def official_clips(public_data):
     clips: dict[tuple[str, str], list[dict]] = OrderedDict()
     for row in read_jsonl(OFFICIAL_TRAIN):
         clips.setdefault((row["dataset"], row["image_id"]), []).append(row)

@@ -178,7 +178,7 @@ def test_score_refuses_bad_rows(mutate, message):
 
 # --- the real challenge files ----------------------------------------------------------------------------------
 
-def test_official_training_file_scored_against_itself_is_perfect(shared_data):
+def test_official_training_file_scored_against_itself_is_perfect(public_data):
     report = score_files(OFFICIAL_TRAIN, OFFICIAL_TRAIN)
     assert report["avg"] == 1.0
     for split in ("overall", "samm", "casme2"):
@@ -194,7 +194,7 @@ def test_official_training_file_scored_against_itself_is_perfect(shared_data):
 
 
 @pytest.mark.parametrize("rank", ["rank1", "rank3"])
-def test_real_submissions_give_a_label_for_every_class_row(shared_data, rank):
+def test_real_submissions_give_a_label_for_every_class_row(public_data, rank):
     answers = [row for row in read_rows(RANKS[rank])]
     assert len(answers) == 120
     class_rows = [(row, vocab.question_kind(row["question"])) for row in answers
@@ -210,7 +210,7 @@ def test_real_submissions_give_a_label_for_every_class_row(shared_data, rank):
     assert unknown == ([] if rank == "rank1" else ["confused"] * 5 + ["helpless"])
 
 
-def test_real_submissions_scored_match_the_libraries(shared_data):
+def test_real_submissions_scored_match_the_libraries(public_data):
     """rank 3 scored with rank 1 as gold: every figure equals sacrebleu / rouge-score / sklearn called directly."""
     report = score_files(RANKS["rank3"], RANKS["rank1"])
     gold = {row_id(row): row for row in read_rows(RANKS["rank1"])}

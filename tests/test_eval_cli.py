@@ -15,7 +15,7 @@ RANK1 = sorted((MEGC2025 / "predictions" / "rank1").glob("*.jsonl"))
 RANK3 = sorted((MEGC2025 / "predictions" / "rank3").glob("*.jsonl"))
 
 
-def test_eval_prints_table_and_writes_json_and_plots(shared_data, tmp_path, capsys):
+def test_eval_prints_table_and_writes_json_and_plots(public_data, tmp_path, capsys):
     out, plots = tmp_path / "out" / "report.json", tmp_path / "plots"
     argv = ["eval", "--pred", *map(str, RANK3), "--gold", *map(str, RANK1), "--json", str(out), "--plot", str(plots)]
     assert main(argv) == 0

@@ -14,7 +14,7 @@ RANK3 = sorted((MEGC2025 / "predictions" / "rank3").glob("*.jsonl"))
 
 
 @pytest.mark.parametrize("path", [METRIC_PATH, METRIC_PATH / "mevqa_vqa.py"])
-def test_evaluate_module_matches_score(shared_data, tmp_path, path):
+def test_evaluate_module_matches_score(public_data, tmp_path, path):
     metric = evaluate.load(str(path), cache_dir=str(tmp_path))
     gold, preds = read_rows(RANK1), read_rows(RANK3)
     result = metric.compute(predictions=[row["answer"] for row in preds], references=[row["answer"] for row in gold],

@@ -34,7 +34,7 @@ def test_pred_file_name_refuses_other_names():
         pred_file_name("questions.jsonl")
 
 
-def test_round_trip_on_the_official_test_files(shared_data, tmp_path):
+def test_round_trip_on_the_official_test_files(public_data, tmp_path):
     answers = read_rows(list(RANK1.values()))
     random.Random(0).shuffle(answers)  # order of the predictions must not matter
     paths = write_submission(OFFICIAL_TEST, answers, tmp_path / "sub")
@@ -53,7 +53,7 @@ def test_round_trip_on_the_official_test_files(shared_data, tmp_path):
     assert score_files([tmp_path / "sub" / name for name in NAMES], list(RANK1.values()))["avg"] == 1.0
 
 
-def test_submit_cli(shared_data, tmp_path, capsys):
+def test_submit_cli(public_data, tmp_path, capsys):
     out = tmp_path / "sub"
     argv = ["submit", "--questions", *map(str, OFFICIAL_TEST), "--pred", *map(str, RANK1.values()), "--out", str(out)]
     assert main(argv) == 0
@@ -98,7 +98,7 @@ def _break_wrong_question(rows, questions):
     (_break_stray_prediction, "prediction id 'samm_test_SAMM-9_1' belongs to no question"),
     (_break_wrong_question, "pred.jsonl:1: prediction 'samm_test_SAMM-1_1' answers"),
 ])
-def test_submit_refuses_and_writes_nothing(shared_data, tmp_path, capsys, break_input, message):
+def test_submit_refuses_and_writes_nothing(public_data, tmp_path, capsys, break_input, message):
     rows = [strip_private(row) for row in read_rows(RANK1["me_vqa_samm_test_pred.jsonl"])]
     questions = [strip_private(row) for row in read_rows(OFFICIAL_TEST[0])]
     break_input(rows, questions)
@@ -113,7 +113,7 @@ def test_submit_refuses_and_writes_nothing(shared_data, tmp_path, capsys, break_
     assert not out.exists()
 
 
-def test_two_question_files_with_one_name_are_refused(shared_data, tmp_path):
+def test_two_question_files_with_one_name_are_refused(public_data, tmp_path):
     copy = tmp_path / OFFICIAL_TEST[0].name
     copy.write_bytes(OFFICIAL_TEST[0].read_bytes())
     with pytest.raises(MevqaError, match="a second question file maps to me_vqa_samm_test_pred.jsonl"):

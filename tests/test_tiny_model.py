@@ -121,7 +121,7 @@ def test_cli_writes_a_model_seeded_as_asked(tiny_model_dir, tmp_path):
             == json.loads((tiny_model_dir / "tokenizer.json").read_text())["model"])
 
 
-def test_every_official_question_and_answer_is_compact_and_round_trips(tiny, shared_data):
+def test_every_official_question_and_answer_is_compact_and_round_trips(tiny, public_data):
     """The real training and test files: every question has a kind-specific prompt and few tokens; answers are short."""
     from conftest import OFFICIAL_TEST, OFFICIAL_TRAIN
     from mevqa.jsonl import read_jsonl

@@ -39,9 +39,11 @@ def main() -> int:
     import_seconds = time.perf_counter() - start
 
     from mevqa.cli import main as mevqa
-    from mevqa.messages import read_qa_rows
+    from mevqa.inference import ClipInputs, InferenceSettings
+    from mevqa.media import MediaSettings
+    from mevqa.messages import INPUT_MODES, read_qa_rows
     from mevqa.model import load_model_and_processor
-    from mevqa.predict import MediaSource, predict, read_predictions
+    from mevqa.predict import predict, read_predictions
     from mevqa.tiny import write_tiny_model
 
     logging.basicConfig(level=logging.WARNING)
@@ -57,24 +59,23 @@ def main() -> int:
         model_dir = write_tiny_model(tmp / "tiny-model")
         qa = data / "qa.jsonl"
         rows = read_qa_rows(qa)
-        for row in rows:
-            row["_file"] = str(qa)
 
         start = time.perf_counter()
         model, processor = load_model_and_processor(str(model_dir))
         load_seconds = time.perf_counter() - start
 
-        generation = {"max_new_tokens": args.max_new_tokens}
+        settings = InferenceSettings(inputs=args.inputs, system_prompt="default", max_frames=None, video_fps=None,
+                                     pixels={}, media=MediaSettings(modes=INPUT_MODES[args.inputs].needs),
+                                     generation={"max_new_tokens": args.max_new_tokens})
         # Warm-up (first-call allocations and kernel choices), not timed.
-        predict(model, processor, rows[:8], tmp / "warmup", args.inputs, batch_size=8, generation=generation,
-                media=MediaSource(args.inputs, None, tmp / "media", {}, None), progress=False)
+        predict(model, processor, rows[:8], tmp / "warmup", settings, batch_size=8,
+                inputs=ClipInputs(settings, tmp / "media"), progress=False)
         results, answers = {b: 0.0 for b in args.batch_sizes}, {}
         for round_ in range(args.rounds):
             for batch_size in args.batch_sizes:
                 out = tmp / f"round{round_}-batch{batch_size}"
-                stats = predict(model, processor, rows, out, args.inputs, batch_size=batch_size,
-                                generation=generation, progress=False,
-                                media=MediaSource(args.inputs, None, tmp / "media", {}, None))
+                stats = predict(model, processor, rows, out, settings, batch_size=batch_size, progress=False,
+                                inputs=ClipInputs(settings, tmp / "media"))
                 results[batch_size] = max(results[batch_size], stats["answered"] / stats["seconds"])
                 answers[batch_size] = {rid: row["answer"]
                                        for rid, row in read_predictions(out / "predictions.jsonl").items()}

@@ -1,17 +1,24 @@
-"""Training throughput of a recipe config: samples/s, tokens/s, peak memory and (on GPU) MFU.
+"""Training throughput of a recipe config through the recipes' own engine: samples/s, tokens/s, peak memory and
+(on GPU) MFU.
 
     python benchmarks/train_throughput.py --model tiny --config recipes/configs/tiny/lora.yaml --steps 20
     python benchmarks/train_throughput.py --model 3b --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml \
-        --inputs oao --batch-size 4 --steps 20          # on a GPU: random weights, real 3B compute
+        --steps 5          # on a GPU: random weights, real 3B compute
+
+The steps timed are ``MevqaTrainer.train()``'s own (``mevqa.train.trainer``): the config's trainable parts (LoRA /
+full / frozen per part), its TrainingArguments (``mevqa.train.run.training_arguments``: mixed precision, gradient
+accumulation, clipping, scheduler), Trainer's optimizer step and the token-normalised loss; nothing is re-implemented
+here. A callback times each optimizer step from its first micro-batch to its end (the batches are collated just
+before, by the recipe's collator); the first ``--warmup`` steps are not counted, and the peak memory is that of the
+counted steps.
 
 ``--model 3b`` / ``7b`` builds Qwen2.5-VL from the real architecture numbers (``qwen2_5_vl_configs.json`` beside
-this script) with random weights: nothing is downloaded, and the compute and memory are those of the real model.
-The tiny model's processor (real Qwen2.5-VL image/video processors, offline tokenizer) prepares the inputs, with the
-config's pixel budgets, so the visual token counts are the real ones; text is a few tokens shorter than with Qwen's
-own tokenizer. Inputs are synthetic clips (noise frames of ``--image-size`` pixels) asked every official question.
+this script) with random weights, on the GPU: nothing is downloaded, and the compute and memory are those of the real
+model. The tiny model's processor (real Qwen2.5-VL image/video processors, offline tokenizer) prepares the inputs
+with the config's pixel budgets, so the visual token counts are the real ones; text is a few tokens shorter than with
+Qwen's own tokenizer. Inputs are synthetic clips (noise frames of ``--image-size`` pixels) asked every official
+question. QLoRA configs need a quantised checkpoint on disk and are not built from random weights here.
 
-Each step is the recipe's: the config's trainable parts (LoRA / full / frozen per part), AdamW over its parameter
-groups, token-normalised loss, backward, clipping, optimizer step; ``--steps`` are timed after ``--warmup`` steps.
 MFU counts 2 FLOPs per parameter per token forward, 2 more for the input gradient through every part gradients flow
 through, and 2 more for the weight gradient of fully trained parts (LoRA adapters' own FLOPs are ignored); vision
 parameters count per patch, language-model parameters per sequence token; attention's quadratic term is left out.
@@ -20,9 +27,11 @@ parameters count per patch, language-model parameters per sequence token; attent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from transformers import TrainerCallback
 
 from mevqa import vocab
 from mevqa.train.config import load_config
@@ -73,6 +83,7 @@ def synthetic_rows(root: Path, n_clips: int, image_size: int, n_frames: int, see
 
 
 def build_model(name: str, processor, dtype: torch.dtype, device: torch.device, attn_implementation: str):
+    """Qwen2.5-VL-3B/7B's architecture with random weights, built on ``device``."""
     from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
 
     tokenizer = processor.tokenizer
@@ -90,8 +101,7 @@ def build_model(name: str, processor, dtype: torch.dtype, device: torch.device, 
     return model
 
 
-def flops_per_step(model, batch, cfg) -> float:
-    """Training FLOPs of one micro-batch (see the module docstring)."""
+def part_sizes(model) -> dict[str, int]:
     from mevqa.train.parts import part_of
 
     counts = {"vision": 0, "merger": 0, "llm": 0}
@@ -99,6 +109,11 @@ def flops_per_step(model, batch, cfg) -> float:
         part = part_of(name)
         if part and "lora_" not in name and "modules_to_save" not in name:
             counts[part] += param.numel()
+    return counts
+
+
+def flops_of(counts: dict[str, int], batch, cfg) -> float:
+    """Training FLOPs of one micro-batch (see the module docstring)."""
     merge = 4  # 2x2 patches per visual token
     patches = sum(int(batch[key].shape[0]) for key in ("pixel_values", "pixel_values_videos") if key in batch)
     tokens = int(batch["attention_mask"].sum())
@@ -113,6 +128,21 @@ def flops_per_step(model, batch, cfg) -> float:
             + factor("llm") * counts["llm"] * tokens)
 
 
+class RecordingCollator:
+    """The recipe's collator, noting what each batch holds (for tokens/s and FLOPs of the timed steps)."""
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, samples):
+        batch = self.collator(samples)
+        visual = int(sum((batch[k].prod(-1) // 4).sum() for k in ("image_grid_thw", "video_grid_thw") if k in batch))
+        self.batches.append({"batch": {k: batch[k] for k in ("attention_mask", "pixel_values", "pixel_values_videos")
+                                       if k in batch}, "samples": int(batch["input_ids"].shape[0]),
+                             "tokens": int(batch["attention_mask"].sum()), "visual": visual})
+        return batch
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["tiny", "3b", "7b"], default="tiny")
@@ -121,7 +151,9 @@ def main(argv=None) -> None:
     parser.add_argument("--recipe", choices=["lora", "full"], default=None,
                         help="default: lora when a part is set to lora, else full")
     parser.add_argument("--inputs", default=None, help="input mode (default: the config's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="per-step batch (default: the config's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="per-device batch (default: the config's)")
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="micro-batches per optimizer step (default 1, so each timed step is one micro-batch)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=448, help="side of the synthetic frames in pixels")
@@ -131,91 +163,81 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from transformers.trainer_utils import SaveStrategy
+
     from mevqa.collate import Collator, QADataset
     from mevqa.model import load_model_and_processor, set_pixel_budgets
     from mevqa.tiny import write_tiny_model
-    from mevqa.train.loop import answer_token_count, summed_loss
-    from mevqa.train.parts import apply_full, apply_lora, enable_gradient_checkpointing, param_groups
+    from mevqa.train.parts import apply_full, apply_lora, enable_gradient_checkpointing
+    from mevqa.train.run import training_arguments
+    from mevqa.train.trainer import MevqaTrainer
 
     cfg = load_config(args.config)
+    if cfg.load_in_4bit:
+        raise SystemExit(f"{args.config}: QLoRA needs a quantised checkpoint on disk; this benchmark builds random "
+                         "weights (use the config without load_in_4bit)")
     recipe = args.recipe or ("lora" if "lora" in (cfg.vision, cfg.merger, cfg.llm) else "full")
-    inputs = args.inputs or cfg.inputs
-    batch_size = args.batch_size or cfg.per_device_batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
-    dtype = torch.bfloat16 if on_gpu else torch.float32
-    attn = cfg.attn_implementation if on_gpu else "sdpa"
-    torch.manual_seed(args.seed)
-
+    checkpointing = cfg.gradient_checkpointing if args.gradient_checkpointing == "config" else \
+        args.gradient_checkpointing == "on"
     with tempfile.TemporaryDirectory() as tmp:
+        cfg = dataclasses.replace(
+            cfg, inputs=args.inputs or cfg.inputs, per_device_batch_size=args.batch_size or cfg.per_device_batch_size,
+            gradient_accumulation_steps=args.accumulation, max_steps=args.warmup + args.steps, eval_file=None,
+            output_dir=str(Path(tmp) / "run"), report_to=["none"], logging_steps=1, seed=args.seed,
+            attn_implementation=cfg.attn_implementation if on_gpu else "sdpa",
+            mixed_precision=cfg.mixed_precision if on_gpu else "no", gradient_checkpointing=checkpointing)
+        torch.manual_seed(args.seed)
         tiny_dir = write_tiny_model(Path(tmp) / "tiny", seed=args.seed)
+        dtype = cfg.dtype if (on_gpu or args.model == "tiny") else "float32"
         model, processor = load_model_and_processor(tiny_dir, dtype=dtype, device=device)
         if args.model != "tiny":
             set_pixel_budgets(processor, min_pixels=cfg.min_pixels or 3136, max_pixels=cfg.max_pixels or 200704,
                               video_min_pixels=cfg.video_min_pixels or 3136,
                               video_max_pixels=cfg.video_max_pixels or 50176)
             del model
-            model = build_model(args.model, processor, dtype, device, attn)
-        checkpointing = cfg.gradient_checkpointing if args.gradient_checkpointing == "config" else \
-            args.gradient_checkpointing == "on"
+            model = build_model(args.model, processor, getattr(torch, dtype), device, cfg.attn_implementation)
         if checkpointing:
             enable_gradient_checkpointing(model)
         model.config.use_cache = False
         model = apply_lora(model, cfg) if recipe == "lora" else apply_full(model, cfg)
-        model.train()
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate, fused=on_gpu)
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        counts = part_sizes(model)
 
-        rows = synthetic_rows(Path(tmp) / "clips", n_clips=max(2, math.ceil(batch_size / 5) + 1),
+        rows = synthetic_rows(Path(tmp) / "clips", n_clips=max(2, math.ceil(cfg.per_device_batch_size / 5) + 1),
                               image_size=args.image_size, n_frames=args.frames, seed=args.seed)
-        dataset = QADataset(rows, inputs, system_prompt=cfg.system_prompt, max_frames=cfg.max_frames)
-        collate = Collator(processor, train=True)
-        batches = [collate([dataset[(s * batch_size + i) % len(rows)] for i in range(batch_size)]).to(device)
-                   for s in range(min(len(rows), 8))]
+        training_args = training_arguments(cfg, cfg.max_steps, has_eval=False)
+        training_args.save_strategy = SaveStrategy.NO
+        collator = RecordingCollator(Collator(processor, train=True, max_length=cfg.max_length,
+                                              video_fps=cfg.video_fps))
+        timer = StepTimer(args.warmup, on_gpu)
+        trainer = MevqaTrainer(model=model, args=training_args,
+                               train_dataset=QADataset(rows, cfg.inputs, system_prompt=cfg.system_prompt,
+                                                       max_frames=cfg.max_frames),
+                               data_collator=collator, processing_class=processor, callbacks=[timer], cfg=cfg,
+                               eval_rows=None, run_state={})
+        trainer.train()
+        losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        if not all(math.isfinite(loss) for loss in losses):
+            raise SystemExit(f"loss is not finite: {losses}")
 
-        def step(batch):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                loss = summed_loss(model, batch) / answer_token_count(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.detach()
-
-        for i in range(args.warmup):
-            step(batches[i % len(batches)])
-        if on_gpu:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        tokens = samples = visual = 0
-        flops = 0.0
-        start = time.perf_counter()
-        for i in range(args.steps):
-            batch = batches[i % len(batches)]
-            loss = step(batch)
-            tokens += int(batch["attention_mask"].sum())
-            samples += batch["input_ids"].shape[0]
-            visual += int(sum((batch[k].prod(-1) // 4).sum() for k in ("image_grid_thw", "video_grid_thw")
-                              if k in batch))
-            flops += flops_per_step(model, batch, cfg)
-        if on_gpu:
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        if not torch.isfinite(loss):
-            raise SystemExit(f"loss is {loss.item()}")
-
+    timed = collator.batches[args.warmup * args.accumulation:]
+    elapsed = sum(timer.seconds)
+    tokens, samples, visual = (sum(b[key] for b in timed) for key in ("tokens", "samples", "visual"))
+    flops = sum(flops_of(counts, b["batch"], cfg) for b in timed)
     n_total = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in trainable)
-    print(f"model {args.model}, recipe {recipe} ({args.config}), inputs {inputs}, batch {batch_size}, "
-          f"image {args.image_size}px, gradient checkpointing {'on' if checkpointing else 'off'}, {device.type}"
-          + (f" ({torch.cuda.get_device_name()})" if on_gpu else ""))
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"model {args.model}, recipe {recipe} ({args.config}), inputs {cfg.inputs}, batch "
+          f"{cfg.per_device_batch_size} x {args.accumulation} accumulation, image {args.image_size}px, gradient "
+          f"checkpointing {'on' if checkpointing else 'off'}, {training_args.mixed_precision} mixed precision, "
+          f"{device.type}" + (f" ({torch.cuda.get_device_name()})" if on_gpu else ""))
     print(f"parameters: {n_total / 1e6:.1f} M, trainable {n_train / 1e6:.2f} M")
     print(f"per sample: {tokens / samples:.0f} tokens ({visual / samples:.0f} visual)")
     print(f"samples/s: {samples / elapsed:.2f}")
     print(f"tokens/s: {tokens / elapsed:.0f} (visual tokens/s: {visual / elapsed:.0f})")
-    print(f"step time: {elapsed / args.steps * 1000:.1f} ms")
+    print(f"step time: median {statistics.median(timer.seconds) * 1000:.1f} ms over {len(timer.seconds)} steps")
     if on_gpu:
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        print(f"peak GPU memory: {timer.peak_bytes / 2**30:.2f} GiB")
         peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items()
                                          if k in torch.cuda.get_device_name()), None)
         if peak:
@@ -224,6 +246,31 @@ def main(argv=None) -> None:
             print("MFU: unknown GPU peak; pass --peak-tflops")
     else:
         print(f"peak process memory (RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def _sync(on_gpu: bool) -> None:
+    if on_gpu:
+        torch.cuda.synchronize()
+
+
+class StepTimer(TrainerCallback):
+    """Seconds of each optimizer step after ``warmup``, and the peak GPU memory over them."""
+
+    def __init__(self, warmup: int, on_gpu: bool):
+        self.warmup, self.on_gpu, self.seconds, self.peak_bytes = warmup, on_gpu, [], 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        _sync(self.on_gpu)
+        if state.global_step == self.warmup and self.on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _sync(self.on_gpu)
+        if state.global_step > self.warmup:
+            self.seconds.append(time.perf_counter() - self.started)
+            if self.on_gpu:
+                self.peak_bytes = torch.cuda.max_memory_allocated()
 
 
 if __name__ == "__main__":

@@ -8,17 +8,23 @@ Two sources of questions:
   (``*_to_answer.jsonl``, ``video`` per row) takes its frames from ``ROOT/<video>/`` (or ``ROOT/<video>.mp4``...),
   onset/offset = the first/last frame, apex estimated. Test rows that carry ``onset_frame``/``offset_frame`` and
   ``image_id`` instead (the layout of some copies of the CAS(ME)^3 test file) take their frames from
-  ``ROOT/<image_id>/`` or else ``ROOT/<subject>/<filename>/``, between those frames.
+  ``ROOT/<image_id>/`` or else ``ROOT/<subject>/<filename>/``, between those frames. Every name used as a path
+  (``video``, ``image_id``, ``subject``, ``filename``) must be one plain folder or file name, so nothing is read from
+  outside ``ROOT`` and nothing is written outside ``OUT``.
 
 A clip with bad input raises; with ``skip_bad`` it is left out and listed in ``OUT/skipped.jsonl`` instead.
 Nothing is written to ``OUT/qa.jsonl`` unless the whole build succeeds. Media are cached per clip (``media.json``),
-so a second run reuses them.
+so a second run reuses them. A rebuild whose media settings differ from those ``OUT/build.json`` records first sets
+the old ``OUT/qa.jsonl`` aside (renamed ``qa.jsonl.stale-<time>``) before any media is touched: whatever stops the
+rebuild, no ``qa.jsonl`` is left pointing at media built with other settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 import multiprocessing
 import time
 from dataclasses import dataclass, field, replace
@@ -29,15 +35,18 @@ from tqdm import tqdm
 
 from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
 from mevqa.data_builders.qa import ClipRecord, clip_rows
+from mevqa.data_builders.sheets import cell_int
 from mevqa.errors import MevqaError
-from mevqa.jsonl import read_jsonl, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, write_json, write_jsonl
 from mevqa.log import is_main_process
-from mevqa.media import VIDEO_SUFFIXES, Clip, MediaSettings, build_media, estimate_apex, read_clip
+from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
+from mevqa.rows import clip_name, read_rows
 
 log = logging.getLogger(__name__)
 
 # Real SAMM sheets have a few such rows; say how to build them anyway.
 BAD_APEX_HINT = " (--estimate-bad-apex estimates it instead)"
+QA_FILE, BUILD_FILE, SKIPPED_FILE = "qa.jsonl", "build.json", "skipped.jsonl"
 
 DATASETS: dict[str, ModuleType] = {"casme2": casme2, "samm": samm, "smic": smic, "casme3": casme3, "4dme": fourdme}
 
@@ -60,13 +69,17 @@ class BuildOptions:
     fps: float | None = None          # override the dataset's frame rate
     progress: bool = True
 
+    def __post_init__(self):
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise MevqaError(f"--fps must be positive, got {self.fps}")
+        if self.workers < 1:
+            raise MevqaError(f"--workers must be at least 1, got {self.workers}")
+
 
 def _options_record(options: BuildOptions) -> dict:
-    """The options as build.json records them: one flat mapping, media settings included."""
-    record = dataclasses.asdict(options)
-    record.update(record.pop("media"))
-    record["modes"] = list(record["modes"])
-    del record["progress"]
+    """The build options as build.json records them, the media settings apart (``media_settings``)."""
+    record = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+              if f.name not in ("media", "progress")}
     return record
 
 
@@ -111,49 +124,20 @@ def generated_jobs(dataset: str, records: list[ClipRecord], options: BuildOption
                 raise MevqaError(f"{record.where}: clip {record.image_id} is annotated twice "
                                  f"(also {seen[record.key]})")
             seen[record.key] = record.where
-            _check_order(record, options)
+            clip_name(record.image_id, record.where, "image id")  # it names the clip's media folder
             jobs.append(ClipJob(record, clip_rows(record, module.QUESTIONS, options.seed)))
         except MevqaError as exc:
             _bad(exc, record.where, options.skip_bad, skipped, record.image_id)
     return jobs, excluded
 
 
-def _check_order(record: ClipRecord, options: BuildOptions) -> None:
-    """onset <= apex <= offset, as far as the sheet gives them (an apex outside is estimated later if allowed)."""
-    if record.onset is not None and record.offset is not None and record.onset > record.offset:
-        raise MevqaError(f"{record.where}: onset {record.onset} is after offset {record.offset}")
-    known = None not in (record.apex, record.onset, record.offset)
-    if options.bad_apex != "estimate" and known and not record.onset <= record.apex <= record.offset:
-        raise MevqaError(f"{record.where}: apex {record.apex} outside the clip {record.onset}..{record.offset}"
-                         f"{BAD_APEX_HINT}")
-
-
 def official_jobs(dataset: str, official: Path, root: Path | None, annotations: Path | None, options: BuildOptions,
                   skipped: list[dict]) -> list[ClipJob]:
-    rows = read_jsonl(official, required=("question",))
+    rows = read_rows(official)  # ids unique, questions non-empty, lines checked
     if not rows:
         raise MevqaError(f"{official}: no rows")
-    module = dataset_module(dataset)
     if all("video" in row or "onset_frame" in row for row in rows):  # test questions: frames per clip
-        if root is None:
-            raise MevqaError("--official with a test file needs --root, the folder of the per-clip frame folders")
-        groups: dict[str, list[dict]] = {}
-        for row in rows:
-            groups.setdefault(str(row.get("video") or row.get("image_id")), []).append(row)
-        jobs = []
-        for name, clip_rows_ in groups.items():
-            first = clip_rows_[0]
-            where = f"{official.name} line {first['_line']} ({name})"
-            folder = _test_clip_path(root, name)
-            if not folder.exists() and "subject" in first and "filename" in first:
-                folder = _test_clip_path(root / str(first["subject"]), str(first["filename"]))
-            onset, offset = first.get("onset_frame"), first.get("offset_frame")
-            record = ClipRecord(dataset, str(first.get("subject", name)), str(first.get("filename", name)), name,
-                                None if onset in (None, "") else int(onset), None,
-                                None if offset in (None, "") else int(offset), "", None, None, folder,
-                                options.fps or module.FPS, where)
-            jobs.append(ClipJob(record, clip_rows_))
-        return jobs
+        return _test_jobs(dataset, official, rows, root, options, skipped)
     if any("image_id" not in row for row in rows):
         line = next(row["_line"] for row in rows if "image_id" not in row)
         raise MevqaError(f"{official}:{line}: expected training rows (image_id) or test rows (video)")
@@ -174,11 +158,39 @@ def official_jobs(dataset: str, official: Path, root: Path | None, annotations: 
         try:
             if image_id not in records:
                 raise MevqaError(f"{where}: clip {image_id} is not in the annotation sheet")
-            record = records[image_id]
-            _check_order(record, options)
-            jobs.append(ClipJob(record, clip_rows_))
+            jobs.append(ClipJob(records[image_id], clip_rows_))
         except MevqaError as exc:
             _bad(exc, where, options.skip_bad, skipped, image_id)
+    return jobs
+
+
+def _test_jobs(dataset: str, official: Path, rows: list[dict], root: Path | None, options: BuildOptions,
+               skipped: list[dict]) -> list[ClipJob]:
+    """Test questions: one job per clip, its frames in ``ROOT/<video>`` (or ``ROOT/<subject>/<filename>``)."""
+    if root is None:
+        raise MevqaError("--official with a test file needs --root, the folder of the per-clip frame folders")
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        name = row.get("video") if "video" in row else row.get("image_id")
+        groups.setdefault(clip_name(name, f"{official}:{row['_line']}", "video" if "video" in row else "image_id"),
+                          []).append(row)
+    jobs = []
+    for name, clip_rows_ in groups.items():
+        first = clip_rows_[0]
+        where = f"{official.name} line {first['_line']} ({name})"
+        try:
+            folder = _test_clip_path(root, name)
+            if not folder.exists() and "subject" in first and "filename" in first:
+                folder = _test_clip_path(root / clip_name(str(first["subject"]), where, "subject"),
+                                         clip_name(str(first["filename"]), where, "filename"))
+            onset, offset = (None if first.get(key) in (None, "") else cell_int(first[key], where, key)
+                             for key in ("onset_frame", "offset_frame"))
+            record = ClipRecord(dataset, str(first.get("subject", name)), str(first.get("filename", name)), name,
+                                onset, None, offset, "", None, None, folder, options.fps or dataset_module(dataset).FPS,
+                                where)
+            jobs.append(ClipJob(record, clip_rows_))
+        except MevqaError as exc:
+            _bad(exc, where, options.skip_bad, skipped, name)
     return jobs
 
 
@@ -193,57 +205,60 @@ def _test_clip_path(root: Path, video: str) -> Path:
 
 
 def _media_for(args: tuple) -> tuple:
-    """Worker: resolve the apex and build one clip's inputs. Returns (index, record, media, timings, error); the
+    """Worker: resolve the span and build one clip's inputs. Returns (index, record, media, timings, error); the
     error names the clip's sheet row, then what is wrong (with the file's path where a file is the problem)."""
     index, record, options, out = args
     timings: dict = {}
     try:
-        record, clip = _resolve_apex(record, options)
+        record, clip, span = _resolve_span(record, options)
         media = {}
-        if options.media.modes:
-            media = build_media(clip, record.onset, record.apex, record.offset,
-                                out_dir=out / "media" / record.dataset / record.image_id, rel_to=out,
-                                source_fps=record.fps, apex_method=record.apex_method, timings=timings,
-                                **dataclasses.asdict(options.media))
+        if clip is not None:
+            media = build_media(clip, span, options.media, out / "media" / record.dataset / record.image_id,
+                                rel_to=out, fps=record.fps, timings=timings)
         return index, record, media, timings, None
     except MevqaError as exc:
         return index, record, None, timings, f"{record.where}: {exc}"
 
 
-def _resolve_apex(record: ClipRecord, options: BuildOptions) -> tuple[ClipRecord, Clip | None]:
-    """Open the clip's frames (when inputs are built) and fill onset/offset/apex where the source has none."""
-    record = replace(record)
-    module = dataset_module(record.dataset)
-    method = options.missing_apex or module.MISSING_APEX
-    if record.apex is not None and record.onset is not None and record.offset is not None \
-            and not record.onset <= record.apex <= record.offset:
-        if options.bad_apex != "estimate":
-            raise MevqaError(f"apex {record.apex} outside the clip {record.onset}..{record.offset}{BAD_APEX_HINT}")
-        record.apex = None
-    if not options.media.modes:
-        if record.apex is None:
-            if method == "midpoint" and record.onset is not None and record.offset is not None:
-                record.apex, record.apex_method = (record.onset + record.offset) // 2, "midpoint"
-            else:
-                record.apex_method = None  # max_diff needs the frames, which a build without inputs never reads
-        return record, None
-    if record.frames is None or not Path(record.frames).exists():
-        raise MevqaError(f"clip folder {record.frames} not found")
-    clip = read_clip(record.frames)
-    if record.fps is None:
+def _resolve_span(record: ClipRecord, options: BuildOptions) -> tuple:
+    """``(record, clip, span)``: the record with onset/apex/offset filled and checked by
+    :func:`mevqa.media.resolve_span`, the clip's frames when inputs are built (else None) and the span."""
+    clip = None
+    if options.media.modes:
+        if record.frames is None or not Path(record.frames).exists():
+            raise MevqaError(f"clip folder {record.frames} not found")
+        clip = read_clip(record.frames)
+    span = resolve_span(clip, record.onset, record.apex, record.offset,
+                        missing_apex=options.missing_apex or dataset_module(record.dataset).MISSING_APEX,
+                        bad_apex=options.bad_apex, hint=BAD_APEX_HINT)
+    record = replace(record, onset=span.onset, apex=span.apex, offset=span.offset, apex_method=span.apex_method)
+    if record.fps is None and clip is not None:
         record.fps = clip.fps
-    record.onset = clip.frame_numbers[0] if record.onset is None else record.onset
-    record.offset = clip.frame_numbers[-1] if record.offset is None else record.offset
-    if record.onset > record.offset:
-        raise MevqaError(f"onset {record.onset} is after offset {record.offset}")
-    for number, what in ((record.onset, "onset"), (record.offset, "offset")):
-        if number not in clip.numbers:
-            raise MevqaError(f"{what} frame {number} missing in {record.frames}")
-    if record.apex is None:
-        record.apex, record.apex_method = estimate_apex(clip, record.onset, record.offset, method)
-    elif record.apex not in clip.numbers:
-        raise MevqaError(f"apex frame {record.apex} missing in {record.frames}")
-    return record, clip
+    return record, clip, span
+
+
+def set_aside_stale_rows(out: Path, settings: MediaSettings) -> Path | None:
+    """If ``OUT/qa.jsonl`` exists and ``OUT/build.json`` does not record ``settings`` as the media settings it was
+    built with, rename it ``qa.jsonl.stale-<time>`` (before any media is touched) and return the new path."""
+    qa = out / QA_FILE
+    if not qa.is_file():
+        return None
+    try:
+        recorded = json.loads((out / BUILD_FILE).read_text(encoding="utf-8")).get("media_settings")
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # no readable build.json: the rows' settings are unknown
+    if recorded == settings.record():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = qa.with_name(f"{QA_FILE}.stale-{stamp}")
+    for n in range(1, 1000):
+        if not aside.exists():
+            break
+        aside = qa.with_name(f"{QA_FILE}.stale-{stamp}-{n}")
+    qa.rename(aside)
+    log.warning("%s: built with other media settings (%s); set aside as %s before rebuilding", qa,
+                "unrecorded" if recorded is None else recorded, aside.name)
+    return aside
 
 
 def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = None,
@@ -252,8 +267,6 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     """Build ``OUT/qa.jsonl`` (and ``OUT/media/``, ``OUT/skipped.jsonl`` with ``skip_bad``, ``OUT/build.json``).
     Returns the summary written to ``build.json``."""
     options = options or BuildOptions()
-    if options.fps is not None and options.fps <= 0:
-        raise MevqaError(f"--fps must be positive, got {options.fps}")
     out = Path(out)
     root = Path(root) if root is not None else None
     annotations = Path(annotations) if annotations is not None else None
@@ -273,6 +286,8 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     if options.fps:
         for job in jobs:
             job.record.fps = options.fps
+    ensure_dir(out)  # after the inputs are read (a bad sheet writes nothing), before any media
+    set_aside_stale_rows(out, options.media)
 
     timings: dict[str, float] = {}
     tasks = [(i, job.record, options, out) for i, job in enumerate(jobs)]
@@ -296,23 +311,27 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
             row["clip"] = metadata
             if job.media:
                 row["media"] = job.media
+            else:
+                row.pop("media", None)
             rows.append(row)
     if options.skip_bad:
-        write_jsonl(out / "skipped.jsonl", skipped)
+        write_jsonl(out / SKIPPED_FILE, skipped)
     if not rows:
         raise MevqaError(f"{dataset}: no clips to build ({excluded} left out by label, {len(skipped)} bad)"
-                         + (f"; see {out / 'skipped.jsonl'}" if options.skip_bad else ""))
-    write_jsonl(out / "qa.jsonl", rows)
+                         + (f"; see {out / SKIPPED_FILE}" if options.skip_bad else ""))
     summary = {"dataset": dataset, "clips": len(kept), "rows": len(rows), "excluded_by_label": excluded,
                "skipped": len(skipped), "inputs": list(options.media.modes),
+               "media_settings": options.media.record(),
                "seconds": round(time.perf_counter() - started, 2),
                "timings": {k: round(v, 2) for k, v in timings.items()},
                "options": _options_record(options),
                "source": {"root": str(root) if root else None, "annotations": str(annotations) if annotations else
                           None, "official": str(official) if official else None}}
-    write_json(out / "build.json", summary)
+    # build.json first: qa.jsonl appears only beside the record of the settings its media were built with.
+    write_json(out / BUILD_FILE, summary)
+    write_jsonl(out / QA_FILE, rows)
     log.info("%s: %d clips, %d rows -> %s (%d left out by label, %d skipped)", dataset, len(kept), len(rows),
-             out / "qa.jsonl", excluded, len(skipped))
+             out / QA_FILE, excluded, len(skipped))
     return summary
 
 

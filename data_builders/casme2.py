@@ -46,7 +46,7 @@ def record(entry: SheetRow, root: Path) -> ClipRecord:
     filename = cell_text(v["filename"])
     apex = None if v["apex"] is None or str(v["apex"]).strip() == "/" else cell_int(v["apex"], where, "ApexFrame")
     emotion = normalise_emotion(v["emotion"], EMOTIONS, where)
-    frames = clip_dir(root, subject, filename)
+    frames = clip_dir(root, subject, filename, where=where)
     return ClipRecord(NAME, subject, filename, f"{subject}_{filename}", cell_int(v["onset"], where, "OnsetFrame"),
                       apex, cell_int(v["offset"], where, "OffsetFrame"), emotion, coarse_of(emotion), v["aus"],
                       frames, FPS, f"{where} ({subject}/{filename})")

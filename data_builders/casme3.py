@@ -57,7 +57,7 @@ def record(entry: SheetRow, root: Path) -> ClipRecord:
     apex = None if v["apex"] is None or str(v["apex"]).strip() == "/" else cell_int(v["apex"], where, "Apex")
     emotion = normalise_emotion(v["emotion"], EMOTIONS, where)
     image_id = f"{subject}_{filename}_{onset}"
-    frames = clip_dir(root, subject, filename, "color")
+    frames = clip_dir(root, subject, filename, "color", where=where)
     if frames is not None and not frames.exists():  # the pre-cut release: one folder per ME
         frames = find_dir(root, image_id) or frames
     return ClipRecord(NAME, subject, filename, image_id, onset, apex,

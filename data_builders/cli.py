@@ -7,9 +7,7 @@ import argparse
 from pathlib import Path
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
-from mevqa.media import MediaSettings
-from mevqa.errors import MevqaError
-from mevqa.media import FLOW_METHODS, HEAD_MOTION, MODES
+from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options
 
 
 def parse_inputs(text: str) -> tuple[str, ...]:
@@ -32,20 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", type=parse_inputs, default=MODES,
                         help="comma-separated input modes to build: video,oao,flow (default all; 'none' for "
                              "questions only)")
-    parser.add_argument("--frames", type=int, default=8, help="video frames sampled uniformly onset..offset "
-                        "(default 8)")
-    parser.add_argument("--size", type=int, default=448, help="longest side of written images in pixels (aspect "
-                        "kept, never enlarged); 0 keeps the source size (default 448)")
-    parser.add_argument("--flow", choices=FLOW_METHODS, default="farneback", help="optical flow method (tvl1 "
-                        "needs opencv-contrib-python-headless)")
-    parser.add_argument("--head-motion", choices=HEAD_MOTION, default="nose",
-                        help="flow of which region is subtracted to cancel head motion (default nose)")
-    parser.add_argument("--blend", type=float, default=0.0, help="weight of the grey onset frame blended under the "
-                        "flow colours, 0..1 (default 0; TIE used 0.5)")
-    parser.add_argument("--face-crop", action="store_true", help="crop every frame to one face box found on the "
-                        "onset frame (YuNet with --face-model, else OpenCV's Haar cascade where the build ships it, "
-                        "else the centred square)")
-    parser.add_argument("--face-model", help="YuNet face detector .onnx for --face-crop (OpenCV FaceDetectorYN)")
     parser.add_argument("--missing-apex", choices=("max_diff", "midpoint"), default=None,
                         help="how to fill an apex the sheet lacks (default: midpoint for smic, max_diff otherwise)")
     parser.add_argument("--estimate-bad-apex", action="store_true",
@@ -59,14 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the yes/no AU draws (default 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip clips with bad input and list them in "
                         "OUT/skipped.jsonl instead of stopping")
+    add_media_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise MevqaError(f"--workers must be at least 1, got {args.workers}")
-    media = MediaSettings(modes=args.inputs, num_frames=args.frames, size=args.size or None, flow_method=args.flow,
-                          head_motion=args.head_motion, blend=args.blend,
-                          face_crop=args.face_crop or bool(args.face_model), face_model=args.face_model)
+    media = MediaSettings.from_record(given_media_options(args), modes=args.inputs, where="command line")
     options = BuildOptions(media=media, workers=args.workers, seed=args.seed, skip_bad=args.skip_bad,
                            missing_apex=args.missing_apex,
                            bad_apex="estimate" if args.estimate_bad_apex else "error",

@@ -53,7 +53,7 @@ def record(entry: SheetRow, root: Path) -> ClipRecord:
                          "Surprise, Repression, Others or a '+' compound of them")
     emotion = raw if len(parts) == 1 and raw in COARSE else "others"
     apex = None if v["apex"] is None or str(v["apex"]).strip() == "/" else cell_int(v["apex"], where, "Apex")
-    frames = clip_dir(root, subject, fold)
+    frames = clip_dir(root, subject, fold, where=where)
     return ClipRecord(NAME, subject, fold, f"{subject}_{fold}", cell_int(v["onset"], where, "Onset"), apex,
                       cell_int(v["offset"], where, "Offset"), emotion, COARSE.get(emotion), v["aus"], frames, FPS,
                       f"{where} ({subject}/{fold})", extra={"emotion_raw": str(v["emotion"]).strip()})

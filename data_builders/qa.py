@@ -1,6 +1,6 @@
 """What every dataset shares: the clip record, action-unit strings, emotion labels, and clip -> QA rows.
 
-The rows follow the official MEGC2025 training file exactly (``shared/spec/megc2025-vqa.md`` section 2):
+The rows follow the official MEGC2025 training file exactly (``docs/scoring.md``, "The official files"):
 per clip C F A [LR] Y(yes) Y(no) X, ids ``{dataset}_{image_id}_{k}``.
 
 Rules read off the official file (the reproduction test checks them on all 278 SAMM and CASME II clips):

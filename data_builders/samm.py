@@ -47,7 +47,7 @@ def record(entry: SheetRow, root: Path) -> ClipRecord:
     apex = None if v["apex"] is None or str(v["apex"]).strip() in ("/", "-") else cell_int(v["apex"], where,
                                                                                              "Apex Frame")
     emotion = normalise_emotion(v["emotion"], EMOTIONS, where)
-    frames = clip_dir(root, f"{number:03d}", filename)
+    frames = clip_dir(root, f"{number:03d}", filename, where=where)
     return ClipRecord(NAME, str(number), filename, filename, cell_int(v["onset"], where, "Onset Frame"), apex,
                       cell_int(v["offset"], where, "Offset Frame"), emotion, coarse_of(emotion), v["aus"], frames,
                       FPS, f"{where} ({filename})")

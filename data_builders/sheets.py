@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.rows import clip_name
 
 HEADER_SCAN_ROWS = 40
 
@@ -50,8 +51,11 @@ def read_sheet(path: str | Path, columns: dict[str, tuple[str, ...]], *, sheet: 
             with pd.ExcelFile(path) as book:
                 name = sheet if sheet in book.sheet_names else book.sheet_names[0]
                 table = book.parse(name, header=None, dtype=object)
-    except (ValueError, OSError, ImportError) as exc:
-        raise MevqaError(f"{path}: cannot read the annotation sheet ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged workbook surfaces as any of a dozen reader exceptions
+        # (zip, XML, xlrd, openpyxl, codec errors); each is the same fact for the user: the file cannot be read.
+        detail = " ".join(str(exc).split())[:200]
+        raise MevqaError(f"{path}: cannot read the annotation sheet ({type(exc).__name__}: {detail}); expected "
+                         "an intact xlsx, xls or csv file") from None
     required = [f for f in columns if f not in optional]
     best: tuple[int, int, list] = (-1, -1, [])
     for index in range(min(HEADER_SCAN_ROWS, len(table))):
@@ -101,9 +105,12 @@ def cell_text(value) -> str:
     return str(value).strip()
 
 
-def clip_dir(root: Path | None, *parts: str) -> Path | None:
+def clip_dir(root: Path | None, *parts: str, where: str = "") -> Path | None:
     """The clip folder ``root/parts...`` as found on disk (:func:`find_dir`), else the path where it should be
-    (reported as missing when its frames are needed); None without a root."""
+    (reported as missing when its frames are needed); None without a root. Each part must be one plain folder name
+    (sheet cells name them), so the folder lies under ``root``."""
+    for part in parts:
+        clip_name(part, where or str(root), "folder")
     if root is None:
         return None
     return find_dir(root, *parts) or root.joinpath(*parts)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from mevqa.errors import MevqaError
-from mevqa.jsonl import atomic_path
+from mevqa.jsonl import atomic_path, ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -290,9 +290,9 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
     ``size`` = (width, height) of the frames (default: small, about 96x72)."""
     if dataset not in WRITERS:
         raise MevqaError(f"unknown dataset {dataset!r}; expected one of {', '.join(WRITERS)}")
-    out = Path(out_dir)
     rng = random.Random(f"synth:{dataset}:{seed}")
     plan = _plan(dataset, clips, frames, rng)
+    out = ensure_dir(out_dir)
     extra = _extra(dataset, frames, plan[0].subject, max(c.index for c in plan) + 1)
     width, height, gray = FRAME_SIZES[dataset]
     if size is not None:
@@ -301,16 +301,24 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=list(WRITERS), help="whose on-disk layout to write")
+    from mevqa.data_builders import synth_long
+
+    parser.add_argument("dataset", choices=list(dict.fromkeys([*WRITERS, *synth_long.LONG_DATASETS])),
+                        help="whose on-disk layout to write (samm-lv, smic-e and casme3 --long: long videos)")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the dataset into")
     parser.add_argument("--clips", type=int, default=12, help="usable clips (default 12)")
     parser.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
                         help="frame size (default 96x72; SAMM 96x65)")
     parser.add_argument("--seed", type=int, default=0)
+    synth_long.add_long_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.long or args.dataset not in WRITERS:  # long videos for spotting: mevqa.data_builders.synth_long
+        from mevqa.data_builders import synth_long
+
+        return synth_long.run(args)
     paths = write_synthetic_dataset(args.dataset, args.out, clips=args.clips, seed=args.seed, frames=args.frames,
                                     size=tuple(args.size) if args.size else None)
     command = f"mevqa build-data {args.dataset} --root {paths['root']}"

@@ -1,4 +1,4 @@
-"""``mevqa eval``: score prediction files against gold files and print the leaderboard table."""
+"""``mevqa eval``: score prediction files against gold files and print the leaderboard table with 95% intervals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import json
 import logging
 from pathlib import Path
 
-from mevqa.eval.metrics import score_files
+from mevqa.errors import MevqaError
+from mevqa.eval.bootstrap import add_intervals
+from mevqa.eval.metrics import join, read_rows, report_of, round_floats
 from mevqa.eval.report import confusion_pngs, format_table
+from mevqa.eval.samples import row_samples
+from mevqa.eval.stamp import stamp
 from mevqa.jsonl import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -20,23 +24,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prediction jsonl file(s): rows with 'id' or 'video_id' and 'answer'")
     parser.add_argument("--gold", nargs="+", required=True, type=Path, metavar="G.jsonl",
                         help="gold jsonl file(s): rows with 'id' or 'video_id', 'question' and 'answer'")
-    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the full report as JSON")
+    parser.add_argument("--json", type=Path, metavar="OUT.json",
+                        help="also write the full report as JSON, stamped with versions and file hashes")
     parser.add_argument("--plot", type=Path, metavar="DIR",
                         help="write the Overall coarse and fine confusion matrices as DIR/confusion_{coarse,fine}.png")
+    parser.add_argument("--samples", type=Path, metavar="OUT.jsonl",
+                        help="write one line per gold row: extracted and gold label, match, the row's BLEU "
+                             "statistics and sentence BLEU, its ROUGE-1 recall")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="resamples of clips for the 95%% intervals (default 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = score_files(args.pred, args.gold)
+    if args.bootstrap < 0:
+        raise MevqaError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    joined = join(read_rows(args.pred), read_rows(args.gold))
+    result = report_of(joined)
+    if args.bootstrap:
+        add_intervals(result, joined, resamples=args.bootstrap, seed=args.seed)
+    result = round_floats(result)
     # Everything is rendered first and lands in temporary files that are renamed together: all outputs or none.
     outputs: dict[Path, bytes] = {}
     if args.json:
-        outputs[args.json] = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+        stamped = stamp(result, seed=args.seed if args.bootstrap else None, pred_files=args.pred,
+                        gold_files=args.gold)
+        outputs[args.json] = (json.dumps(stamped, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    if args.samples:
+        outputs[args.samples] = "".join(json.dumps(record, ensure_ascii=False) + "\n"
+                                        for record in row_samples(joined)).encode("utf-8")
     if args.plot:
-        outputs.update({args.plot / f"confusion_{kind}.png": png for kind, png in confusion_pngs(report).items()})
+        outputs.update({args.plot / f"confusion_{kind}.png": png for kind, png in confusion_pngs(result).items()})
     with contextlib.ExitStack() as stack:
         for path, data in outputs.items():
             stack.enter_context(atomic_path(path)).write_bytes(data)
     for path in outputs:
         logger.info("wrote %s", path)
-    print(format_table(report))
+    print(format_table(result))
     return 0

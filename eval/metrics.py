@@ -1,6 +1,6 @@
 """The leaderboard metrics: UF1/UAR on coarse and fine classes, corpus BLEU and ROUGE-1 recall, per split.
 
-Definitions follow ``shared/spec/megc2025-vqa.md`` section 3 (the official scorer is not public):
+Definitions (the official scorer is not public; ``docs/scoring.md`` gives the reasons for each choice):
 
 - UF1 / UAR use only the coarse (C) and fine (F) rows: sklearn macro F1 / macro recall over the classes present in
   that split's gold labels. A predicted label comes from :func:`extract_label`; ``unknown`` (unparseable) and labels
@@ -8,7 +8,7 @@ Definitions follow ``shared/spec/megc2025-vqa.md`` section 3 (the official score
 - BLEU: sacrebleu corpus BLEU (13a tokenizer, lowercased) over every row of the split, divided by 100.
 - ROUGE-1: mean over rows of unigram recall (clipped overlap / reference unigram count) with rouge-score's default
   tokenizer and no stemming; the mean F-measure is reported beside it as ``rouge1_f``.
-- Avg: mean of the six Overall figures.
+- Avg: mean of the six Overall figures (the leaderboard's); each split also gets the mean of its own six.
 
 Speed: every distinct (prediction, reference) pair is tokenised and scored once; the pairs' BLEU sufficient statistics
 are summed per split, which is exactly how sacrebleu builds a corpus score from its segments.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -138,17 +139,38 @@ def leaderboard_avg(figures: dict) -> float | None:
     return None if None in values else float(np.mean(values))
 
 
-def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> dict:
-    """Score predictions against gold rows as the leaderboard does. Pure: reads and writes nothing.
+@dataclass
+class JoinedRows:
+    """Gold rows joined with their predictions: everything the metrics read, one entry per gold row, in gold order.
 
-    Rows are joined by id (``id`` or ``video_id``). Gold rows need ``question`` and ``answer``; prediction rows need
-    ``answer`` (a ``question``, if given, must match the gold one). Gold rows without a prediction are scored as
-    empty answers, counted in ``counts["missing"]`` and logged as a warning.
+    Built once by :func:`join`; :func:`score`, the bootstrap (:mod:`mevqa.eval.bootstrap`) and the per-row samples
+    (:mod:`mevqa.eval.samples`) all read it, so the three can never disagree on a row.
+    """
 
-    Returns ``{"overall": {...}, "<split>": {...}, ..., "avg": x, "counts": {...}}``. Each split object has
-    ``uf1_coarse, uar_coarse, uf1_fine, uar_fine, bleu, rouge1`` (floats in [0, 1]; ``None`` where the split has no
-    rows of that question kind, e.g. fine on SMIC), ``rouge1_f``, ``sentence_bleu`` (mean sacrebleu sentence BLEU /
-    100), ``coarse``/``fine`` (per-class F1, recall, support, confusion matrix) and ``counts``.
+    gold: list[dict]
+    answers: list[str]                  # the predicted answer ("" where the prediction row is missing)
+    splits: np.ndarray                  # split name per row
+    kinds: np.ndarray                   # question kind per row ("" outside the official questions)
+    gold_label: dict[str, np.ndarray]   # coarse/fine -> label index per row (-1 on rows of other kinds)
+    pred_label: dict[str, np.ndarray]   # coarse/fine -> extracted label index (len(labels) means unknown)
+    missing: np.ndarray                 # no prediction row
+    bleu_stats: np.ndarray              # (rows, 10) sacrebleu sufficient statistics [hyp_len, ref_len, correct_1..4,
+                                        # total_1..4]; summed over a split they give its corpus BLEU
+    sentence_bleu: np.ndarray           # sacrebleu sentence BLEU / 100 per row
+    rouge1: np.ndarray                  # ROUGE-1 recall per row (the split's ROUGE-1 is their mean)
+    rouge1_f: np.ndarray
+    predictions: int                    # prediction rows given
+
+    @property
+    def split_names(self) -> list[str]:
+        return sorted(set(self.splits.tolist()), key=split_sort_key)
+
+
+def join(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> JoinedRows:
+    """Validate and join predictions to gold rows by id, extract labels and compute each row's text statistics.
+
+    Gold rows need ``question`` and ``answer``; prediction rows need ``answer`` (a ``question``, if given, must match
+    the gold one). Gold rows without a prediction are scored as empty answers and logged as a warning.
     """
     gold = _index(gold_rows, "gold", required=("question", "answer"))
     preds = _index(pred_rows, "prediction", required=("answer",))
@@ -186,7 +208,7 @@ def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> dict:
             predicted = extract_label(answer, kind)
             pred_label[kind][i] = len(labels) if predicted == UNKNOWN else labels.index(predicted)
         splits.append(split_of(row))
-        kinds.append(kind)
+        kinds.append(kind or "")
         refs.append(row["answer"])
         hyps.append(answer)
     if not any(kind in CLASS_KINDS for kind in kinds):
@@ -196,50 +218,78 @@ def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict]) -> dict:
     if missing:
         logger.warning("%d of %d gold rows have no prediction; scored as empty answers (first: %s)",
                        len(missing), n, ", ".join(missing[:3]))
-
     row_pair, pair = _pair_scores(hyps, refs)
-    corpus_bleu = BLEU(lowercase=True)
-    row_stats = pair["bleu_stats"][row_pair]
+    return JoinedRows(gold=list(gold.values()), answers=hyps, splits=np.array(splits), kinds=np.array(kinds),
+                      gold_label=gold_label, pred_label=pred_label, missing=is_missing,
+                      bleu_stats=pair["bleu_stats"][row_pair], sentence_bleu=pair["sentence_bleu"][row_pair],
+                      rouge1=pair["rouge1"][row_pair], rouge1_f=pair["rouge1_f"][row_pair], predictions=len(preds))
 
-    splits_arr = np.array(splits)
-    kinds_arr = np.array([kind or "" for kind in kinds])
-    report: dict = {}
-    groups = [("overall", np.ones(n, dtype=bool))]
-    groups += [(split, splits_arr == split) for split in sorted(set(splits), key=split_sort_key)]
+
+def report_of(joined: JoinedRows) -> dict:
+    """The score report of joined rows (the ``mevqa eval --json`` shape without confidence intervals)."""
+    corpus_bleu = BLEU(lowercase=True)
+    n = len(joined.gold)
+    result: dict = {}
+    groups = [("overall", np.ones(n, dtype=bool))] + [(split, joined.splits == split) for split in joined.split_names]
     for name, mask in groups:
         part = {key: None for key in PRIMARY_KEYS}
-        counts = {"rows": int(mask.sum()), "missing": int((mask & is_missing).sum())}
+        counts = {"rows": int(mask.sum()), "missing": int((mask & joined.missing).sum())}
         for kind in CLASS_KINDS:
-            kind_mask = mask & (kinds_arr == kind)
+            kind_mask = mask & (joined.kinds == kind)
             counts[kind] = int(kind_mask.sum())
             # Answers given that name no label; missing rows are counted apart (they are misses too).
-            unparseable = (pred_label[kind] == len(LABELS_OF_KIND[kind])) & kind_mask & ~is_missing
+            unparseable = (joined.pred_label[kind] == len(LABELS_OF_KIND[kind])) & kind_mask & ~joined.missing
             counts[f"unparseable_{kind}"] = int(unparseable.sum())
             if kind_mask.any():
-                classes = _class_report(gold_label[kind][kind_mask], pred_label[kind][kind_mask],
+                classes = _class_report(joined.gold_label[kind][kind_mask], joined.pred_label[kind][kind_mask],
                                         LABELS_OF_KIND[kind])
                 part[f"uf1_{kind}"], part[f"uar_{kind}"] = classes.pop("uf1"), classes.pop("uar")
                 part[kind] = classes
-        part["bleu"] = float(corpus_bleu._compute_score_from_stats(row_stats[mask].sum(axis=0).tolist()).score / 100)
-        part["sentence_bleu"] = float(pair["sentence_bleu"][row_pair[mask]].mean())
-        part["rouge1"] = float(pair["rouge1"][row_pair[mask]].mean())
-        part["rouge1_f"] = float(pair["rouge1_f"][row_pair[mask]].mean())
+        stats = joined.bleu_stats[mask].sum(axis=0).tolist()
+        part["bleu"] = float(corpus_bleu._compute_score_from_stats(stats).score / 100)
+        part["sentence_bleu"] = float(joined.sentence_bleu[mask].mean())
+        part["rouge1"] = float(joined.rouge1[mask].mean())
+        part["rouge1_f"] = float(joined.rouge1_f[mask].mean())
+        part["avg"] = leaderboard_avg(part)
         part["counts"] = counts
-        report[name] = part
-    report["avg"] = leaderboard_avg(report["overall"])
-    report["counts"] = {**report["overall"]["counts"], "predictions": len(preds)}
-    return _round_floats(report)
+        result[name] = part
+    result["avg"] = result["overall"]["avg"]
+    result["counts"] = {**result["overall"]["counts"], "predictions": joined.predictions}
+    return result
 
 
-def _round_floats(obj):
+def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict], *, bootstrap: int = 0, seed: int = 0) -> dict:
+    """Score predictions against gold rows as the leaderboard does. Pure: reads and writes nothing.
+
+    Rows are joined by id (``id`` or ``video_id``), see :func:`join`. Returns ``{"overall": {...}, "<split>": {...},
+    ..., "avg": x, "counts": {...}}``. Each split object has ``uf1_coarse, uar_coarse, uf1_fine, uar_fine, bleu,
+    rouge1`` (floats in [0, 1]; ``None`` where the split has no rows of that question kind, e.g. fine on SMIC),
+    ``avg`` (mean of those six, ``None`` if one is undefined), ``rouge1_f``, ``sentence_bleu`` (mean sacrebleu
+    sentence BLEU / 100), ``coarse``/``fine`` (per-class F1, recall, support, confusion matrix) and ``counts``.
+    The top-level ``avg`` is the leaderboard's Avg (the Overall one).
+
+    With ``bootstrap=N`` (> 0), clips are resampled N times (:mod:`mevqa.eval.bootstrap`, seeded with ``seed``)
+    and every split object gets ``<metric>_ci: [lo, hi]`` (percentile 95% interval) beside each of the six
+    metrics and ``avg_ci`` beside ``avg``; the top level gets ``avg_ci`` and ``bootstrap`` (resamples, seed, clips).
+    """
+    joined = join(pred_rows, gold_rows)
+    result = report_of(joined)
+    if bootstrap:
+        from mevqa.eval.bootstrap import add_intervals
+
+        add_intervals(result, joined, resamples=bootstrap, seed=seed)
+    return round_floats(result)
+
+
+def round_floats(obj):
     """Round to 12 decimals: sacrebleu computes BLEU as exp(mean log precision), so a perfect corpus comes out
     as 1.0000000000000004 rather than 1.0."""
     if isinstance(obj, float):
         return round(obj, 12)
     if isinstance(obj, dict):
-        return {key: _round_floats(value) for key, value in obj.items()}
+        return {key: round_floats(value) for key, value in obj.items()}
     if isinstance(obj, list):
-        return [_round_floats(value) for value in obj]
+        return [round_floats(value) for value in obj]
     return obj
 
 
@@ -254,6 +304,6 @@ def read_rows(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[di
     return rows
 
 
-def score_files(pred_paths, gold_paths) -> dict:
+def score_files(pred_paths, gold_paths, *, bootstrap: int = 0, seed: int = 0) -> dict:
     """Read prediction and gold jsonl files (one path or several each), validate, join by id and :func:`score`."""
-    return score(read_rows(pred_paths), read_rows(gold_paths))
+    return score(read_rows(pred_paths), read_rows(gold_paths), bootstrap=bootstrap, seed=seed)

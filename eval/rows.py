@@ -7,6 +7,7 @@ import re
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
+from mevqa.rows import row_id, where  # noqa: F401 (the one row id, re-exported for scoring)
 
 # Dataset names (the `dataset` field or the id prefix) -> the split they are reported under. CAS(ME)^3 test rows
 # are reported as "CAS" on the leaderboard, and their ids start with "casme3".
@@ -22,20 +23,6 @@ LABELS_OF_KIND = {vocab.COARSE: vocab.COARSE_LABELS, vocab.FINE: vocab.FINE_LABE
 # The phrase the composite answer template uses to name each class ("... the coarse expression class is negative").
 # A colon in place of "is" is accepted too, since real submissions write "coarse expression class: negative".
 _PHRASE_OF_KIND = {vocab.COARSE: r"coarse expression class", vocab.FINE: r"fine-grained expression class"}
-
-
-def where(row: dict, default: str = "<rows>") -> str:
-    """``file:line`` of a row read by :func:`mevqa.jsonl.read_jsonl` (``_file`` is set by the callers that read)."""
-    line = row.get("_line")
-    return f"{row.get('_file', default)}:{line}" if line is not None else str(row.get("_file", default))
-
-
-def row_id(row: dict) -> str:
-    """The row's id: ``id`` for training-style rows, ``video_id`` for test-style rows."""
-    value = row.get("id", row.get("video_id"))
-    if not isinstance(value, str) or not value.strip():
-        raise MevqaError(f"{where(row)}: expected a non-empty string 'id' or 'video_id', got {value!r}")
-    return value
 
 
 def split_of(row: dict) -> str:

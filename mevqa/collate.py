@@ -2,7 +2,7 @@
 
 Public API::
 
-    QADataset(rows, mode, *, system_prompt="default", with_answer=True, max_frames=None)
+    QADataset(rows, mode, *, system_prompt="default", with_answer=True, max_frames=None, gold_coarse_hint=False)
         # torch Dataset; item i is a Sample(row, messages, vision) built by mevqa.messages.build_messages
     Collator(processor, *, train, max_length=None, image_pixels=None, video_pixels=None, video_fps=None)
         # callable: list[Sample] -> transformers.BatchFeature (tensors), a DataLoader collate_fn
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.messages import Vision, build_messages, row_id
 
@@ -50,20 +51,34 @@ class Sample:
 
 
 class QADataset(torch.utils.data.Dataset):
-    """QA rows as samples for :class:`Collator` (images are decoded lazily, once per file, when indexed)."""
+    """QA rows as samples for :class:`Collator` (images are decoded lazily, once per file, when indexed).
+
+    ``gold_coarse_hint``: fine questions state the clip's coarse class first, taken from the row's gold fine answer
+    (training for hierarchical answering, :func:`mevqa.messages.coarse_hint_text`); a row's own ``coarse_hint`` key
+    wins.
+    """
 
     def __init__(self, rows: list[dict], mode: str, *, system_prompt: str | None = "default",
-                 with_answer: bool = True, max_frames: int | None = None):
+                 with_answer: bool = True, max_frames: int | None = None, gold_coarse_hint: bool = False):
         self.rows, self.mode = rows, mode
         self.system_prompt, self.with_answer, self.max_frames = system_prompt, with_answer, max_frames
+        self.gold_coarse_hint = gold_coarse_hint
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> Sample:
         row = self.rows[index]
+        hint = None
+        if self.gold_coarse_hint and row.get("coarse_hint") is None \
+                and vocab.question_kind(str(row.get("question", ""))) == vocab.FINE:
+            fine = str(row.get("answer", "")).strip().lower()
+            if fine not in vocab.FINE_TO_COARSE:
+                raise MevqaError(f"row {row_id(row)}: gold_coarse_hint needs a fine label as the answer "
+                                 f"({', '.join(vocab.FINE_LABELS)}), got {row.get('answer')!r}")
+            hint = vocab.FINE_TO_COARSE[fine]
         messages, vision = build_messages(row, self.mode, system_prompt=self.system_prompt,
-                                          with_answer=self.with_answer, max_frames=self.max_frames)
+                                          with_answer=self.with_answer, max_frames=self.max_frames, coarse_hint=hint)
         return Sample(row, messages, vision)
 
 

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.jsonl import ensure_dir
 
 MARKER = "demo.json"
 
@@ -98,12 +99,14 @@ class Runner:
 
 def prepare_workdir(workdir: Path) -> None:
     """Start from an empty folder; a previous demo's folder is cleared, anything else is left alone."""
+    if workdir.exists() and not workdir.is_dir():
+        raise MevqaError(f"{workdir}: exists and is a file; choose an empty or new --workdir")
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).is_file():
             raise MevqaError(f"{workdir}: folder exists and is not a previous demo's (no {MARKER}); choose an empty "
                              "or new --workdir")
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(workdir, "demo folder")
     (workdir / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 

@@ -20,3 +20,6 @@ def configure_logging(verbose: bool = False) -> None:
                         force=True)
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes warns at import, on CPUs with AVX512-BF16, that an optional CPU kernel from the Hugging Face hub is
+    # not installed; mevqa does not use it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

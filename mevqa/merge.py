@@ -6,8 +6,13 @@ Everything the adapter holds is folded in: LoRA on the vision blocks, the merger
 parts a LoRA run trained fully (PEFT ``modules_to_save``). The processor files (tokenizer, chat template, image and
 video processors) are copied from the adapter folder when the run saved them there, else from the base, so the
 output loads with ``AutoModelForImageTextToText.from_pretrained(out)`` / ``AutoProcessor.from_pretrained(out)``
-and serves with vLLM, which ignores vision-tower LoRA adapters. The folder is written under a temporary name and
+and serves with any engine, vLLM included, as a plain model. The folder is written under a temporary name and
 renamed when complete. The low-rank updates are added in float32 and the result is cast to the base's dtype.
+
+Serving without merging: vLLM serves a Qwen2.5-VL LoRA adapter on the base model, vision-tower and merger LoRA
+included when started with ``enable_tower_connector_lora`` (``--enable-tower-connector-lora``; experimental, for
+the Qwen-VL family). It refuses adapters with ``modules_to_save`` (parts set to ``full`` in a LoRA run) or DoRA
+(``use_dora``): merge those first.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.jsonl import ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,11 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
     adapter, out = Path(adapter), Path(out)
     if out.resolve() in (adapter.resolve(), Path(base).resolve()):
         raise MevqaError(f"{out}: --out must be a new folder, not the base or the adapter")
+    if out.exists() and not out.is_dir():
+        raise MevqaError(f"{out}: exists and is a file; --out must be a new folder")
     if out.exists() and any(out.iterdir()):
         raise MevqaError(f"{out}: already exists and is not empty; remove it or choose another --out")
+    ensure_dir(out.parent, "folder of --out")  # checked before the merge: a full model is slow to load
     dtype = dtype or _base_dtype(base)
     # Fold in float32 (a bf16 sum of base + low-rank update loses the update's small digits), then cast.
     model, processor = load_model_and_processor(base, adapter=adapter, dtype="float32", device="cpu")

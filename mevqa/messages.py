@@ -3,8 +3,8 @@
 Public API::
 
     INPUT_MODES: dict[str, InputMode]        # "video", "oao", "flow", "frames+flow" (users name them)
-    read_qa_rows(path) -> list[dict]         # QA jsonl rows, media paths made absolute and checked
-    resolve_media(row, base_dir, where)      # the same, for one row whose media paths are relative to base_dir
+    read_qa_rows(path) -> list[dict]         # mevqa.rows.read_rows: QA jsonl rows, media absolute and checked
+    resolve_media(row, base_dir, where)      # mevqa.rows.resolve_media, for one row built in code
     build_messages(row, mode, *, system_prompt="default", with_answer=False, max_frames=None)
         -> (messages, vision)
     system_prompt_for(question, system_prompt="default") -> str | None
@@ -32,14 +32,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
-from mevqa.jsonl import read_jsonl
+from mevqa.rows import read_rows, resolve_media, row_id  # noqa: F401 (re-exported for callers)
 
 # --- system prompts -------------------------------------------------------------------------------------------
 _EXPERT = "You are an expert in facial micro-expression analysis."
@@ -59,12 +58,33 @@ KIND_SYSTEM_PROMPTS = {
 }
 
 
+# Hierarchical answering (HierMEQA, 2nd place 2025): the fine question comes after a sentence that states the clip's
+# coarse class and the fine classes it allows under the row's dataset convention (mevqa.vocab.DATASET_FINE_LABELS).
+COARSE_HINT = "The currently analyzed expression class is {coarse}."
+COARSE_HINT_CHOICES = "Its fine-grained class is one of: {labels}."
+
+
+def coarse_hint_text(row: dict, coarse: str) -> str:
+    """The sentence put before a fine question when the clip's coarse class is known (hierarchical answering). The
+    fine classes it lists are those of the row's dataset convention, the same in training and answering."""
+    if coarse not in vocab.COARSE_LABELS:
+        raise MevqaError(f"row {row_id(row)}: coarse_hint must be one of {', '.join(vocab.COARSE_LABELS)}, "
+                         f"got {coarse!r}")
+    text = COARSE_HINT.format(coarse=coarse)
+    choices = vocab.fine_labels_under(coarse, vocab.fine_labels_for(vocab.row_dataset(row)))
+    if len(choices) > 1:
+        text += " " + COARSE_HINT_CHOICES.format(labels=", ".join(choices))
+    return text
+
+
 def system_prompt_for(question: str, system_prompt: str | None = "default") -> str | None:
     """The system prompt for ``question`` under the ``system_prompt`` choice ("default", None or a user text)."""
     if system_prompt is None:
         return None
     if system_prompt != "default":
         return system_prompt
+    if question.strip() == vocab.Q_SPOT:  # spotting windows are answered like the presence question: yes or no
+        return KIND_SYSTEM_PROMPTS[vocab.PRESENCE]
     return KIND_SYSTEM_PROMPTS.get(vocab.question_kind(question), GENERIC_SYSTEM_PROMPT)
 
 
@@ -177,62 +197,20 @@ def prompt_texts() -> list[str]:
 
 
 # --- rows -----------------------------------------------------------------------------------------------------
-def row_id(row: dict) -> str:
-    return str(row.get("id", row.get("video_id", f"line {row.get('_line', '?')}")))
-
-
-def _media_paths(media: dict):
-    """(mode key, field, index or None, path) for every path in a row's media dict."""
-    for key, entry in media.items():
-        if not isinstance(entry, dict):
-            continue
-        for name, value in entry.items():
-            if name in ("frames",) and isinstance(value, list):
-                for i, path in enumerate(value):
-                    yield key, name, i, path
-            elif name in ("image", "arrays") and isinstance(value, str):
-                yield key, name, None, value
-
-
-def resolve_media(row: dict, base_dir, where: str) -> dict:
-    """Make every media path of ``row`` absolute (relative to ``base_dir``) and check that it exists.
-
-    ``where`` names the row in errors, e.g. ``"qa.jsonl:12"``. Modifies and returns ``row``.
-    """
-    media = row.get("media")
-    if media is None:
-        return row
-    if not isinstance(media, dict):
-        raise MevqaError(f"{where}: media must be an object, got {type(media).__name__}")
-    base_dir = Path(base_dir)
-    for key, name, index, path in list(_media_paths(media)):
-        full = Path(path) if os.path.isabs(path) else base_dir / path
-        if not full.exists():
-            label = f"media.{key}.{name}" + (f"[{index}]" if index is not None else "")
-            raise MevqaError(f"{where}: {label} {path} does not exist (looked for {full})")
-        if index is None:
-            media[key][name] = str(full)
-        else:
-            media[key][name][index] = str(full)
-    return row
-
-
 def read_qa_rows(path) -> list[dict]:
-    """Read a QA jsonl file; resolve media paths against the file's folder and check they exist."""
-    path = Path(path)
-    rows = read_jsonl(path, required=("question",))
-    for row in rows:
-        resolve_media(row, path.parent, f"{path}:{row['_line']}")
-    return rows
+    """Read a QA jsonl file with :func:`mevqa.rows.read_rows` (the one reader: rows checked, media paths made
+    absolute and confined). Kept for the callers that import it from here."""
+    return read_rows(path)
 
 
 def build_messages(row: dict, mode: str, *, system_prompt: str | None = "default", with_answer: bool = False,
-                   max_frames: int | None = None):
+                   max_frames: int | None = None, coarse_hint: str | None = None):
     """Chat messages and loaded vision inputs for ``row`` in input ``mode``.
 
     Media paths must already be absolute (:func:`read_qa_rows` / :func:`resolve_media`). ``with_answer`` appends
     the assistant turn with ``row["answer"]`` (training); ``max_frames`` caps the video frames, uniformly, and
-    adjusts the fps to the frames kept.
+    adjusts the fps to the frames kept. ``coarse_hint`` (default: the row's ``coarse_hint`` key, if any) is a coarse
+    class stated before a fine question (:func:`coarse_hint_text`; hierarchical answering, and training for it).
     """
     if mode not in INPUT_MODES:
         raise MevqaError(f"unknown input mode {mode!r}; choose one of {', '.join(INPUT_MODES)}")
@@ -257,6 +235,12 @@ def build_messages(row: dict, mode: str, *, system_prompt: str | None = "default
     system = system_prompt_for(question, system_prompt)
     if system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    coarse_hint = row.get("coarse_hint") if coarse_hint is None else coarse_hint
+    if coarse_hint is not None:
+        if vocab.question_kind(question) != vocab.FINE:
+            raise MevqaError(f"row {row_id(row)}: coarse_hint applies only to the fine-grained question, not to "
+                             f"{question!r}")
+        question = f"{coarse_hint_text(row, coarse_hint)}\n{question}"
     messages.append({"role": "user", "content": [*items, {"type": "text", "text": f"{input_mode.caption}\n{question}"}]})
     if with_answer:
         answer = row.get("answer")

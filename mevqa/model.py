@@ -124,7 +124,10 @@ def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: i
         processor.video_processor.max_frames = int(max_frames)
 
 
-def _check_model_source(name_or_path: str) -> None:
+def check_model_source(name_or_path: str) -> None:
+    """Fail fast, before anything loads, when ``name_or_path`` cannot give a model: a folder without
+    ``config.json``, a local-looking path that does not exist, or (with ``HF_HUB_OFFLINE=1``) a hub name that is
+    not in the local cache."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -200,7 +203,7 @@ def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model_name_or_path = str(model_name_or_path)
-    _check_model_source(model_name_or_path)
+    check_model_source(model_name_or_path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device if device is not False else "cpu")

@@ -1,152 +1,104 @@
 """``mevqa predict``: answer question files in batches, as you go and resumably, then write the submission files.
 
 Question rows are either official test rows (``video_id``, ``video``, ``question``; the clip is the folder or video
-file named ``video`` under ``--clips``) or training-style rows that carry ``media`` from ``mevqa build-data`` (paths
-relative to their jsonl file). Raw clips get their inputs built once, as ``mevqa build-data`` builds them, under
-``OUT/media/<video>/``.
+file named ``video`` under ``--clips``, ``video`` being one plain name) or training-style rows that carry ``media``
+from ``mevqa build-data`` (read and confined by :func:`mevqa.rows.read_rows`). Raw clips get their inputs built once,
+with the media settings the model was trained with (:mod:`mevqa.inference`), under ``OUT/media/<video>/``.
+
+Answers come from the answer strategy (``--strategy``, :mod:`mevqa.strategies`; default: the one the model's
+``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.consistency.clip_key`), so
+that ``hierarchical``, ``au-rules`` and ``constrained`` composites use the clip's own answers. Each dataset of the
+questions may have its own model (``--model-for DATASET=MODEL``, ``--adapter-for DATASET=ADAPTER``): each model is
+loaded once, answers its datasets' rows with the settings of its own ``train_config.yaml`` (inputs built for it),
+and is released before the next loads. Once every row is answered, the answers are made consistent per clip
+(:func:`mevqa.consistency.consistent_answers`; ``--consistent``, by default for the rows of official
+``*_to_answer`` files only) into ``final_predictions.jsonl``, which the submission files and ``--gold`` scores read;
+``predictions.jsonl`` keeps the answers as the model gave them, so that a rerun resumes from it.
 
 Output folder::
 
-    OUT/predictions.jsonl   one line per answered row (the question row with ``answer`` filled), appended and
-                            flushed batch by batch; a rerun skips the rows already there
+    OUT/predictions.jsonl   one line per answered row as answered (the question row with ``answer`` filled, plus how
+                            it was reached: ``label_probs``, ``votes``, ``rule``, ``coarse_hint``, ...), appended
+                            and synced batch by batch; a rerun skips the rows already there
+    OUT/final_predictions.jsonl   the answers submitted and scored: every answered row in question order, made
+                            consistent per clip where --consistent applies (a changed answer says why in
+                            ``consistency``); rewritten from predictions.jsonl at the end of every run
     OUT/errors.jsonl        rows that could not be answered in the last run (``id``, ``where``, ``error``)
-    OUT/run.json            model, adapter and settings of the answers; a rerun with other settings is refused
+    OUT/run.json            models, adapters, a fingerprint of their weights, and the settings of the answers
+                            (strategy included); a rerun with other settings or changed weights is refused
     OUT/media/<video>/      inputs built from raw clips
     OUT/<official>_pred.jsonl, OUT/submission.zip   when every row of official ``*_to_answer.jsonl`` files is answered
     OUT/scores.json         with ``--gold``
+    OUT/.predict.lock       held while a run writes here: a second run on the same folder is refused
 
-A failed row (missing clip, unreadable frame, no input for the mode) is recorded in ``errors.jsonl`` and the run goes
-on; ``--strict`` stops at the first one. A rerun retries the failed rows.
+A failed row (missing clip, unreadable frame, no input for the mode, an empty answer) is recorded in
+``errors.jsonl`` and the run goes on; ``--strict`` stops at the first one. A rerun retries the failed rows.
+
+The weights fingerprint is the SHA-256 of every weight file (``*.safetensors``, ``*model*.bin``) of the model and
+adapter folders (a hub name: its snapshot in the Hugging Face cache, whose blobs are named by their SHA-256, so
+nothing is read). Hashing a local 7B checkpoint takes about a minute, so ``run.json`` keeps each file's size and
+modification time beside its digest, and on a rerun a file whose size and modification time are unchanged keeps its
+digest; a retrain in place rewrites the file, changes its time, and is hashed again.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mevqa.answer import (add_generation_arguments, add_media_arguments, add_model_arguments, clip_media,
-                          generation_kwargs, load, media_kwargs, resolve_settings)
+from mevqa import vocab
+from mevqa.consistency import clip_key, consistent_answers
 from mevqa.errors import MevqaError
-from mevqa.jsonl import read_jsonl, strip_private, write_json
-from mevqa.messages import INPUT_MODES, resolve_media
+from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
+    answer_batch, load_model, resolve_settings
+from mevqa.jsonl import ensure_dir, file_sha256, strip_private, write_json, write_jsonl
+from mevqa.rows import clip_name, read_rows, row_id, where
+from mevqa.strategies import Answer, parse_dataset_items
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
+FINAL = "final_predictions.jsonl"
 ERRORS = "errors.jsonl"
 RUN_CONFIG = "run.json"
 SCORES = "scores.json"
-# Frame rates of the official test clips (shared/spec/megc2025-vqa.md): SAMM Challenge 200 fps, CAS(ME)^3 30 fps.
-TEST_CLIP_FPS = {"samm": 200.0, "cas": 30.0}
+BOOTSTRAP_RESAMPLES = 1000  # --gold: 95% intervals from clip resamples (seed 0), as mevqa eval gives by default
+LOCK = ".predict.lock"
+WEIGHT_PATTERNS = ("*.safetensors", "*model*.bin")
 
 
 # --- questions ----------------------------------------------------------------------------------------------------
-def read_questions(paths) -> list[dict]:
-    """Rows of all question files in order, each tagged ``_file``/``_line``; ids must be unique across files."""
-    from mevqa.eval import row_id
-
-    rows, seen = [], {}
-    for path in map(Path, paths):
-        for row in read_jsonl(path, required=("question",)):
-            row["_file"] = str(path)
-            where = f"{path}:{row['_line']}"
-            rid = row_id(row)
-            if rid in seen:
-                raise MevqaError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
-            if not isinstance(row["question"], str) or not row["question"].strip():
-                raise MevqaError(f"{where}: expected a non-empty 'question' string")
-            seen[rid] = where
-            rows.append(row)
-    return rows
-
-
 def is_official(path) -> bool:
     """An official question file (``*_to_answer*.jsonl``): predictions for it go into submission files."""
     return "_to_answer" in Path(path).stem
 
 
-def find_clip(clips_dir: Path, name: str) -> Path:
-    """The clip called ``name``: ``clips_dir/name`` (a folder or a video file ``name.mp4``/...), else the one
-    folder or video file of that name anywhere under ``clips_dir``."""
-    from mevqa.media import VIDEO_SUFFIXES
-
-    if not name or Path(name).name != name:
-        raise MevqaError(f"clip name {name!r} must be a plain folder or file name")
-    direct = [clips_dir / name] + [clips_dir / f"{name}{suffix}" for suffix in sorted(VIDEO_SUFFIXES)]
-    found = [path for path in direct if path.exists()]
-    if not found:
-        found = sorted(path for path in clips_dir.rglob(f"{name}*")
-                       if (path.is_dir() and path.name == name)
-                       or (path.is_file() and path.stem == name and path.suffix.lower() in VIDEO_SUFFIXES))
-    if not found:
-        raise MevqaError(f"clip {name!r} not found: no folder or video file of that name under {clips_dir}")
-    if len(found) > 1:
-        raise MevqaError(f"clip {name!r} is ambiguous under {clips_dir}: {', '.join(str(p) for p in found[:4])}")
-    return found[0]
-
-
-class MediaSource:
-    """Gives each row absolute media: its own (training-style rows) or built from its raw clip, once per clip."""
-
-    def __init__(self, mode: str, clips_dir: Path | None, media_dir: Path, settings: dict, fps: float | None):
-        self.mode, self.clips_dir, self.media_dir = mode, clips_dir, media_dir
-        self.settings, self.fps = settings, fps
-        self.clips: dict[str, dict | MevqaError] = {}
-        self.seconds = 0.0
-
-    def prepare(self, row: dict) -> dict:
-        """A copy of ``row`` with absolute media for the input mode; MevqaError names the row and what is wrong."""
-        where = f"{row['_file']}:{row['_line']}"
-        row = dict(row)
-        if row.get("media") is not None:
-            row["media"] = json.loads(json.dumps(row["media"]))  # a private copy to make absolute
-            resolve_media(row, Path(row["_file"]).parent, where)
-        elif isinstance(row.get("video"), str):
-            row["media"] = self._clip(row, where)["media"]
-        else:
-            raise MevqaError(f"{where}: the row has neither 'media' (from mevqa build-data) nor a 'video' clip name")
-        missing = [key for key in INPUT_MODES[self.mode].needs if key not in row["media"]]
-        if missing:
-            raise MevqaError(f"{where}: input mode {self.mode!r} needs media.{', media.'.join(missing)}; the row "
-                             f"has {', '.join(row['media']) or 'none'} (build the data with those inputs)")
-        return row
-
-    def _clip(self, row: dict, where: str) -> dict:
-        name = row["video"]
-        if name not in self.clips:
-            start = time.perf_counter()
-            try:
-                if self.clips_dir is None:
-                    raise MevqaError("--clips is needed for rows that name a clip")
-                self.clips[name] = clip_media(find_clip(self.clips_dir, name), self.media_dir / name,
-                                              fps=self.fps or self._test_fps(row), **self.settings)
-            except MevqaError as exc:
-                self.clips[name] = exc
-            self.seconds += time.perf_counter() - start
-        built = self.clips[name]
-        if isinstance(built, MevqaError):
-            raise MevqaError(f"{where}: clip {name}: {built}")
-        return built
-
-    def _test_fps(self, row: dict) -> float | None:
-        from mevqa.eval import split_of
-
-        try:
-            return TEST_CLIP_FPS.get(split_of(row))
-        except MevqaError:
-            return None
-
-
 # --- the output folder ------------------------------------------------------------------------------------------
-def read_predictions(path: Path) -> dict[str, dict]:
-    """Answered rows by id. A last line cut short by a kill is dropped (and cut from the file); any other bad line
-    is an error, since that file was not written by a run of this command."""
-    from mevqa.eval import row_id
+def lock_output(out: Path):
+    """Hold an exclusive lock on ``out`` for the life of the process (the returned handle); a second ``mevqa
+    predict`` on the same folder is refused rather than appending a second copy of every answer."""
+    import fcntl
 
+    handle = (out / LOCK).open("a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise MevqaError(f"{out}: another mevqa predict is writing here ({out / LOCK} is locked); wait for it to "
+                         "finish or use another --out") from None
+    return handle
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Answered rows by id. A last line cut short by a kill is dropped (and cut from the file); rows with an empty
+    answer (written by an older mevqa) are dropped from the file so that they are asked again; any other bad line
+    is an error, since that file was not written by a run of this command."""
     if not path.is_file():
         return {}
     data = path.read_bytes()
@@ -155,32 +107,199 @@ def read_predictions(path: Path) -> dict[str, dict]:
         log.warning("%s: dropping an unfinished last line (the previous run was stopped while writing)", path)
         with path.open("r+b") as handle:
             handle.truncate(keep)
-    answers = {}
-    for row in read_jsonl(path, required=("answer",)):
-        rid = row_id(row)
-        if rid in answers:
-            raise MevqaError(f"{path}:{row['_line']}: id {rid!r} answered twice")
-        answers[rid] = row
-    return answers
+    rows = read_rows(path, required=("answer",))
+    answered = [row for row in rows if row["answer"].strip()]
+    if len(answered) < len(rows):
+        log.warning("%s: %d empty answers dropped; those rows are asked again", path, len(rows) - len(answered))
+        write_jsonl(path, answered)
+    return {row_id(row): row for row in answered}
 
 
-def check_run_config(out: Path, config: dict, resuming: bool) -> None:
-    """Refuse to mix answers from different models or settings in one output folder."""
-    path = out / RUN_CONFIG
-    if resuming and path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(key for key in set(config) | set(previous) if config.get(key) != previous.get(key))
+def model_folder(name) -> Path | None:
+    """The local folder of a model: the folder given, else the hub cache's snapshot of that name (None if not
+    cached)."""
+    path = Path(str(name)).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name), local_files_only=True))
+    except (OSError, ValueError):
+        return None
+
+
+def weights_fingerprint(folder, previous: dict | None = None) -> dict:
+    """``{file name: {"size", "mtime_ns", "sha256"}}`` for the weight files of ``folder`` (see the module
+    docstring); an entry of ``previous`` whose size and mtime match is reused instead of hashing again."""
+    previous = previous or {}
+    fingerprint = {}
+    local = model_folder(folder)
+    if local is None:
+        return {}
+    for path in sorted({p for pattern in WEIGHT_PATTERNS for p in local.glob(pattern) if p.is_file()}):
+        stat = path.stat()
+        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        before = previous.get(path.name)
+        same = isinstance(before, dict) and all(before.get(k) == v for k, v in entry.items())
+        entry["sha256"] = before["sha256"] if same and "sha256" in before else _sha256(path)
+        fingerprint[path.name] = entry
+    return fingerprint
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256. A weight file in the Hugging Face cache is a link to a blob named by that very digest, so
+    a hub model costs nothing to fingerprint; any other file is read."""
+    target = path.resolve()
+    if path.is_symlink() and target.parent.name == "blobs" and len(target.name) == 64 \
+            and all(c in "0123456789abcdef" for c in target.name):
+        return target.name
+    return file_sha256(path)
+
+
+@dataclass
+class ModelRun:
+    """One model (with its adapter) and the question rows it answers."""
+    model: str | None
+    adapter: Path | None
+    datasets: list[str] | None               # the datasets it was named for; None: every dataset without its own
+    rows: list[dict] = field(default_factory=list)
+    settings: InferenceSettings | None = None
+
+    @property
+    def key(self) -> tuple:
+        return self.model, self.adapter
+
+    def describe(self) -> str:
+        named = f"datasets {', '.join(self.datasets)}" if self.datasets else "the other rows"
+        return f"{self.model}{f' + adapter {self.adapter}' if self.adapter else ''} ({named})"
+
+
+def plan_models(args: argparse.Namespace, rows: list[dict]) -> list[ModelRun]:
+    """Which model answers which rows: a dataset's ``--model-for``/``--adapter-for``, else ``--model`` (with
+    ``--adapter``). A dataset's adapter without its own model goes on ``--model``. Runs of the same model and
+    adapter are one (loaded once)."""
+    model_for = parse_dataset_items(getattr(args, "model_for", None), "--model-for", "MODEL")
+    adapter_for = {dataset: Path(value) for dataset, value in
+                   parse_dataset_items(getattr(args, "adapter_for", None), "--adapter-for", "ADAPTER").items()}
+    present: dict[str, dict] = {}
+    for row in rows:
+        present.setdefault(vocab.row_dataset(row), row)
+    for flag, named in (("--model-for", model_for), ("--adapter-for", adapter_for)):
+        for dataset in named:
+            if dataset not in present:
+                have = ", ".join(sorted(str(d) for d in present if d)) or "no known dataset"
+                raise MevqaError(f"{flag} {dataset}: no question row is of dataset {dataset} (the rows are of "
+                                 f"{have})")
+    runs: dict[tuple, ModelRun] = {}
+    if any(dataset not in model_for and dataset not in adapter_for for dataset in present):
+        if args.model is None:
+            dataset = next(d for d in present if d not in model_for and d not in adapter_for)
+            raise MevqaError(f"--model is needed: {where(present[dataset])} and the other rows of "
+                             f"{dataset or 'an unknown dataset'} have no --model-for")
+        runs[(args.model, args.adapter)] = ModelRun(args.model, args.adapter, None)
+    elif args.adapter is not None:
+        raise MevqaError("--adapter answers no row: every dataset of the questions has its own --model-for or "
+                         "--adapter-for")
+    elif args.model is not None and all(dataset in model_for for dataset in present):
+        log.warning("--model %s answers no row: every dataset of the questions has its own --model-for", args.model)
+    for dataset in present:
+        if dataset not in model_for and dataset not in adapter_for:
+            continue
+        model = model_for.get(dataset, args.model)
+        if model is None:
+            raise MevqaError(f"--adapter-for {dataset} needs the model it applies to: --model, or --model-for "
+                             f"{dataset}")
+        adapter = adapter_for.get(dataset)
+        run = runs.setdefault((model, adapter), ModelRun(model, adapter, []))
+        if run.datasets is not None:
+            run.datasets.append(dataset)
+    for row in rows:
+        dataset = vocab.row_dataset(row)
+        named = dataset in model_for or dataset in adapter_for
+        key = (model_for.get(dataset, args.model), adapter_for.get(dataset)) if named else (args.model, args.adapter)
+        runs[key].rows.append(row)
+    return list(runs.values())
+
+
+def model_record(model, adapter, settings: InferenceSettings | None, previous: dict | None = None) -> dict:
+    """One model's part of ``run.json``: where it is, the fingerprint of its weights, and its settings."""
+    previous = previous or {}
+    weights = previous.get("weights") or {}
+    path = Path(str(model)).expanduser()
+    return {"model": str(path.resolve()) if path.exists() else model,
+            "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
+            "weights": {"model": weights_fingerprint(model, weights.get("model")),
+                        "adapter": weights_fingerprint(adapter, weights.get("adapter")) if adapter else None},
+            "settings": settings.record() if settings else None}
+
+
+def run_config(args: argparse.Namespace, runs: list[ModelRun], previous: dict | None = None) -> dict:
+    """What decides the answers: a rerun into the same folder must match it. The model of the rows without a
+    model of their own is at the top (all null when every dataset has one); ``dataset_models`` holds each
+    dataset's own."""
+    previous = previous or {}
+    default = next((run for run in runs if run.datasets is None), None)
+    top = model_record(default.model, default.adapter, default.settings, previous) if default else \
+        {"model": None, "adapter": None, "weights": None, "settings": None}
+    config = {"model": top["model"], "adapter": top["adapter"], "dtype": args.dtype, "weights": top["weights"],
+              "settings": top["settings"], "dataset_models": {}}
+    before = previous.get("dataset_models") or {}
+    for run in runs:
+        for dataset in run.datasets or ():
+            config["dataset_models"][dataset] = model_record(run.model, run.adapter, run.settings,
+                                                             before.get(dataset))
+    config["consistent"] = "official files" if args.consistent is None else args.consistent
+    return config
+
+
+# Recorded, but free to change between runs: it shapes only final_predictions.jsonl, which every run rewrites.
+NEUTRAL = ("consistent",)
+
+
+def check_run_config(out: Path, config: dict, previous: dict | None, resuming: bool) -> None:
+    """Refuse to mix answers from different models, weights or settings in one output folder."""
+    if resuming and previous is not None:
+        changed = [name for name in _differences(previous, config) if name not in NEUTRAL]
         if changed:
             raise MevqaError(f"{out}: holds answers made with other settings ({', '.join(changed)} differ, see "
-                             f"{path}); use another --out, or delete {out / PREDICTIONS} to start over")
-    write_json(path, config)
+                             f"{out / RUN_CONFIG}); use another --out, or delete {out / PREDICTIONS} to start over")
+    write_json(out / RUN_CONFIG, config)
+
+
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ (the weights compared by digest only)."""
+    changed = []
+    for key in sorted(set(before) | set(now), key=str):
+        a, b = before.get(key), now.get(key)
+        name = f"{prefix}{key}"
+        in_weights = prefix.startswith("weights.") or ".weights." in prefix
+        if in_weights and isinstance(a, dict) and isinstance(b, dict) and "sha256" in b:
+            if a.get("sha256") != b["sha256"]:
+                changed.append(name)
+        elif isinstance(a, dict) and isinstance(b, dict):
+            changed += _differences(a, b, f"{name}.")
+        elif a != b:
+            changed.append(name)
+    return changed
+
+
+def read_run_config(out: Path) -> dict | None:
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MevqaError(f"{path}: unreadable run record ({exc}); delete the folder's predictions to start over") \
+            from None
+    return config if isinstance(config, dict) else None
 
 
 class Appender:
     """Appends jsonl lines to a file, flushed and synced to disk at each :meth:`sync`."""
 
     def __init__(self, path: Path, mode: str = "a"):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = path.open(mode, encoding="utf-8")
 
     def write(self, row: dict) -> None:
@@ -195,36 +314,68 @@ class Appender:
         self.handle.close()
 
 
-def prediction_row(row: dict, answer: str) -> dict:
-    """The question row as it goes into predictions.jsonl: its own fields, without media, with the answer."""
+def prediction_row(row: dict, answer: str | Answer) -> dict:
+    """The question row as it goes into predictions.jsonl: its own fields, without media, with the answer (and, for
+    an :class:`mevqa.strategies.Answer`, how it was reached: :meth:`~mevqa.strategies.Answer.record`)."""
     kept = {key: value for key, value in strip_private(row).items() if key not in ("media", "clip")}
+    if isinstance(answer, Answer):
+        return {**kept, "answer": answer.text, **answer.record()}
     return {**kept, "answer": answer}
 
 
+_RECORD_FIELDS = tuple(f.name for f in fields(Answer) if f.name != "text")
+
+
+def answer_of(prediction: dict) -> Answer:
+    """The :class:`mevqa.strategies.Answer` a predictions.jsonl row holds."""
+    return Answer(prediction["answer"], **{key: prediction[key] for key in _RECORD_FIELDS if key in prediction})
+
+
+def final_predictions(questions: list[dict], answered: dict[str, dict], consistent) -> tuple[list[dict], int]:
+    """(final rows, answers changed): the answered rows in question order, made consistent per clip
+    (:func:`mevqa.consistency.consistent_answers`) for the rows ``consistent`` covers: True all, False none, None
+    the rows of official question files."""
+    pairs = [(question, answered[row_id(question)]) for question in questions if row_id(question) in answered]
+    rows = [prediction for _, prediction in pairs]
+    covered = [i for i, (question, _) in enumerate(pairs)
+               if consistent or (consistent is None and is_official(question["_file"]))]
+    final = [strip_private(row) for row in rows]
+    if not covered:
+        return final, 0
+    made = consistent_answers([rows[i] for i in covered], [answer_of(rows[i]) for i in covered])
+    changed = 0
+    for i, answer in zip(covered, made):
+        if answer.text != rows[i]["answer"]:
+            changed += 1
+            final[i] = {**final[i], "answer": answer.text, **answer.record()}
+    return final, changed
+
+
 # --- the loop ---------------------------------------------------------------------------------------------------
-def predict(model, processor, rows: list[dict], out: Path, mode: str, *, media: MediaSource, batch_size: int = 8,
-            strict: bool = False, generation: dict | None = None, progress: bool = True) -> dict:
-    """Answer ``rows`` not yet in ``out/predictions.jsonl``, appending each batch as it is done.
+def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSettings, *, inputs: ClipInputs,
+            batch_size: int = 8, strict: bool = False, progress: bool = True, append_errors: bool = False) -> dict:
+    """Answer ``rows`` not yet in ``out/predictions.jsonl`` with the settings' strategy, appending each batch as it
+    is done. A batch is whole clips (:func:`mevqa.consistency.clip_key`), at least ``batch_size`` rows unless the
+    rows run out; ``batch_size`` is also the rows per generation batch and the candidates per scoring pass.
 
     Returns ``{"answered": n, "failed": n, "skipped": n, "seconds": s, "media_seconds": s}``. Rows that fail
-    (MevqaError) go to ``out/errors.jsonl``; with ``strict`` the first failure is raised.
+    (MevqaError, an empty answer included) go to ``out/errors.jsonl`` (started afresh unless ``append_errors``);
+    with ``strict`` the first failure is raised.
     """
     from tqdm.auto import tqdm
 
-    from mevqa.eval import row_id
-    from mevqa.generation import generate_answers
     from mevqa.log import is_main_process
 
     if batch_size < 1:
         raise MevqaError(f"--batch-size must be at least 1, got {batch_size}")
-    generation = generation or {}
+    ensure_dir(out)
     done = read_predictions(out / PREDICTIONS)
     todo = [row for row in rows if row_id(row) not in done]
     stats = {"answered": 0, "failed": 0, "skipped": len(rows) - len(todo), "seconds": 0.0, "media_seconds": 0.0}
     if stats["skipped"]:
         log.info("%d of %d rows already answered in %s; %d to go", stats["skipped"], len(rows), out / PREDICTIONS,
                  len(todo))
-    predictions, errors = Appender(out / PREDICTIONS), Appender(out / ERRORS, "w")
+    predictions, errors = Appender(out / PREDICTIONS), Appender(out / ERRORS, "a" if append_errors else "w")
     bar = tqdm(total=len(todo), desc="predict", unit="row", dynamic_ncols=True, disable=not progress
                or not is_main_process())
     start = time.perf_counter()
@@ -233,34 +384,33 @@ def predict(model, processor, rows: list[dict], out: Path, mode: str, *, media: 
         if strict:
             raise exc
         log.warning("row %s failed: %s", row_id(row), exc)
-        errors.write({"id": row_id(row), "where": f"{row['_file']}:{row['_line']}", "error": str(exc)})
+        errors.write({"id": row_id(row), "where": where(row), "error": str(exc)})
         errors.sync()
         stats["failed"] += 1
         bar.update(1)
 
     def answer(batch: list[dict]) -> None:
-        try:
-            answers = generate_answers(model, processor, batch, mode, batch_size=len(batch), **generation)
-        except MevqaError as exc:
-            if len(batch) == 1:
-                return fail(batch[0], exc)
-            for row in batch:  # find the row that broke the batch; the others still get answered
-                answer([row])
-            return
-        for row, text in zip(batch, answers):
-            predictions.write(prediction_row(row, text))
+        for row, result in answer_batch(model, processor, batch, settings, batch_size=batch_size):
+            if isinstance(result, MevqaError):
+                fail(row, result)
+                continue
+            predictions.write(prediction_row(row, result))
+            stats["answered"] += 1
+            bar.update(1)
         predictions.sync()
-        stats["answered"] += len(batch)
-        bar.update(len(batch))
 
+    clips: dict[tuple, list[dict]] = {}
+    for row in todo:
+        clips.setdefault(clip_key(row), []).append(row)
     try:
         pending = []
-        for row in todo:
-            try:
-                pending.append(media.prepare(row))
-            except MevqaError as exc:
-                fail(row, exc)
-            if len(pending) == batch_size:
+        for clip_rows in clips.values():
+            for row in clip_rows:
+                try:
+                    pending.append(inputs.prepare(row))
+                except MevqaError as exc:
+                    fail(row, exc)
+            if len(pending) >= batch_size:
                 answer(pending)
                 pending = []
         if pending:
@@ -270,7 +420,7 @@ def predict(model, processor, rows: list[dict], out: Path, mode: str, *, media: 
         predictions.close()
         errors.close()
         stats["seconds"] = time.perf_counter() - start
-        stats["media_seconds"] = media.seconds
+        stats["media_seconds"] = inputs.seconds
     return stats
 
 
@@ -281,62 +431,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=Path, metavar="DIR",
                         help="folder holding the clips the rows name ('video'): DIR/<video> or found by name below")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (see below)")
-    parser.add_argument("--batch-size", type=int, default=8, help="rows per generation batch (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="rows per generation batch and candidates per scoring pass; a batch is whole clips of "
+                             "at least this many rows (default 8)")
     parser.add_argument("--limit", type=int, help="answer only the first N rows (a rerun without it resumes)")
     parser.add_argument("--gold", nargs="+", type=Path, metavar="G.jsonl", help="score the predictions against "
                                                                                  "these gold files at the end")
     parser.add_argument("--strict", action="store_true", help="stop at the first row that fails")
-    add_model_arguments(parser, model_required=True)
-    add_media_arguments(parser)
-    add_generation_arguments(parser)
+    parser.add_argument("--consistent", action=argparse.BooleanOptionalAction, default=None,
+                        help="make each clip's answers agree in final_predictions.jsonl: coarse with fine (under "
+                             "constrained the more confident decides), one AU list, the composite assembled from the "
+                             "clip's own answers (default: on for the rows of official *_to_answer files, off for "
+                             "others)")
+    group = parser.add_argument_group("one model per dataset (each loaded once; the rest use --model)")
+    group.add_argument("--model-for", action="append", metavar="DATASET=MODEL",
+                       help="the model answering a dataset's rows (samm, casme3, casme2, smic, 4dme; the dataset is "
+                            "the row's 'dataset' or its id prefix), e.g. samm=runs/samm/merged; repeat per dataset")
+    group.add_argument("--adapter-for", action="append", metavar="DATASET=ADAPTER",
+                       help="the adapter answering a dataset's rows, on --model-for DATASET if given, else on --model")
+    add_inference_arguments(parser, default_model=False)
     parser.epilog = __doc__[__doc__.index("Output folder::"):__doc__.index("A failed row")].replace("::", ":")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def run_config(args: argparse.Namespace) -> dict:
-    """What decides the answers: a rerun into the same folder must match it."""
-    model = Path(args.model).expanduser()
-    media = {key: list(value) if isinstance(value, tuple) else value for key, value in media_kwargs(args).items()}
-    return {"model": str(model.resolve()) if model.exists() else args.model,
-            "adapter": str(args.adapter.expanduser().resolve()) if args.adapter else None, "dtype": args.dtype,
-            "inputs": args.inputs, "pixels": args.pixels, "media": media, "fps": args.fps,
-            "generation": generation_kwargs(args), "seed": args.seed}
-
-
 def run(args: argparse.Namespace) -> int:
-    from mevqa.eval import row_id
-
-    rows = read_questions(args.questions)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise MevqaError(f"--limit must be at least 1, got {args.limit}")
-        rows_to_answer = rows[:args.limit]
-    else:
-        rows_to_answer = rows
+    rows = read_rows(args.questions)  # ids unique across the files, questions non-empty, media confined
+    for row in rows:
+        if row.get("media") is None and "video" in row:
+            clip_name(row["video"], where(row), "video")  # a clip lies directly under --clips
+    if args.limit is not None and args.limit < 1:
+        raise MevqaError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise MevqaError(f"--batch-size must be at least 1, got {args.batch_size}")
+    rows_to_answer = rows if args.limit is None else rows[:args.limit]
     if args.clips is not None and not args.clips.is_dir():
         raise MevqaError(f"{args.clips}: clips folder not found")
-    resolve_settings(args)
-    generation = generation_kwargs(args)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    answered_before = (out / PREDICTIONS).is_file() and (out / PREDICTIONS).stat().st_size > 0
-    check_run_config(out, run_config(args), resuming=answered_before)
+    runs = plan_models(args, rows)
+    for run in runs:
+        try:
+            run.settings = resolve_settings(args, model_and_adapter=run.key)
+        except MevqaError as exc:
+            raise MevqaError(f"{exc} (model {run.describe()})" if len(runs) > 1 else str(exc)) from None
+    out = ensure_dir(args.out)
+    lock = lock_output(out)  # held until the process ends
+    try:
+        previous = read_run_config(out)
+        answered_before = (out / PREDICTIONS).is_file() and (out / PREDICTIONS).stat().st_size > 0
+        check_run_config(out, run_config(args, runs, previous), previous, resuming=answered_before)
+        return _answer_and_report(args, rows, rows_to_answer, runs, out)
+    finally:
+        lock.close()
 
-    start = time.perf_counter()
-    model, processor = load(args)
-    load_seconds = time.perf_counter() - start
-    log.info("model loaded in %.1f s", load_seconds)
-    media = MediaSource(args.inputs, args.clips, out / "media", media_kwargs(args), args.fps)
-    stats = predict(model, processor, rows_to_answer, out, args.inputs, media=media, batch_size=args.batch_size,
-                    strict=args.strict, generation=generation)
-    rate = stats["answered"] / stats["seconds"] if stats["seconds"] else 0.0
-    log.info("answered %d rows in %.1f s (%.2f rows/s, inputs built in %.1f s), %d failed, %d already done",
-             stats["answered"], stats["seconds"], rate, stats["media_seconds"], stats["failed"], stats["skipped"])
+
+def _answer_and_report(args, rows, rows_to_answer, runs: list[ModelRun], out: Path) -> int:
+    wanted = {row_id(row) for row in rows_to_answer}
+    done = set(read_predictions(out / PREDICTIONS))
+    stats = {"answered": 0, "failed": 0, "skipped": 0}
+    (out / ERRORS).write_text("", encoding="utf-8")  # the rows that fail in this run
+    for run in runs:
+        todo = [row for row in run.rows if row_id(row) in wanted]
+        if all(row_id(row) in done for row in todo):
+            stats["skipped"] += len(todo)
+            continue
+        start = time.perf_counter()
+        model, processor = load_model(args, run.settings, model_and_adapter=run.key)
+        log.info("model %s loaded in %.1f s", run.describe(), time.perf_counter() - start)
+        inputs = ClipInputs(run.settings, out / "media", args.clips)
+        try:
+            run_stats = predict(model, processor, todo, out, run.settings, inputs=inputs, batch_size=args.batch_size,
+                                strict=args.strict, append_errors=True)
+        finally:
+            del model, processor  # the next model loads into the memory this one held
+            gc.collect()
+            _empty_device_cache()
+        rate = run_stats["answered"] / run_stats["seconds"] if run_stats["seconds"] else 0.0
+        log.info("answered %d rows in %.1f s (%.2f rows/s, inputs built in %.1f s), %d failed, %d already done",
+                 run_stats["answered"], run_stats["seconds"], rate, run_stats["media_seconds"], run_stats["failed"],
+                 run_stats["skipped"])
+        for key in stats:
+            stats[key] += run_stats[key]
 
     answers = read_predictions(out / PREDICTIONS)
-    pred_rows = [answers[row_id(row)] for row in rows if row_id(row) in answers]
+    pred_rows, changed = final_predictions(rows, answers, args.consistent)
+    write_jsonl(out / FINAL, pred_rows)
     missing = len(rows) - len(pred_rows)
     print(f"predictions: {out / PREDICTIONS} ({len(pred_rows)} of {len(rows)} rows answered)")
+    print(f"final: {out / FINAL} ({changed} answers changed to agree within their clip)")
     if stats["failed"]:
         print(f"errors: {out / ERRORS} ({stats['failed']} rows failed; fix them and rerun to answer only those)")
     official = [path for path in args.questions if is_official(path)]
@@ -349,10 +529,20 @@ def run(args: argparse.Namespace) -> int:
     elif official:
         print(f"submission: not written, {missing} rows unanswered (rerun to finish them)")
     if args.gold:
-        from mevqa.eval import read_rows, score
+        from mevqa.eval import read_rows as read_gold, score
         from mevqa.eval.report import format_table
 
-        report = score(pred_rows, read_rows(args.gold))
-        write_json(out / SCORES, report)
+        from mevqa.eval.stamp import stamp
+
+        report = score(pred_rows, read_gold(args.gold), bootstrap=BOOTSTRAP_RESAMPLES)
+        write_json(out / SCORES, stamp(report, config=read_run_config(out), seed=0, pred_files=[out / FINAL],
+                                       gold_files=args.gold))
         print(format_table(report))
     return 1 if stats["failed"] else 0
+
+
+def _empty_device_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

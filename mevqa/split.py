@@ -6,22 +6,26 @@ Schemes (clips are grouped by ``(dataset, subject)``, so one subject never lands
   ``StratifiedGroupKFold``, shuffled with ``--seed``);
 - ``cross``: train on ``--train-datasets``, validate on ``--val-datasets`` (one fold).
 
+Rows are read with :func:`mevqa.rows.read_rows`: an id given twice (the same file twice, or one id with two answers)
+is an error, and subjects that differ only by surrounding spaces are one subject.
+
 Writes ``DIR/fold_K/train.jsonl`` and ``DIR/fold_K/val.jsonl`` and ``DIR/folds.json`` (subjects and coarse-class
-counts per fold). Media paths are rewritten relative to the new files' folder, so they stay valid wherever ``DIR``
-is; the input files are not changed.
+counts per fold). The rows keep their media where the build put them: each row records its build folder as
+``media.root``, relative to the fold's folder (the rule is in :mod:`mevqa.rows`), so the folds stay valid wherever
+``DIR`` is as long as the build folders stay beside them; the input files are not changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
-from mevqa.jsonl import read_jsonl, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, write_json, write_jsonl
+from mevqa.rows import BUILD_RECORD, read_rows, relative_media, where
 
 log = logging.getLogger(__name__)
 
@@ -31,39 +35,30 @@ def clip_key(row: dict) -> tuple[str, str]:
 
 
 def subject_key(row: dict) -> str:
-    return f"{row.get('dataset', '')}/{row['subject']}"
+    """``dataset/subject``, spaces around either ignored: one subject however a file pads it."""
+    subject = row["subject"]
+    if isinstance(subject, bool) or not isinstance(subject, (str, int)) or not str(subject).strip():
+        raise MevqaError(f"{where(row)}: expected 'subject' to be a non-empty string or number, got {subject!r}")
+    return f"{str(row.get('dataset', '')).strip()}/{str(subject).strip()}"
 
 
-def rebase_media(row: dict, source_dir: Path, target_dir: Path) -> dict:
-    """A copy of ``row`` whose media paths, relative to ``source_dir``, are made relative to ``target_dir``."""
+def with_relative_media(row: dict, target_dir: Path) -> dict:
+    """A copy of ``row`` (media resolved by the reader) with its media written for a file in ``target_dir``."""
     if not row.get("media"):
         return row
-
-    def move(value):
-        if isinstance(value, str):
-            return Path(os.path.relpath((source_dir / value).resolve(), target_dir.resolve())).as_posix()
-        if isinstance(value, list):
-            return [move(v) if isinstance(v, str) else v for v in value]
-        return value
-
-    media = {}
-    for mode, entry in row["media"].items():
-        if isinstance(entry, dict):
-            media[mode] = {key: (move(value) if key in ("frames", "image", "arrays") else value)
-                           for key, value in entry.items()}
-        else:
-            media[mode] = entry
-    return {**row, "media": media}
+    return {**row, "media": relative_media(row["media"], target_dir)}
 
 
 def load_rows(paths: list[Path]) -> list[dict]:
-    rows = []
-    for path in paths:
-        for row in read_jsonl(path, required=("subject", "question")):
-            row["_dir"] = path.parent
-            rows.append(row)
+    rows = read_rows(paths, required=("subject", "question"))
     if not rows:
         raise MevqaError(f"{', '.join(map(str, paths))}: no rows to split")
+    for row in rows:
+        subject_key(row)
+        root = (row.get("media") or {}).get("root")
+        if root is not None and not (Path(root) / BUILD_RECORD).is_file():
+            raise MevqaError(f"{where(row)}: its media live in {root}, which is not the output folder of mevqa "
+                             f"build-data (no {BUILD_RECORD}); split rows whose media a build made")
     return rows
 
 
@@ -123,6 +118,7 @@ def make_folds(rows: list[dict], scheme: str, *, seed: int = 0, train_datasets: 
 
 
 def write_splits(rows: list[dict], folds: list[tuple[set[str], set[str]]], out: Path) -> list[dict]:
+    ensure_dir(out)
     # Folds of an earlier split with more folds would stay beside the new ones and be taken for part of it.
     stale = sorted(p.name for p in out.glob("fold_*") if p.name not in {f"fold_{i}" for i in range(len(folds))})
     if stale:
@@ -135,7 +131,7 @@ def write_splits(rows: list[dict], folds: list[tuple[set[str], set[str]]], out: 
                  "val": [r for r in rows if subject_key(r) in val_subjects]}
         entry = {"fold": index, "val_subjects": sorted(val_subjects), "train_subjects": sorted(train_subjects)}
         for name, part in parts.items():
-            write_jsonl(folder / f"{name}.jsonl", (rebase_media(r, r["_dir"], folder) for r in part))
+            write_jsonl(folder / f"{name}.jsonl", (with_relative_media(r, folder) for r in part))
             clips = {clip_key(r) for r in part}
             entry[name] = {"rows": len(part), "clips": len(clips),
                            "coarse": dict(sorted(Counter(labels[c] for c in clips).items()))}

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mevqa.errors import MevqaError
-from mevqa.eval.rows import row_id, where
 from mevqa.jsonl import atomic_path, strip_private
-from mevqa.eval.metrics import read_rows
+from mevqa.rows import read_rows, row_id, where
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def build_submission(question_files: Sequence[str | os.PathLike], pred_rows: Ite
         if name in outputs:
             raise MevqaError(f"{question_file}: a second question file maps to {name}")
         lines = []
-        for row in read_rows(question_file):
+        for row in read_rows(question_file, required=(), unique=False, check_media=False):
             rid = row_id(row)
             if rid in seen:
                 raise MevqaError(f"{where(row)}: duplicate question id {rid!r} (first at {where(seen[rid])})")
@@ -116,6 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in write_submission(args.questions, read_rows(args.pred), args.out):
+    predictions = read_rows(args.pred, required=(), unique=False, check_media=False)
+    for path in write_submission(args.questions, predictions, args.out):
         print(path)
     return 0

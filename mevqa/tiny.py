@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 from mevqa import vocab
+from mevqa.errors import MevqaError
+from mevqa.jsonl import ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,9 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MevqaError(f"{out_dir}: exists and is a file; expected a folder for the model")
+    ensure_dir(out_dir.parent, "folder of --out")
     processor = build_tiny_processor()
     tokenizer = processor.tokenizer
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
@@ -187,7 +192,6 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
         bos_token_id=token_ids["<|endoftext|>"], pad_token_id=token_ids["<|endoftext|>"],
         eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]], do_sample=False)
     # Written to a temporary sibling folder first, so a failure never leaves a half-written model behind.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)

@@ -1,6 +1,6 @@
 """The challenge's fixed vocabulary: question strings, answer templates, labels and action-unit names.
 
-Everything here is taken from the official MEGC2025 ME-VQA training file (see ``shared/spec/megc2025-vqa.md``):
+Everything here is taken from the official MEGC2025 ME-VQA training file (see ``docs/scoring.md``):
 the data builders generate with it, the prompts constrain with it, and the scorer parses with it, so a question or
 label is spelled the same everywhere.
 """
@@ -8,6 +8,8 @@ label is spelled the same everywhere.
 from __future__ import annotations
 
 import re
+
+from mevqa.errors import MevqaError
 
 # --- question kinds -------------------------------------------------------------------------------------------
 COARSE = "coarse"        # C
@@ -28,6 +30,8 @@ Q_COMPOSITE_ONE = ("What is the action unit present, and based on it, what is th
                    "coarse expression class?")
 Q_COMPOSITE_MANY = ("What are the action units present, and based on them, what is the fine-grained expression and "
                     "the coarse expression class?")
+# ME-STR spotting windows (mevqa build-spot --windows): not an official question; answered yes or no.
+Q_SPOT = "Is there a micro-expression in this clip?"
 A_COMPOSITE_ONE = ("The action unit present is: {aus}. Therefore, the fine-grained expression class is {fine}, "
                    "and the coarse expression class is {coarse}.")
 A_COMPOSITE_MANY = ("The action units present are: {aus}. Therefore, the fine-grained expression class is {fine}, "
@@ -87,6 +91,53 @@ FINE_TO_COARSE = {label: ("positive" if label == "happiness" else "surprise" if 
                   for label in FINE_LABELS}
 LATERALITY_ANSWERS = ("left", "right")
 PRESENCE_ANSWERS = ("yes", "no")
+
+# The fine classes each dataset's annotation allows (its convention; "others" is left out, as in the training file).
+# CASME II and SAMM: the classes of their rows in the official training file; CAS(ME)^3: the six classes the 2025
+# paper names for the test set; SMIC and 4DME: coarse labels only. Keyed by dataset name as rows spell it (the
+# ``dataset`` field or the id prefix, see :func:`row_dataset`). Users may set their own (:func:`fine_labels_for`).
+DATASET_FINE_LABELS = {
+    "casme2": ("happiness", "surprise", "disgust", "repression"),
+    "samm": ("happiness", "surprise", "disgust", "anger", "contempt", "fear", "sadness"),
+    "casme3": ("happiness", "surprise", "disgust", "anger", "fear", "sadness"),
+    "smic": (),
+    "4dme": (),
+}
+_DATASET_ALIASES = {"cas": "casme3", "fourdme": "4dme"}
+
+
+def row_dataset(row: dict) -> str | None:
+    """The dataset a row belongs to: its ``dataset`` field, else its id prefix (``samm_test_SAMM-1_1`` -> ``samm``,
+    ``casme3_test_CAS-1_1`` -> ``casme3``); None when neither names a dataset of :data:`DATASET_FINE_LABELS`."""
+    name = row.get("dataset")
+    if not isinstance(name, str) or not name.strip():
+        row_id = row.get("id", row.get("video_id"))
+        name = row_id.split("_", 1)[0] if isinstance(row_id, str) and "_" in row_id else None
+    if name is None:
+        return None
+    name = _DATASET_ALIASES.get(name.strip().lower(), name.strip().lower())
+    return name if name in DATASET_FINE_LABELS else None
+
+
+def fine_labels_for(dataset: str | None, overrides: dict | None = None) -> tuple[str, ...]:
+    """The fine classes allowed for ``dataset``: ``overrides[dataset]`` if given, else the dataset's convention, else
+    (unknown dataset) every fine label. Labels outside :data:`FINE_LABELS` are an error (the scorer cannot read them)."""
+    if overrides and dataset in overrides:
+        labels = tuple(str(label).strip().lower() for label in overrides[dataset])
+        unknown = [label for label in labels if label not in FINE_LABELS]
+        if unknown or not labels:
+            raise MevqaError(f"fine labels for {dataset}: expected a non-empty list from {', '.join(FINE_LABELS)}, "
+                             f"got {', '.join(labels) or 'none'}")
+        return labels
+    if dataset is None:
+        return FINE_LABELS
+    return DATASET_FINE_LABELS.get(dataset, FINE_LABELS)
+
+
+def fine_labels_under(coarse: str, fine_labels=FINE_LABELS) -> tuple[str, ...]:
+    """The fine classes of ``fine_labels`` that the coarse class allows (happiness under positive, surprise under
+    surprise, the others under negative), in the order given."""
+    return tuple(label for label in fine_labels if FINE_TO_COARSE[label] == coarse)
 
 # --- action units ---------------------------------------------------------------------------------------------
 # FACS code -> the lowercase name the official file uses. The 25 names of the official file come first, spelled as

@@ -1,5 +1,5 @@
 """Synthetic raw clips for the inference tests: numbered frame folders and mp4 files, a face-like blob whose mouth
-opens towards the middle of the clip (so the estimated apex is the middle frame)."""
+opens towards the middle of the clip (so the estimated apex is the middle frame); and a model that answers ""."""
 
 from __future__ import annotations
 
@@ -58,3 +58,19 @@ def write_test_clips(root: Path, *, n_frames: int = 8) -> Path:
         group, pattern = ("SAMM", "{:05d}.jpg") if name.startswith("SAMM") else ("CAS", "{}.jpg")
         write_frame_folder(root / group / name, n_frames=n_frames, first=100, pattern=pattern, seed=seed)
     return root
+
+
+def write_silent_model(model_dir: Path, out: Path) -> Path:
+    """A copy of a real (tiny) model whose generation config allows nothing but the end of its turn: it answers ""."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = shutil.copytree(model_dir, out)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = json.loads((model / "generation_config.json").read_text())
+    config["suppress_tokens"] = [i for i in range(len(tokenizer)) if i != end]
+    (model / "generation_config.json").write_text(json.dumps(config))
+    return model

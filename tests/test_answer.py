@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from inference_clips import write_frame_folder, write_video
+from inference_clips import write_frame_folder, write_silent_model, write_video
 from mevqa.cli import main
 from mevqa.messages import INPUT_MODES
 
@@ -51,16 +51,17 @@ def answer(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def expected_answer(model_dir, clip, mode, fps, adapter=None) -> str:
+def expected_answer(model_dir, clip, mode, fps, adapter=None, **settings) -> str:
     """The answer for the same clip built the way ``mevqa build-data`` builds a dataset clip."""
     from mevqa.generation import generate_answers
-    from mevqa.media import build_media, read_clip
-    from mevqa.messages import resolve_media
+    from mevqa.media import MediaSettings, build_media, read_clip, resolve_span
     from mevqa.model import load_model_and_processor
+    from mevqa.rows import resolve_media
 
     with tempfile.TemporaryDirectory() as out:
-        media = build_media(read_clip(clip), None, None, None, modes=INPUT_MODES[mode].needs, out_dir=out,
-                            source_fps=fps)
+        clip = read_clip(clip)
+        media = build_media(clip, resolve_span(clip), MediaSettings.from_record(settings, modes=INPUT_MODES[mode].needs),
+                            out, fps=fps)
         row = resolve_media({"id": "x", "question": QUESTION, "media": copy.deepcopy(media)}, out, "x")
         model, processor = load_model_and_processor(str(model_dir), adapter=adapter)
         return generate_answers(model, processor, [row], mode, batch_size=1, max_new_tokens=8)[0]
@@ -158,8 +159,9 @@ def test_answer_bad_input(capsys, tmp_path, tiny_model_dir, clip_dir):
 
     message = run_error(capsys, "--clip", clip_dir, "--inputs", "video", *model)
     assert "--fps" in message and str(clip_dir) in message
-    assert "apex 120 outside" in run_error(capsys, "--clip", clip_dir, "--apex", 120, *model)
-    assert "offset frame 99 missing" in run_error(capsys, "--clip", clip_dir, "--offset", 99, *model)
+    assert "apex 120 outside the clip 100..111" in run_error(capsys, "--clip", clip_dir, "--apex", 120, *model)
+    assert "onset 100 is after offset 99" in run_error(capsys, "--clip", clip_dir, "--offset", 99, *model)
+    assert f"onset frame 90 missing in {clip_dir}" in run_error(capsys, "--clip", clip_dir, "--onset", 90, *model)
     assert "model folder does not exist" in run_error(capsys, "--clip", clip_dir, "--model", tmp_path / "no-model")
     assert "adapter folder does not exist" in run_error(capsys, "--clip", clip_dir, *model, "--adapter",
                                                         tmp_path / "no-adapter")
@@ -199,3 +201,98 @@ def test_answer_any_numeric_frame_naming(capsys, tmp_path, tiny_model_dir, patte
     (clip / "Desktop - Shortcut.lnk").write_text("not a frame")
     report = answer(capsys, "--clip", clip, "--model", tiny_model_dir, "--inputs", "frames+flow")
     assert (report["clip"]["onset"], report["clip"]["offset"], report["clip"]["n_frames"]) == (8, 13, 6)
+
+
+TIE_LIKE = {"frames": 4, "size": 64, "flow": "farneback", "head_motion": "median", "blend": 0.5, "face_crop": False}
+
+
+def trained_adapter(adapter_dir, folder, **config):
+    """A copy of the adapter with the train_config.yaml mevqa's trainer writes (only the keys inference reads, and
+    one it does not)."""
+    import shutil
+
+    import yaml
+
+    adapter = shutil.copytree(adapter_dir / "adapter", folder)
+    (adapter / "train_config.yaml").write_text(yaml.safe_dump({**config, "learning_rate": 0.001}))
+    return adapter
+
+
+def test_a_model_is_shown_inputs_built_as_it_was_trained(capsys, tmp_path, tiny_model_dir, clip_dir, adapter_dir):
+    """The acceptance case: trained on flow with head motion removed by the median and blended 0.5 over the onset
+    (TV-L1 needs opencv-contrib), the model answers a raw clip with exactly those settings and no flags."""
+    adapter = trained_adapter(adapter_dir, tmp_path / "adapter", inputs="frames+flow", media_settings=TIE_LIKE)
+    report = answer(capsys, "--clip", clip_dir, "--model", tiny_model_dir, "--adapter", adapter, "--fps", 200)
+    assert report["media_settings"] == TIE_LIKE and report["inputs"] == "frames+flow"
+    assert report["media"]["flow"]["head_motion"] == "median"
+    assert report["trained_config"] == str(adapter / "train_config.yaml")
+    assert report["answer"] == expected_answer(tiny_model_dir, clip_dir, "frames+flow", 200.0, adapter=adapter,
+                                               **TIE_LIKE)
+
+
+def test_a_flag_that_differs_from_training_is_used_with_a_warning(capsys, tmp_path, tiny_model_dir, clip_dir,
+                                                                  adapter_dir):
+    adapter = trained_adapter(adapter_dir, tmp_path / "adapter", inputs="flow", media_settings=TIE_LIKE)
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "--clip", str(clip_dir),
+                 "--model", str(tiny_model_dir), "--adapter", str(adapter), "--blend", "0.25", "--inputs",
+                 "oao"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["media_settings"] == {**TIE_LIKE, "blend": 0.25} and report["inputs"] == "oao"
+    assert "--blend 0.25 differs from the 0.5 the model was trained with" in captured.err
+    assert "--inputs oao differs from the flow the model was trained with" in captured.err
+    # a flag equal to training is not a difference
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--clip", str(clip_dir), "--model",
+                 str(tiny_model_dir), "--adapter", str(adapter), "--blend", "0.5"]) == 0
+    assert "the model was trained with" not in capsys.readouterr().err
+
+
+def test_without_a_training_record_the_defaults_are_mevqas(capsys, tiny_model_dir, clip_dir):
+    from mevqa.media import MediaSettings
+
+    report = answer(capsys, "--clip", clip_dir, "--model", tiny_model_dir)
+    assert report["media_settings"] == MediaSettings().record() and report["trained_config"] is None
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"media_settings": {"flow": "raft"}}, "media_settings: unknown flow method 'raft'"),
+    ({"media_settings": {"head_motion": "median", "speed": 2}}, "media_settings: unknown media setting(s) speed"),
+    ({"media_settings": {"blend": 7}}, "media_settings: the flow blend weight must be between 0 and 1, got 7"),
+    ({"inputs": "audio"}, "inputs 'audio' is not an input mode"),
+    ({"max_frames": 0}, "max_frames must be a positive integer, got 0"),
+])
+def test_a_bad_training_record_is_one_line_naming_the_file(capsys, tmp_path, tiny_model_dir, clip_dir, adapter_dir,
+                                                           config, message):
+    adapter = trained_adapter(adapter_dir, tmp_path / "adapter", **config)
+    error = run_error(capsys, "--clip", clip_dir, "--model", tiny_model_dir, "--adapter", adapter)
+    assert f"error: {adapter / 'train_config.yaml'}: {message}" in error
+
+
+@pytest.fixture(scope="module")
+def silent_model_dir(tiny_model_dir, tmp_path_factory):
+    return write_silent_model(tiny_model_dir, tmp_path_factory.mktemp("silent") / "model")
+
+
+def test_an_empty_answer_is_an_error(capsys, silent_model_dir, clip_dir):
+    assert f"{clip_dir}: the model gave an empty answer" in run_error(capsys, "--clip", clip_dir, "--model",
+                                                                       silent_model_dir)
+
+
+def test_a_model_trained_on_tvl1_flow(capsys, tmp_path, tiny_model_dir, clip_dir, adapter_dir):
+    """TV-L1 needs OpenCV's contrib build: without it the model's own settings cannot be honoured, which is an error
+    naming its train_config.yaml; --flow farneback then overrides, with a warning."""
+    import cv2
+
+    trained = {**TIE_LIKE, "flow": "tvl1"}
+    adapter = trained_adapter(adapter_dir, tmp_path / "adapter", inputs="flow", media_settings=trained)
+    if hasattr(cv2, "optflow"):
+        assert answer(capsys, "--clip", clip_dir, "--model", tiny_model_dir, "--adapter", adapter)[
+            "media_settings"] == trained
+    else:
+        error = run_error(capsys, "--clip", clip_dir, "--model", tiny_model_dir, "--adapter", adapter)
+        assert f"{adapter / 'train_config.yaml'}: media_settings: TV-L1 flow needs OpenCV's contrib build" in error
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "--clip", str(clip_dir),
+                 "--model", str(tiny_model_dir), "--adapter", str(adapter), "--flow", "farneback"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["media_settings"] == {**trained, "flow": "farneback"}
+    assert "--flow farneback differs from the tvl1 the model was trained with" in captured.err

@@ -112,8 +112,12 @@ def test_synthetic_tree_builds_in_every_input_mode(synthetic, tmp_path, dataset)
         rows = read_jsonl(target / "qa.jsonl")
         clips = check_rows(rows, dataset)
         assert len(clips) == CLIPS
+        recorded = json.loads((target / "build.json").read_text())["media_settings"]
+        assert recorded == {"frames": 4, "size": 64, "flow": "farneback", "head_motion": "nose", "blend": 0.0,
+                            "face_crop": False}
         for row in rows:
-            assert set(row["media"]) == set(modes.split(","))
+            assert set(row["media"]) == set(modes.split(",")) | {"settings"}
+            assert row["media"]["settings"] == recorded
             clip = row["clip"]
             assert clip["onset"] <= clip["apex"] <= clip["offset"]
             if "video" in row["media"]:
@@ -125,7 +129,7 @@ def test_synthetic_tree_builds_in_every_input_mode(synthetic, tmp_path, dataset)
                 assert video["sample_fps"] == pytest.approx(clip["fps"] * 3 / span)
             if "oao" in row["media"]:
                 assert row["media"]["oao"]["frame_numbers"] == [clip["onset"], clip["apex"], clip["offset"]]
-            files = [f for entry in row["media"].values() for key in ("frames", "image")
+            files = [f for mode, entry in row["media"].items() if mode != "settings" for key in ("frames", "image")
                      for f in ([entry[key]] if isinstance(entry.get(key), str) else entry.get(key, []))]
             for name in files:
                 image = read_frame(target / name)
@@ -280,6 +284,9 @@ def run_bad(dataset, paths, tmp_path, capsys, *extra):
     ("unknown_au", r"row 2 \(sub01/EP02_01f\): unknown action unit code 77"),
     ("unknown_emotion", r"row 2: unknown emotion 'joy'"),
     ("empty", r"casme2: no clips to build"),
+    ("truncated_frame", r"row 2 \(sub01/EP02_01f\): \S+/img\d+\.jpg: unreadable image \(truncated JPEG: no "
+                        r"end-of-image marker\)"),
+    ("escaping_filename", r"row 2: folder name '\.\./\.\./escape' must be one plain folder or file name"),
 ])
 def test_bad_input_stops_with_one_clear_line_and_no_qa_file(synthetic, tmp_path, capsys, case, pattern):
     paths = copy_tree(synthetic["casme2"], tmp_path)
@@ -296,6 +303,11 @@ def test_bad_input_stops_with_one_clear_line_and_no_qa_file(synthetic, tmp_path,
         frames[len(frames) // 2].unlink()
     elif case == "unreadable_image":
         frames[0].write_bytes(b"\xff\xd8 broken")
+    elif case == "truncated_frame":  # a copy cut short: decoders would fill the rest grey
+        data = frames[len(frames) // 2].read_bytes()
+        frames[len(frames) // 2].write_bytes(data[:len(data) * 2 // 3])
+    elif case == "escaping_filename":
+        edit_sheet(sheet, "Filename", 1, "../../escape")
     elif case == "onset_after_offset":
         edit_sheet(sheet, "OnsetFrame", 1, 900)
     elif case == "apex_outside":
@@ -320,6 +332,7 @@ def test_bad_input_stops_with_one_clear_line_and_no_qa_file(synthetic, tmp_path,
     assert not (out / "qa.jsonl").exists()
     if case not in ("missing_column", "empty"):
         code, err, out = run_bad("casme2", paths, tmp_path, capsys, "--skip-bad")
+        assert not (tmp_path / "escape").exists()
         assert code == 0
         skipped = read_jsonl(out / "skipped.jsonl")
         assert len(skipped) == 1 and re.search(pattern, skipped[0]["error"])
@@ -415,3 +428,87 @@ def test_official_test_rows_with_frame_ranges(tmp_path):
     assert [r["id"] for r in rows] == [q["id"] for q in questions]
     assert rows[0]["media"]["video"]["frame_numbers"] == [338, 342, 346]
     assert rows[0]["media"]["video"]["sample_fps"] == pytest.approx(30 * 2 / 8)
+
+
+# --- outputs that never mix, and confinement ---------------------------------------------------------------------
+
+def test_rebuild_with_other_settings_sets_the_old_rows_aside_first(synthetic, tmp_path, capsys):
+    """A rebuild into the same --out with other media settings that fails part-way leaves no qa.jsonl: the old one
+    was set aside before any media was touched. A rebuild with the same settings keeps it."""
+    paths = copy_tree(synthetic["casme2"], tmp_path)
+    out = tmp_path / "out"
+    assert cli(*build_args("casme2", paths, out, "--inputs", "oao,flow", "--size", 64)) == 0
+    old = (out / "qa.jsonl").read_text()
+    assert cli(*build_args("casme2", paths, out, "--inputs", "oao,flow", "--size", 64)) == 0
+    assert (out / "qa.jsonl").read_text() == old and not list(out.glob("qa.jsonl.stale-*"))
+
+    last = read_jsonl(out / "qa.jsonl")[-1]  # the last clip built: the others are rebuilt before it fails
+    folder = next(Path(paths["root"]).rglob(f"{last['subject']}/{last['filename']}"))
+    broken = folder / f"img{last['clip']['onset']}.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    code = cli(*build_args("casme2", paths, out, "--inputs", "oao,flow", "--size", 64, "--head-motion", "median",
+                           "--blend", "0.5"))
+    assert code == 2 and "unreadable image" in capsys.readouterr().err
+    assert not (out / "qa.jsonl").exists()
+    [aside] = out.glob("qa.jsonl.stale-*")
+    assert aside.read_text() == old
+    # some clips' media were rebuilt with the new settings before the failure: they are not listed by any qa.jsonl
+    rebuilt = [json.loads(p.read_text())["media"]["settings"] for p in out.glob("media/casme2/*/media.json")]
+    assert sum(r["head_motion"] == "median" and r["blend"] == 0.5 for r in rebuilt) == len(rebuilt) - 1
+
+    broken.unlink()  # the frame is gone: only that clip is bad now; skip it and finish
+    assert cli(*build_args("casme2", paths, out, "--inputs", "oao,flow", "--size", 64, "--head-motion", "median",
+                           "--blend", "0.5", "--skip-bad")) == 0
+    rows = read_jsonl(out / "qa.jsonl")
+    assert {json.dumps(r["media"]["settings"], sort_keys=True) for r in rows} == {json.dumps(
+        {"frames": 8, "size": 64, "flow": "farneback", "head_motion": "median", "blend": 0.5, "face_crop": False},
+        sort_keys=True)}
+    assert json.loads((out / "build.json").read_text())["media_settings"]["head_motion"] == "median"
+
+
+def test_a_rebuild_killed_mid_way_never_leaves_rows_over_other_media(tmp_path):
+    """A real SIGKILL while a rebuild with other settings is writing media: qa.jsonl is already set aside."""
+    from processes import kill_when
+
+    raw = write_synthetic_dataset("casme2", tmp_path / "raw", clips=40, frames=10, size=(480, 360))
+    out = tmp_path / "out"
+    base = ["build-data", "casme2", "--root", str(raw["root"]), "--annotations", str(raw["annotations"]),
+            "--out", str(out), "--inputs", "video,oao,flow", "--size", "0"]
+    assert cli(*base) == 0
+    kill_when(base + ["--head-motion", "median"],
+              lambda: any('"median"' in p.read_text() for p in out.glob("media/casme2/*/media.json")))
+    assert not (out / "qa.jsonl").exists()
+    assert len(list(out.glob("qa.jsonl.stale-*"))) == 1
+
+
+@pytest.mark.parametrize("video", ["../outside", "/tmp", ".", "..", "a/b", ""])
+def test_official_test_file_clip_names_stay_under_root(tmp_path, capsys, video):
+    """A clip named by a test file is one plain name under --root: nothing is read or written elsewhere."""
+    from mevqa.jsonl import write_jsonl
+
+    (tmp_path / "outside").mkdir()
+    from mevqa.data_builders.synth import SynthClip, _write_frames
+
+    clip = SynthClip(6, 1, "Anger", "negative", 0, 100, 104, 109, None)
+    _write_frames(tmp_path / "outside", clip, lambda n: f"{n:05d}.jpg", (64, 48, True), 0)
+    (tmp_path / "root").mkdir()
+    questions = tmp_path / "root" / "me_vqa_samm_test_to_answer.jsonl"
+    write_jsonl(questions, [{"video_id": "samm_test_X_1", "video": video, "question": vocab.Q_COARSE,
+                             "answer": ""}])
+    before = sorted(p.name for p in (tmp_path / "outside").iterdir())
+    out = tmp_path / "out"
+    assert cli("build-data", "samm", "--official", questions, "--root", tmp_path / "root", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert f"error: {questions}:1: video name {video!r} must be one plain folder or file name" in err
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == before
+    assert not out.exists() and not (tmp_path / "media.json").exists()
+
+
+def test_duplicate_ids_in_an_official_file_are_refused(tmp_path, capsys):
+    rows = read_jsonl(OFFICIAL_TEST[0])[:3]
+    rows.append(dict(rows[1], question=vocab.Q_FINE))
+    questions = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    questions.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "_line"}) + "\n" for r in rows))
+    assert cli("build-data", "samm", "--official", questions, "--root", tmp_path, "--out", tmp_path / "out") == 2
+    assert f"{questions}:4: duplicate id 'samm_test_SAMM-1_2' (first at {questions}:2)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

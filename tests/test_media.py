@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from mevqa.errors import MevqaError
-from mevqa.media import (build_media, compute_flow, detect_face_box, estimate_apex, list_frames, read_clip,
-                         read_frame, remove_head_motion, render_flow, sample_fps, sample_uniform)
+from mevqa.media import (MediaSettings, Span, build_media, compute_flow, detect_face_box, estimate_apex, list_frames,
+                         read_clip, read_frame, remove_head_motion, render_flow, resolve_span, sample_fps,
+                         sample_uniform)
+
+
+def settings(modes, **fields):
+    return MediaSettings(modes=tuple(modes), **fields)
 
 
 def textured(height=96, width=128, seed=0):
@@ -66,25 +71,31 @@ def test_grayscale_frames_become_three_channels(tmp_path):
         read_frame(tmp_path / "bad.jpg")
 
 
-def test_read_clip_from_video_file_decodes_requested_frames(tmp_path):
+def write_video_file(path, count):
+    """An mp4 whose frame i is uniformly 20 * i grey."""
     import av
 
-    path = tmp_path / "clip.mp4"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=30)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(10):
+        for i in range(count):
             rgb = np.full((48, 64, 3), 20 * i, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
+
+
+def test_read_clip_from_video_file_decodes_requested_frames(tmp_path):
+    path = write_video_file(tmp_path / "clip.mp4", 10)
     clip = read_clip(path)
     assert clip.frame_numbers == list(range(10)) and clip.fps == pytest.approx(30)
     frames = clip.load([2, 7])
     assert set(frames) == {2, 7} and frames[7].shape == (48, 64, 3)
     assert abs(int(frames[7].mean()) - 140) < 8 and abs(int(frames[2].mean()) - 40) < 8
-    media = build_media(clip, None, None, None, ["video", "oao"], tmp_path / "out", num_frames=4, size=None)
+    media = build_media(clip, resolve_span(clip), settings(["video", "oao"], num_frames=4, size=None),
+                        tmp_path / "out")
     assert media["video"]["frame_numbers"] == [0, 3, 6, 9]
     assert media["video"]["source_fps"] == pytest.approx(30)
     assert media["oao"]["frame_numbers"] == [0, 9, 9]  # the last frame differs most from the first
@@ -162,8 +173,8 @@ def test_estimate_apex_max_diff_and_midpoint(tmp_path):
 def test_build_media_writes_every_mode_and_resumes(tmp_path):
     clip = read_clip(write_clip(tmp_path / "frames"))
     out = tmp_path / "OUT" / "media" / "casme2" / "sub01_EP02_01f"
-    media = build_media(clip, 46, 52, 55, ["video", "oao", "flow"], out, tmp_path / "OUT", num_frames=4, size=64,
-                        source_fps=200.0)
+    span, every = Span(46, 52, 55, "annotated"), settings(["video", "oao", "flow"], num_frames=4, size=64)
+    media = build_media(clip, span, every, out, rel_to=tmp_path / "OUT", fps=200.0)
     assert media["video"]["frames"][0] == "media/casme2/sub01_EP02_01f/video/00.jpg"
     assert media["video"]["frame_numbers"] == [46, 49, 52, 55]
     assert media["video"]["sample_fps"] == pytest.approx(200 * 3 / 9)
@@ -175,33 +186,110 @@ def test_build_media_writes_every_mode_and_resumes(tmp_path):
         image = read_frame(tmp_path / "OUT" / path)
         assert image.shape == (48, 64, 3)
     stamp = (out / "flow.jpg").stat().st_mtime_ns
-    again = build_media(clip, 46, 52, 55, ["video", "oao", "flow"], out, tmp_path / "OUT", num_frames=4, size=64,
-                        source_fps=200.0)
+    assert media["settings"] == {"frames": 4, "size": 64, "flow": "farneback", "head_motion": "nose", "blend": 0.0,
+                                 "face_crop": False}
+    again = build_media(clip, span, every, out, rel_to=tmp_path / "OUT", fps=200.0)
     assert again == media and (out / "flow.jpg").stat().st_mtime_ns == stamp  # reused, not rewritten
-    changed = build_media(clip, 46, 52, 55, ["video"], out, tmp_path / "OUT", num_frames=3, size=64,
-                          source_fps=200.0)
+    changed = build_media(clip, span, settings(["video"], num_frames=3, size=64), out, rel_to=tmp_path / "OUT",
+                          fps=200.0)
     assert changed["video"]["frame_numbers"] == [46, 50, 55] and "flow" not in changed
     assert json.loads((out / "media.json").read_text())["media"] == changed
 
 
 def test_build_media_bad_input(tmp_path):
     clip = read_clip(write_clip(tmp_path / "frames"))
+    oao = settings(["oao"])
     with pytest.raises(MevqaError, match="apex 70 outside the clip 46..55"):
-        build_media(clip, 46, 70, 55, ["oao"], tmp_path / "o", source_fps=200.0)
-    with pytest.raises(MevqaError, match="onset 55 is after offset 46"):
-        build_media(clip, 55, 50, 46, ["oao"], tmp_path / "o", source_fps=200.0)
+        build_media(clip, Span(46, 70, 55, "annotated"), oao, tmp_path / "o", fps=200.0)
     (tmp_path / "frames" / "img50.jpg").unlink()
-    with pytest.raises(MevqaError, match="apex frame 50 missing"):
-        build_media(read_clip(tmp_path / "frames"), 46, 50, 55, ["oao"], tmp_path / "o", source_fps=200.0)
+    with pytest.raises(MevqaError, match="apex frame 50 missing in .*frames"):
+        build_media(read_clip(tmp_path / "frames"), Span(46, 50, 55, "annotated"), oao, tmp_path / "o")
     with pytest.raises(MevqaError, match="unknown input mode"):
-        build_media(clip, 46, 52, 55, ["audio"], tmp_path / "o", source_fps=200.0)
+        settings(["audio"])
     with pytest.raises(MevqaError, match="blend weight must be between 0 and 1, got 1.5"):
-        build_media(clip, 46, 52, 55, ["flow"], tmp_path / "o", blend=1.5)
+        settings(["flow"], blend=1.5)
+    with pytest.raises(MevqaError, match="blend weight must be between 0 and 1, got nan"):
+        settings(["flow"], blend=float("nan"))
     with pytest.raises(MevqaError, match="image size must be a positive number of pixels"):
-        build_media(clip, 46, 52, 55, ["oao"], tmp_path / "o", size=-1)
-    with pytest.raises(MevqaError, match="frame rate must be positive, got -200.0"):
-        build_media(clip, 46, 52, 55, ["video"], tmp_path / "o", source_fps=-200.0)
+        settings(["oao"], size=-1)
+    with pytest.raises(MevqaError, match="frame rate must be a positive number, got -200.0"):
+        build_media(clip, Span(46, 52, 55, "annotated"), settings(["video"]), tmp_path / "o", fps=-200.0)
+    with pytest.raises(MevqaError, match="frame rate must be a positive number, got inf"):
+        build_media(clip, Span(46, 52, 55, "annotated"), settings(["video"]), tmp_path / "o", fps=float("inf"))
     assert not (tmp_path / "o").exists()
+
+
+def test_resolve_span_is_the_one_set_of_rules(tmp_path):
+    clip = read_clip(write_clip(tmp_path / "c", count=12, apex_at=7))  # frames 46..57, most different at 53
+    assert resolve_span(clip) == Span(46, 53, 57, "max_diff")
+    assert resolve_span(clip, 47, None, 56, missing_apex="midpoint") == Span(47, 51, 56, "midpoint")
+    assert resolve_span(clip, 46, 50, 55) == Span(46, 50, 55, "annotated")
+    with pytest.raises(MevqaError, match=r"^onset 55 is after offset 46$"):
+        resolve_span(clip, 55, None, 46)
+    with pytest.raises(MevqaError, match=r"^apex 70 outside the clip 46..55 \(hint\)$"):
+        resolve_span(clip, 46, 70, 55, hint=" (hint)")
+    assert resolve_span(clip, 46, 70, 57, bad_apex="estimate") == Span(46, 53, 57, "max_diff")
+    with pytest.raises(MevqaError, match=r"^offset frame 99 missing in .*c \(the clip has frames 46..57, 12 in all\)"):
+        resolve_span(clip, 46, None, 99)
+    # without the frames (a build without inputs): only what the numbers tell
+    assert resolve_span(None, 10, None, 20, missing_apex="midpoint") == Span(10, 15, 20, "midpoint")
+    assert resolve_span(None, 10, None, 20) == Span(10, None, 20, None)
+    assert resolve_span(None, 10, 12, 20) == Span(10, 12, 20, "annotated")
+    with pytest.raises(MevqaError, match="onset 30 is after offset 20"):
+        resolve_span(None, 30, None, 20)
+
+
+def test_media_settings_record_uses_the_build_data_option_names():
+    default = MediaSettings()
+    assert default.record() == {"frames": 8, "size": 448, "flow": "farneback", "head_motion": "nose", "blend": 0.0,
+                                "face_crop": False}
+    tie = MediaSettings.from_record({"head_motion": "median", "blend": 0.5, "size": 0})
+    assert (tie.head_motion, tie.blend, tie.size, tie.num_frames) == ("median", 0.5, None, 8)
+    assert MediaSettings.from_record(tie.record(), modes=("oao",)) == MediaSettings(("oao",), size=None,
+                                                                                   head_motion="median", blend=0.5)
+    cropped = MediaSettings(face_model="yunet.onnx")
+    assert cropped.face_crop and cropped.record()["face_model"] == "yunet.onnx"
+    with pytest.raises(MevqaError, match=r"^cfg.yaml: unknown media setting\(s\) flow_method; expected some of frames"):
+        MediaSettings.from_record({"flow_method": "farneback"}, where="cfg.yaml")
+    with pytest.raises(MevqaError, match=r"^cfg.yaml: the number of video frames must be positive, got 2.5"):
+        MediaSettings.from_record({"frames": 2.5}, where="cfg.yaml")
+    with pytest.raises(MevqaError, match="face_crop must be true or false, got 'yes'"):
+        MediaSettings.from_record({"face_crop": "yes"})
+    with pytest.raises(MevqaError, match="expected a mapping of build-data options"):
+        MediaSettings.from_record(["frames", 8])
+
+
+@pytest.mark.parametrize("suffix, cut", [(".jpg", 0.9), (".jpg", 0.5), (".png", 0.95), (".bmp", 0.8)])
+def test_truncated_frames_are_refused_not_filled(tmp_path, suffix, cut):
+    """A file cut short (a broken copy) would decode with its missing part filled grey; it is an error instead,
+    wherever frames are read."""
+    folder = write_clip(tmp_path / "c", count=6, apex_at=3, pattern="img{}" + suffix)
+    victim = folder / f"img48{suffix}"
+    data = victim.read_bytes()
+    victim.write_bytes(data[:int(len(data) * cut)])
+    clip = read_clip(folder)
+    message = rf"img48\{suffix}: unreadable image \(truncated (JPEG|PNG|BMP)"
+    with pytest.raises(MevqaError, match=message):
+        read_frame(victim)
+    with pytest.raises(MevqaError, match=message):
+        estimate_apex(clip, 46, 51)
+    with pytest.raises(MevqaError, match=message):
+        build_media(clip, Span(46, 48, 51, "annotated"), settings(["oao"]), tmp_path / "o")
+    assert not (tmp_path / "o" / "apex.jpg").exists()
+
+
+def test_a_video_is_decoded_once_per_clip(tmp_path, monkeypatch):
+    """Apex estimate, face box and inputs all read the frames of one decoding pass."""
+    from mevqa.media import clips
+
+    path = write_video_file(tmp_path / "clip.mp4", 12)
+    passes = []
+    decode = clips._decode_video
+    monkeypatch.setattr(clips, "_decode_video", lambda *a: passes.append(1) or decode(*a))
+    clip = read_clip(path)
+    span = resolve_span(clip)
+    build_media(clip, span, settings(["video", "oao", "flow"], num_frames=4, face_crop=True), tmp_path / "o")
+    assert len(passes) == 1
 
 
 def test_media_of_another_copy_of_a_clip_is_not_reused(tmp_path):
@@ -211,9 +299,9 @@ def test_media_of_another_copy_of_a_clip_is_not_reused(tmp_path):
     for path in cropped.paths.values():  # a different picture, same frame numbers
         cv2.imwrite(str(path), 255 - cv2.imread(str(path)))
     out = tmp_path / "media"
-    build_media(raw, 46, 52, 55, ["oao"], out, size=None)
+    build_media(raw, Span(46, 52, 55, "annotated"), settings(["oao"], size=None), out)
     first = read_frame(out / "apex.jpg")
-    build_media(cropped, 46, 52, 55, ["oao"], out, size=None)
+    build_media(cropped, Span(46, 52, 55, "annotated"), settings(["oao"], size=None), out)
     second = read_frame(out / "apex.jpg")
     assert np.abs(first.astype(int) + second.astype(int) - 255).mean() < 3  # the inverted picture was written
 
@@ -221,6 +309,23 @@ def test_media_of_another_copy_of_a_clip_is_not_reused(tmp_path):
 def test_face_crop_uses_one_box_and_falls_back_to_centre_square(tmp_path):
     clip = read_clip(write_clip(tmp_path / "frames"))
     assert detect_face_box(clip.load([46])[46]) is None  # a texture has no face: fallback
-    media = build_media(clip, 46, 52, 55, ["oao"], tmp_path / "o", face_crop=True, size=None, source_fps=200.0)
+    media = build_media(clip, Span(46, 52, 55, "annotated"), settings(["oao"], face_crop=True, size=None),
+                        tmp_path / "o", fps=200.0)
     assert media["face_crop"] == {"box": [12, 0, 72, 72], "detector": "centre"}
     assert read_frame(tmp_path / "o" / "apex.jpg").shape == (72, 72, 3)
+
+
+def test_option_defaults_come_from_media_settings():
+    """build-data's options default to the dataclass; answer/predict's default to None (the model decides)."""
+    import argparse
+
+    from mevqa.media import add_media_arguments, given_media_options
+
+    build = argparse.ArgumentParser()
+    add_media_arguments(build)
+    assert MediaSettings.from_record(given_media_options(build.parse_args([]))) == MediaSettings()
+    assert given_media_options(build.parse_args(["--blend", "0.5", "--flow", "tvl1"]))["flow"] == "tvl1"
+    inference = argparse.ArgumentParser()
+    add_media_arguments(inference, as_trained=True)
+    assert given_media_options(inference.parse_args([])) == {}
+    assert given_media_options(inference.parse_args(["--no-face-crop"])) == {"face_crop": False}

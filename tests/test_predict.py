@@ -5,19 +5,15 @@ rows with ``--gold``, failed rows, and bad question files."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import OFFICIAL_TEST
-from inference_clips import write_frame_folder, write_test_clips
+from inference_clips import write_frame_folder, write_silent_model, write_test_clips
 from mevqa.cli import main
+from processes import kill_when
 
 N_ROWS = 120  # 35 SAMM + 85 CAS(ME)^3 questions
 COMMON = ["--inputs", "oao", "--max-new-tokens", "6"]
@@ -75,7 +71,7 @@ def test_rerun_answers_nothing_twice(capsys, full_run, tiny_model_dir, test_clip
     assert f"({N_ROWS} of {N_ROWS} rows answered)" in capsys.readouterr().out
     # Other settings into the same folder would mix two models' answers: refused.
     assert main(argv[:-len(COMMON)] + ["--inputs", "flow", "--max-new-tokens", "6"]) == 2
-    assert "other settings (inputs, media differ" in capsys.readouterr().err
+    assert "holds answers made with other settings (settings.inputs differ" in capsys.readouterr().err
 
 
 def test_killed_run_resumes_to_one_answer_per_row(tmp_path, full_run, tiny_model_dir, test_clips):
@@ -84,21 +80,8 @@ def test_killed_run_resumes_to_one_answer_per_row(tmp_path, full_run, tiny_model
     out = tmp_path / "killed"
     argv = ["predict", "--questions", *map(str, OFFICIAL_TEST), "--clips", str(test_clips), "--model",
             str(tiny_model_dir), "--out", str(out), "--batch-size", "1", *COMMON]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "mevqa", *argv], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     predictions = out / "predictions.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if predictions.is_file() and predictions.read_bytes().count(b"\n") >= 10:
-                break
-            time.sleep(0.02)
-        assert process.poll() is None, "predict finished before it could be killed"
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    kill_when(argv, lambda: predictions.is_file() and predictions.read_bytes().count(b"\n") >= 10)
     written = predictions.read_bytes().count(b"\n")
     assert 10 <= written < N_ROWS
     with predictions.open("a", encoding="utf-8") as handle:  # a kill in the middle of a line
@@ -224,21 +207,190 @@ def test_bad_question_files(tmp_path, tiny_model_dir, capsys):
 
 
 def test_row_without_the_needed_input_is_recorded(tmp_path, tiny_model_dir, capsys):
-    """A build-data row whose media lacks what the input mode needs, and one whose media file is gone: both go to
-    errors.jsonl naming the row, the others are answered."""
+    """A build-data row whose media lacks what the input mode needs goes to errors.jsonl naming the row, the others
+    are answered; a row whose media file is gone makes the question file bad input: refused before any work."""
     from qa_rows import write_qa_file
 
     qa = write_qa_file(tmp_path / "data", clips=2)
     rows = read_lines(qa)
     del rows[1]["media"]["flow"]
-    rows[7]["media"] = {**rows[7]["media"], "flow": {"image": "media/clip1/gone.png"}}
     qa.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    assert main(["predict", "--questions", str(qa), "--model", str(tiny_model_dir), "--out", str(out), "--inputs",
-                 "flow", "--max-new-tokens", "4"]) == 1
+    argv = ["predict", "--questions", str(qa), "--model", str(tiny_model_dir), "--out", str(out), "--inputs", "flow",
+            "--max-new-tokens", "4"]
+    assert main(argv) == 1
     errors = read_lines(out / "errors.jsonl")
-    assert [e["id"] for e in errors] == [rows[1]["id"], rows[7]["id"]]
-    assert f"{qa}:2: input mode 'flow' needs media.flow" in errors[0]["error"]
-    assert f"{qa}:8: media.flow.image media/clip1/gone.png does not exist" in errors[1]["error"]
-    assert len(read_lines(out / "predictions.jsonl")) == len(rows) - 2
-    assert "2 rows failed" in capsys.readouterr().out
+    assert [e["id"] for e in errors] == [rows[1]["id"]]
+    assert f"{qa}:2: input mode 'flow' needs media.flow" in errors[0]["error"] and errors[0]["where"] == f"{qa}:2"
+    assert len(read_lines(out / "predictions.jsonl")) == len(rows) - 1
+    assert "1 rows failed" in capsys.readouterr().out
+
+    rows[7]["media"] = {**rows[7]["media"], "flow": {"image": "media/clip1/gone.png"}}
+    qa.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main([*argv[:6], str(tmp_path / "out2"), *argv[7:]]) == 2
+    assert f"{qa}:8: media.flow.image media/clip1/gone.png does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+# --- one contract from training to the answer ---------------------------------------------------------------------
+
+TIE_LIKE = {"frames": 4, "size": 64, "flow": "farneback", "head_motion": "median", "blend": 0.5, "face_crop": False}
+
+
+def some_questions(tmp_path, clips=("SAMM-1", "SAMM-2")) -> Path:
+    questions = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
+    rows = [row for row in read_lines(OFFICIAL_TEST[0]) if row["video"] in clips]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return questions
+
+
+@pytest.fixture()
+def trained_model(tiny_model_dir, tmp_path):
+    """A copy of the tiny model with the train_config.yaml of a model trained on TIE-like inputs."""
+    import shutil
+
+    import yaml
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "trained")
+    (model / "train_config.yaml").write_text(yaml.safe_dump({"inputs": "frames+flow", "media_settings": TIE_LIKE,
+                                                             "num_epochs": 1}))
+    return model
+
+
+def test_raw_clips_are_built_with_the_models_media_settings(tmp_path, trained_model, test_clips):
+    """No input flag: the test clips get the inputs the model was trained on (median head motion, blend 0.5)."""
+    from mevqa.media import MediaSettings, Span, build_media, read_clip
+
+    out = tmp_path / "out"
+    assert main(["predict", "--questions", str(some_questions(tmp_path)), "--clips", str(test_clips), "--model",
+                 str(trained_model), "--out", str(out), "--max-new-tokens", "4"]) == 0
+    built = json.loads((out / "media" / "SAMM-1" / "media.json").read_text())["media"]
+    assert built["settings"] == TIE_LIKE and set(built) == {"oao", "flow", "settings"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["media_settings"] == TIE_LIKE and run["settings"]["inputs"] == "frames+flow"
+    clip = read_clip(test_clips / "SAMM" / "SAMM-1")
+    span = Span(*built["oao"]["frame_numbers"], "max_diff")
+    expected = build_media(clip, span, MediaSettings.from_record(TIE_LIKE, modes=("oao", "flow")), tmp_path / "ref",
+                           fps=200.0)
+    assert (out / "media" / "SAMM-1" / "flow.jpg").read_bytes() == (tmp_path / "ref" / "flow.jpg").read_bytes()
+    assert expected["flow"]["head_motion"] == "median"
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, tiny_model_dir, test_clips, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["predict", "--questions", str(some_questions(tmp_path, ("SAMM-1",))), "--clips", str(test_clips),
+            "--model", str(tiny_model_dir), "--out", str(out), *COMMON]
+    with (out / ".predict.lock").open("a") as other_run:  # what a running predict holds
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX)
+        assert main(argv) == 2
+        assert f"{out}: another mevqa predict is writing here" in capsys.readouterr().err
+        assert not (out / "predictions.jsonl").exists()
+    assert main(argv) == 0  # once the other run is over
+    assert len(read_lines(out / "predictions.jsonl")) == 5
+
+
+def test_an_adapter_retrained_in_place_is_refused(tmp_path, tiny_model_dir, test_clips, capsys):
+    """The same path and the same file size, other weights: run.json's fingerprint tells them apart."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForImageTextToText
+
+    adapter = tmp_path / "adapter"
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(adapter)
+    out = tmp_path / "out"
+    argv = ["predict", "--questions", str(some_questions(tmp_path, ("SAMM-1",))), "--clips", str(test_clips),
+            "--model", str(tiny_model_dir), "--adapter", str(adapter), "--out", str(out), "--limit", "2", *COMMON]
+    assert main(argv) == 0
+    recorded = json.loads((out / "run.json").read_text())["weights"]["adapter"]["adapter_model.safetensors"]
+    assert main(argv[:-len(COMMON) - 2] + COMMON) == 0  # unchanged: resumes
+    assert len(read_lines(out / "predictions.jsonl")) == 5
+
+    weights_file = adapter / "adapter_model.safetensors"
+    size = weights_file.stat().st_size
+    tensors = load_file(weights_file)
+    save_file({name: tensor + 0.5 for name, tensor in tensors.items()}, weights_file, metadata={"format": "pt"})
+    assert weights_file.stat().st_size == size
+    capsys.readouterr()
+    assert main(argv[:-len(COMMON) - 2] + COMMON) == 2
+    err = capsys.readouterr().err
+    assert "holds answers made with other settings (weights.adapter.adapter_model.safetensors differ" in err
+    assert json.loads((out / "run.json").read_text())["weights"]["adapter"]["adapter_model.safetensors"] == recorded
+
+
+@pytest.fixture(scope="module")
+def silent_model_dir(tiny_model_dir, tmp_path_factory):
+    return write_silent_model(tiny_model_dir, tmp_path_factory.mktemp("silent") / "model")
+
+
+def test_an_empty_answer_is_a_failed_row_asked_again(tmp_path, silent_model_dir, tiny_model_dir, test_clips,
+                                                      capsys):
+    questions = some_questions(tmp_path, ("SAMM-1",))
+    out = tmp_path / "out"
+    argv = ["predict", "--questions", str(questions), "--clips", str(test_clips), "--out", str(out), *COMMON]
+    assert main(argv + ["--model", str(silent_model_dir)]) == 1
+    errors = read_lines(out / "errors.jsonl")
+    assert [e["where"] for e in errors] == [f"{questions}:{n}" for n in range(1, 6)]
+    assert all(e["error"] == f"{e['where']}: the model gave an empty answer" for e in errors)
+    assert (out / "predictions.jsonl").read_text() == "" and not (out / "submission.zip").exists()
+    assert "submission: not written, 5 rows unanswered" in capsys.readouterr().out
+    # nothing was stored as answered, so another model can answer the same rows in the same folder
+    assert main(argv + ["--model", str(tiny_model_dir)]) == 0
+    assert len(read_lines(out / "me_vqa_samm_test_pred.jsonl")) == 5
+
+
+def test_empty_answers_left_by_an_older_run_are_asked_again(tmp_path, tiny_model_dir, test_clips):
+    questions = some_questions(tmp_path, ("SAMM-1",))
+    out = tmp_path / "out"
+    argv = ["predict", "--questions", str(questions), "--clips", str(test_clips), "--model", str(tiny_model_dir),
+            "--out", str(out), *COMMON]
+    assert main(argv + ["--limit", "3"]) == 0
+    lines = read_lines(out / "predictions.jsonl")
+    lines[1]["answer"] = ""
+    (out / "predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in lines))
+    assert main(argv) == 0
+    answers = read_lines(out / "predictions.jsonl")
+    assert sorted(a["video_id"] for a in answers) == sorted(q["video_id"] for q in read_lines(questions))
+    assert all(a["answer"].strip() for a in answers)
+
+
+@pytest.mark.parametrize("video", ["..", ".", "/etc", "../clips", "SAMM/SAMM-1"])
+def test_clip_names_stay_under_the_clips_folder(tmp_path, tiny_model_dir, test_clips, capsys, video):
+    rows = read_lines(OFFICIAL_TEST[0])[:2]
+    rows[1]["video"] = video
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    assert main(["predict", "--questions", str(questions), "--clips", str(test_clips / "SAMM"), "--model",
+                 str(tiny_model_dir), "--out", str(out), *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert f"{questions}:2: video name {video!r} must be one plain folder or file name" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_weights_fingerprint_hashes_files_and_reads_hub_blob_names(tmp_path):
+    """A local weight file is hashed; a hub-cache link is named by its blob, whose name is the SHA-256; unchanged
+    files keep their recorded digest."""
+    import hashlib
+
+    from mevqa.predict import weights_fingerprint
+
+    data = b"weights" * 1000
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / digest).write_bytes(data)
+    snapshot = tmp_path / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model-00001.safetensors").symlink_to(tmp_path / "blobs" / digest)
+    (snapshot / "adapter_model.bin").write_bytes(data[::-1])
+    (snapshot / "training_args.bin").write_bytes(b"not weights")
+    first = weights_fingerprint(snapshot)
+    assert sorted(first) == ["adapter_model.bin", "model-00001.safetensors"]
+    assert first["model-00001.safetensors"]["sha256"] == digest
+    assert first["adapter_model.bin"]["sha256"] == hashlib.sha256(data[::-1]).hexdigest()
+    recorded = {name: {**entry, "sha256": "recorded"} for name, entry in first.items()}
+    assert {e["sha256"] for e in weights_fingerprint(snapshot, recorded).values()} == {"recorded"}

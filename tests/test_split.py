@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from mevqa.media import MediaSettings
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
 from mevqa.jsonl import read_jsonl
+from mevqa.rows import read_rows
 from mevqa.split import load_rows, make_folds
 
 
@@ -52,7 +55,7 @@ def test_loso_one_fold_per_subject_no_leak(built, tmp_path):
     assert all(sum(entry["val"]["coarse"].values()) == entry["val"]["clips"] for entry in summary)
 
 
-def test_kfold_groups_subjects_and_rewrites_media_paths(built, tmp_path):
+def test_kfold_groups_subjects_and_keeps_media_in_their_build(built, tmp_path):
     files = [built["casme2"], built["samm"], built["smic"]]
     assert main(["split", "--data", *map(str, files), "--scheme", "kfold:3", "--out", str(tmp_path / "k")]) == 0
     vals = []
@@ -61,8 +64,15 @@ def test_kfold_groups_subjects_and_rewrites_media_paths(built, tmp_path):
         assert not subjects_of(train) & subjects_of(val) and val
         vals.append(subjects_of(val))
         for row in train[:3] + val[:3]:
+            # the row names its build folder relative to the fold, and its paths stay relative to that build
+            build = built[row["dataset"]].parent
+            assert (fold / row["media"]["root"]).resolve() == build.resolve()
+            assert row["media"]["oao"]["frames"][0].startswith("media/")
             for path in row["media"]["oao"]["frames"]:
-                assert (fold / path).is_file()  # paths now relative to the fold's folder
+                assert (build / path).is_file()
+        # the one reader resolves them to the very files the build wrote
+        resolved = read_rows(fold / "val.jsonl")
+        assert Path(resolved[0]["media"]["oao"]["frames"][1]).is_file()
     assert len(vals) == 3 and set.union(*vals) == subjects_of(r for f in files for r in read_jsonl(f))
     assert sum(len(v) for v in vals) == len(set.union(*vals))  # every subject validated exactly once
 
@@ -103,3 +113,62 @@ def test_rows_without_a_question_are_refused(tmp_path, capsys):
     assert main(["split", "--data", str(data), "--out", str(tmp_path / "out")]) == 2
     assert f"{data}:2: missing field(s) question" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_the_same_file_twice_or_an_id_with_two_answers_is_refused(built, tmp_path, capsys):
+    qa = built["casme2"]
+    assert main(["split", "--data", str(qa), str(qa), "--out", str(tmp_path / "twice")]) == 2
+    err = capsys.readouterr().err
+    assert f"{qa}:1: duplicate id 'casme2_" in err and f"(first at {qa}:1)" in err and err.count("\n") == 1
+    assert not (tmp_path / "twice").exists()
+
+    rows = read_jsonl(qa)
+    conflicting = dict(rows[0], answer="negative" if rows[0]["answer"] != "negative" else "positive")
+    other = _write(qa.parent / "more.jsonl", [{k: v for k, v in conflicting.items() if k != "_line"}])
+    assert main(["split", "--data", str(qa), str(other), "--out", str(tmp_path / "conflict")]) == 2
+    assert f"{other}:1: duplicate id {rows[0]['id']!r} (first at {qa}:1)" in capsys.readouterr().err
+    assert not (tmp_path / "conflict").exists()
+    other.unlink()
+
+
+def test_subjects_differing_only_by_spaces_are_one_subject(tmp_path):
+    question = "What is the coarse expression class?"
+    rows = [{"id": f"samm_{i}", "dataset": "samm", "subject": subject, "image_id": f"clip{i}", "question": question,
+             "answer": answer} for i, (subject, answer) in
+            enumerate([("6", "negative"), (" 6 ", "positive"), ("7", "surprise"), (7, "negative")])]
+    data = _write(tmp_path / "qa.jsonl", rows)
+    assert main(["split", "--data", str(data), "--scheme", "loso", "--out", str(tmp_path / "out")]) == 0
+    folds = sorted((tmp_path / "out").glob("fold_*"))
+    assert len(folds) == 2  # "6" and " 6 " are one subject, 7 and "7" another
+    for fold in folds:
+        train, val = read_jsonl(fold / "train.jsonl"), read_jsonl(fold / "val.jsonl")
+        assert {str(r["subject"]).strip() for r in train}.isdisjoint({str(r["subject"]).strip() for r in val})
+        assert len(train) == len(val) == 2
+
+
+def test_rows_whose_media_are_not_in_a_build_are_refused(tmp_path, capsys):
+    """Hand-written rows keep their media beside their file; a fold elsewhere could not point back to it (only a
+    build folder may be a media root), so split says so and writes nothing."""
+    from qa_rows import write_qa_file
+
+    qa = write_qa_file(tmp_path / "hand", clips=2)
+    assert main(["split", "--data", str(qa), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{qa}:1: its media live in {tmp_path / 'hand'}, which is not the output folder of mevqa build-data" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_output_is_readable_from_a_moved_tree(built, tmp_path):
+    """Folds and builds moved together keep working: every path is relative."""
+    tree = tmp_path / "tree"
+    shutil.copytree(built["samm"].parent, tree / "built" / "samm")
+    assert main(["split", "--data", str(tree / "built" / "samm" / "qa.jsonl"), "--out", str(tree / "folds")]) == 0
+    moved = shutil.move(str(tree), str(tmp_path / "moved"))
+    rows = read_rows(Path(moved) / "folds" / "fold_0" / "val.jsonl")
+    assert all(Path(p).is_file() and p.startswith(moved) for r in rows for p in r["media"]["oao"]["frames"])

@@ -3,6 +3,7 @@ across processes and resumes, and the token-normalised loss over gradient accumu
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -110,12 +111,40 @@ def test_data_order_shards_and_resumes_exactly(n_rows, world, batch, accumulatio
         assert all(resumed[r] == shares[r][step * per_step:] for r in range(world))
 
 
+def test_run_order_is_what_accelerate_deals_each_process_and_resumes_exactly():
+    """RunOrder through a DataLoader batch sampler, sharded by accelerate as Trainer's dataloader is: each process's
+    batches are rank_indices' rows, the order only grows when the run gets longer, and skipping k steps of batches
+    gives the rows from step k on."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    n_rows, world, batch, accumulation, total = 13, 2, 2, 3, 7
+    step_size = world * batch * accumulation
+    order = train_data.RunOrder(n_rows, seed=5, step_size=step_size, total_steps=total)
+    indices = list(order)
+    assert len(indices) == len(order) == total * step_size
+    per_epoch = train_data.steps_per_epoch(n_rows, world, batch, accumulation)
+    epochs = [train_data.epoch_order(n_rows, 5, e, per_epoch, step_size) for e in range(math.ceil(total / per_epoch))]
+    assert indices == [i for epoch in epochs for i in epoch][:total * step_size]
+    assert list(train_data.RunOrder(n_rows, seed=5, step_size=step_size, total_steps=total + 3))[:len(indices)] \
+        == indices
+    sampler = torch.utils.data.BatchSampler(order, batch_size=batch, drop_last=False)
+    for rank in range(world):
+        dealt = [i for b in BatchSamplerShard(sampler, num_processes=world, process_index=rank) for i in b]
+        first_epoch = dealt[:per_epoch * batch * accumulation]
+        assert first_epoch == train_data.rank_indices(epochs[0], rank=rank, world_size=world, batch_size=batch,
+                                                      accumulation=accumulation)
+        resumed = train_data.rank_indices(epochs[0], rank=rank, world_size=world, batch_size=batch,
+                                          accumulation=accumulation, start_step=1)
+        assert first_epoch[batch * accumulation:] == resumed
+
+
 def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_model_dir, tmp_path):
-    """Two micro-batches with different answer lengths, each scaled as the loop does, give the gradient of the
-    whole batch's mean token loss (a per-micro-batch mean would over-weight the short answers)."""
+    """Two micro-batches with different answer lengths, each given the answer tokens of both (Trainer's
+    num_items_in_batch), give the gradient of the whole batch's mean token loss (a per-micro-batch mean would
+    over-weight the short answers)."""
     from mevqa.collate import Collator, QADataset
     from mevqa.model import load_model_and_processor
-    from mevqa.train.loop import answer_token_count, summed_loss
+    from mevqa.train.trainer import answer_token_loss
     from qa_rows import write_clip
 
     _, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
@@ -137,9 +166,14 @@ def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_
         loss_fn()
         return torch.cat([p.grad.flatten() for p in base.parameters() if p.grad is not None])
 
+    def loss(batch, items):
+        inputs = dict(batch)
+        labels = inputs.pop("labels")
+        return answer_token_loss(base(**inputs), labels, items)
+
     expected = grads(lambda: base(**whole).loss.backward())
-    total = sum(answer_token_count(b) for b in micro)
-    got = grads(lambda: [(summed_loss(base, b) / total).backward() for b in micro])
+    total = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+    got = grads(lambda: [loss(b, total).backward() for b in micro])
     assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4)
     naive = grads(lambda: [(base(**b).loss / 2).backward() for b in micro])
     assert not torch.allclose(naive, expected, atol=1e-6, rtol=1e-4)
@@ -147,24 +181,47 @@ def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_
 
 def test_a_best_metric_the_validation_file_cannot_give_fails_before_training():
     from mevqa import vocab
-    from mevqa.train.loop import _check_metric_available
+    from mevqa.train.run import check_metric_available
 
     coarse_only = [{"question": vocab.Q_COARSE, "answer": "positive"}]
-    _check_metric_available(parse_args(["--metric_for_best", "uf1_coarse"]), coarse_only)
+    check_metric_available(parse_args(["--metric_for_best", "uf1_coarse"]), coarse_only)
     with pytest.raises(MevqaError, match="metric_for_best=avg needs fine expression questions"):
-        _check_metric_available(parse_args(["--eval_file", "val.jsonl"]), coarse_only)
+        check_metric_available(parse_args(["--eval_file", "val.jsonl"]), coarse_only)
 
 
 def test_missing_data_files_fail_before_the_model_is_loaded(tmp_path):
-    from mevqa.train.loop import load_for_training
+    from mevqa.train.run import main
 
     absent = str(tmp_path / "no-such-model")  # never reached: loading it would fail with another message
+    base = ["--model_name_or_path", absent, "--output_dir", str(tmp_path / "out")]
     with pytest.raises(MevqaError, match="config: train_file is required"):
-        load_for_training(parse_args(["--model_name_or_path", absent]), None)
-    with pytest.raises(MevqaError, match=r"train\.jsonl: train_file not found"):
-        load_for_training(parse_args(["--model_name_or_path", absent, "--train_file", str(tmp_path / "train.jsonl")]),
-                          None)
+        main("lora", base)
+    with pytest.raises(MevqaError, match=r"train\.jsonl: training file not found"):
+        main("lora", [*base, "--train_file", str(tmp_path / "train.jsonl")])
     (tmp_path / "train.jsonl").write_text("")
-    with pytest.raises(MevqaError, match=r"val\.jsonl: eval_file not found"):
-        load_for_training(parse_args(["--model_name_or_path", absent, "--train_file", str(tmp_path / "train.jsonl"),
-                                      "--eval_file", str(tmp_path / "val.jsonl")]), None)
+    with pytest.raises(MevqaError, match=r"train\.jsonl: the training file has no rows"):
+        main("lora", [*base, "--train_file", str(tmp_path / "train.jsonl")])
+
+
+def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_model_dir):
+    """transformers 5.x matches llm_int8_skip_modules from the start of the module name: "model.visual" keeps the
+    whole tower (merger included) in bf16, where a bare "visual" quantised all of it."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForImageTextToText
+
+    from mevqa.train.parts import apply_lora, quantization_config
+
+    cfg = parse_args(["--load_in_4bit", "true", "--lora_preset", "llm_lora_full_vision"])
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16,
+                                                        quantization_config=quantization_config(cfg),
+                                                        device_map={"": "cpu"})
+    quantised = [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
+    assert quantised and all(name.startswith("model.language_model.layers.") for name in quantised)
+    assert {name.rsplit(".", 1)[-1] for name in quantised} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                              "up_proj", "down_proj"}
+    assert not isinstance(model.lm_head, bnb.nn.Linear4bit)
+    model = apply_lora(model, cfg)
+    trainable = {part_of(name) for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"vision", "merger", "llm"}
+    assert all(p.dtype == torch.float32 for name, p in model.named_parameters()
+               if p.requires_grad and part_of(name) in ("vision", "merger"))

@@ -1,17 +1,23 @@
 """The training config: one typed dataclass, filled from a YAML file and then from ``--field value`` overrides.
 
 Both recipes read the same :class:`TrainConfig`; ``recipes/lora.py`` trains parts marked ``lora`` through PEFT,
-``recipes/full.py`` accepts only ``frozen`` and ``full`` parts. Unknown keys, in the YAML or on the command line, are
-errors that name the key; values are checked against the field's type (bool, int, float, str, list of str, or
-optional of those). The resolved config is written as ``train_config.yaml`` beside every checkpoint, so a run can be
-reproduced or resumed from what it actually used.
+``recipes/full.py`` accepts only ``frozen`` and ``full`` parts. Each field carries its one line of help
+(``field(metadata={"help": ...})``), which ``--help`` prints. Unknown keys, in the YAML or on the command line, are
+errors that name the key; values are checked against the field's type (bool, int, float, str, list of str, a mapping of plain
+values, or optional of those) and then by :func:`validate`. The resolved config is written as ``train_config.yaml`` beside
+every checkpoint, so a run can be reproduced or resumed from what it actually used.
+
+Resuming compares a checkpoint's config with the current one on every field except :data:`RESULT_NEUTRAL`
+(fields that change neither the weights nor which evaluation is best) and the run length
+(:data:`RUN_LENGTH`, which may change as long as the checkpoint lies within it). A field added later counts by
+default.
 """
 
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +28,11 @@ import yaml
 from mevqa.errors import MevqaError
 
 CONFIG_NAME = "train_config.yaml"
+# The rest of the output layout: <output_dir>/{checkpoint-N/, final/, best/, train_log.jsonl, logs/}.
+FINAL_DIR, BEST_DIR, LOG_NAME = "final", "best", "train_log.jsonl"
+TRAINER_STATE_NAME = "trainer_state.json"  # Trainer's; its presence marks a checkpoint whose files are all written
+WEIGHTS_NAME = "model.safetensors"          # a plain / DDP checkpoint's trainable weights
+RUN_STATE_NAME = "run_state.json"           # the launch and data a checkpoint was made with
 PART_MODES = ("frozen", "lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -48,80 +59,120 @@ LORA_PRESETS: dict[str, dict] = {
 }
 
 
+def _f(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING):  # noqa: A002
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # --- model ------------------------------------------------------------------------------------------------
-    model_name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    dtype: str = "bfloat16"                  # dtype the weights are loaded in (full fine-tunes: float32 + bf16 autocast)
-    attn_implementation: str = "sdpa"        # sdpa | flash_attention_2 | eager
-    load_in_4bit: bool = False               # QLoRA: bitsandbytes nf4 base weights (GPU only); vision and lm_head stay unquantised
+    model_name_or_path: str = _f("Qwen/Qwen2.5-VL-3B-Instruct", "base model: a Hugging Face name or a local folder")
+    dtype: str = _f("bfloat16", "dtype the weights are loaded in: bfloat16 | float16 | float32 | auto (full "
+                                "fine-tuning without DeepSpeed: float32 with bf16 mixed precision)")
+    attn_implementation: str = _f("sdpa", "sdpa | flash_attention_2 | eager")
+    load_in_4bit: bool = _f(False, "QLoRA: the language model in bitsandbytes nf4; vision tower, merger and lm_head "
+                                   "stay unquantised (GPU, or CPU with bitsandbytes >= 0.48)")
 
     # --- data -------------------------------------------------------------------------------------------------
-    train_file: str | None = None            # QA jsonl from `mevqa build-data` / `mevqa synth-data`
-    eval_file: str | None = None             # validation QA jsonl (loss + generation scored with mevqa.eval.score)
-    inputs: str = "oao"                      # input mode: video | oao | flow | frames+flow (mevqa.messages.INPUT_MODES)
-    system_prompt: str | None = "default"    # default: per-question prompts listing the allowed labels (1st place 2025);
-                                             # none: no system turn; any other text: that prompt for every question
-    max_length: int = 4096                   # a longer sample is an error, never truncated
-    min_pixels: int | None = None            # pixel budget per image (None: the processor's own)
-    max_pixels: int | None = None
-    video_min_pixels: int | None = None      # pixel budget per video frame
-    video_max_pixels: int | None = None
-    max_frames: int | None = None            # cap on frames per video, kept uniformly (None: all frames of the row)
-    video_fps: float | None = None           # frame rate told to the model for videos (None: each clip's true sampled
-                                             # fps; an ME clip lasts < 0.5 s, so at its true rate every frame pair
-                                             # gets the same temporal position; e.g. 2.0 spreads them as slow motion)
-    dataloader_num_workers: int = 0
+    train_file: str | None = _f(None, "QA jsonl to train on (mevqa build-data / split / synth-data)")
+    eval_file: str | None = _f(None, "validation QA jsonl: loss, and answers generated and scored with mevqa.eval")
+    inputs: str = _f("oao", "input mode: video | oao | flow | frames+flow")
+    system_prompt: str | None = _f("default", "default: per-question prompts listing the allowed labels; none: no "
+                                              "system turn; any other text: that prompt for every question")
+    max_length: int = _f(4096, "tokens per sample (text and vision); a longer sample is an error, never truncated")
+    min_pixels: int | None = _f(None, "smallest image area in pixels (None: the processor's own)")
+    max_pixels: int | None = _f(None, "largest image area in pixels (None: the processor's own)")
+    video_min_pixels: int | None = _f(None, "smallest video frame area in pixels")
+    video_max_pixels: int | None = _f(None, "largest video frame area in pixels")
+    max_frames: int | None = _f(None, "frames per video, kept uniformly (None: all frames of the row)")
+    video_fps: float | None = _f(None, "frame rate told to the model for videos (None: each clip's true rate; an ME "
+                                       "lasts < 0.5 s, so 2.0 spreads its frames out as slow motion)")
+    dataloader_num_workers: int = _f(0, "processes preparing batches (0: the training process itself)")
+    media_settings: dict | None = _f(None, "how build-data made the inputs (frames, size, flow, head_motion, blend, "
+                                           "face_crop): filled from the rows' media; given, it must match them. "
+                                           "mevqa answer / predict build raw clips' inputs with it")
+    hierarchical_prompt: bool = _f(False, "fine questions state the gold coarse class first, as answer_strategy "
+                                          "hierarchical asks them (HierMEQA)")
 
     # --- which parts train, and how ----------------------------------------------------------------------------
-    vision: str = "frozen"                   # frozen | lora | full  (vision encoder: patch embedding + blocks)
-    merger: str = "frozen"                   # frozen | lora | full  (vision -> language projector)
-    llm: str = "lora"                        # frozen | lora | full  (language model + lm_head)
-    lora_preset: str | None = None           # fills the part modes and LoRA modules below (see LORA_PRESETS);
-                                             # keys set explicitly in the YAML or on the command line still win
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_llm_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lora_vision_modules: list[str] = field(default_factory=lambda: ["qkv", "proj", "gate_proj", "up_proj", "down_proj"])
-    lora_target_regex: str | None = None     # replaces the per-part targets: a regex over full module names
-    use_dora: bool = False
+    vision: str = _f("frozen", "vision encoder (patch embedding + blocks): frozen | lora | full")
+    merger: str = _f("frozen", "vision -> language projector: frozen | lora | full")
+    llm: str = _f("lora", "language model and lm_head: frozen | lora | full")
+    lora_preset: str | None = _f(None, "fills vision/merger/llm and the LoRA modules: " + " | ".join(LORA_PRESETS)
+                                       + " (keys set explicitly still win)")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA input, in [0, 1)")
+    lora_llm_modules: list[str] = _f(help="Linear layers of each language-model block that get LoRA",
+                                     factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_vision_modules: list[str] = _f(help="Linear layers of each vision block that get LoRA",
+                                        factory=lambda: ["qkv", "proj", "gate_proj", "up_proj", "down_proj"])
+    lora_target_regex: str | None = _f(None, "a regex over full module names replacing the per-part LoRA targets")
+    use_dora: bool = _f(False, "DoRA (weight-decomposed LoRA) instead of LoRA")
 
     # --- optimisation ----------------------------------------------------------------------------------------
-    learning_rate: float = 1e-4
-    lr_vision: float | None = None           # per-part learning rates (None: learning_rate)
-    lr_merger: float | None = None
-    lr_llm: float | None = None
-    weight_decay: float = 0.0                # applied to matrices only, never to biases and norms
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler: str = "cosine"             # cosine | linear | constant (all after a linear warmup)
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0                    # wins over warmup_ratio when > 0
-    per_device_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    num_epochs: int = 1
-    max_steps: int = -1                      # optimizer steps; > 0 wins over num_epochs
-    seed: int = 42
-    gradient_checkpointing: bool = False
-    mixed_precision: str | None = None       # no | bf16 | fp16; None: what `accelerate launch` / its config says
+    learning_rate: float = _f(1e-4, "peak learning rate of AdamW (every part without its own rate)")
+    lr_vision: float | None = _f(None, "learning rate of the vision encoder (None: learning_rate)")
+    lr_merger: float | None = _f(None, "learning rate of the merger (None: learning_rate)")
+    lr_llm: float | None = _f(None, "learning rate of the language model (None: learning_rate)")
+    weight_decay: float = _f(0.0, "AdamW weight decay, on matrices only (never biases and norms)")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
+    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this (0: no clipping)")
+    lr_scheduler: str = _f("cosine", "cosine | linear | constant, each after a linear warmup")
+    warmup_ratio: float = _f(0.0, "warmup as a fraction of the optimizer steps, in [0, 1)")
+    warmup_steps: int = _f(0, "warmup in optimizer steps; wins over warmup_ratio when > 0")
+    per_device_batch_size: int = _f(1, "samples per process per micro-batch")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    num_epochs: int = _f(1, "passes over the training file (when max_steps <= 0)")
+    max_steps: int = _f(-1, "optimizer steps; > 0 wins over num_epochs")
+    seed: int = _f(42, "seed of the weights' random parts (LoRA), dropout and the data order")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~20-30% slower)")
+    mixed_precision: str | None = _f(None, "no | bf16 | fp16; None: what accelerate launch / its config says")
 
     # --- evaluation, checkpoints, logging ---------------------------------------------------------------------
-    output_dir: str = "runs/lora"
-    eval_steps: int = 0                      # evaluate every N steps (0: only at the end); needs eval_file
-    eval_generate: bool = True               # also generate answers and score them (else validation loss only)
-    eval_batch_size: int = 4
-    eval_max_new_tokens: int = 64
-    metric_for_best: str = "avg"             # a key of mevqa.eval.score's overall metrics, or eval_loss
-    save_steps: int = 0                      # checkpoint every N steps (0: only the last step)
-    save_total_limit: int = 2                # checkpoints kept (the best one is kept apart in <output_dir>/best)
-    stop_after_steps: int = 0                # stop (with a checkpoint) after N steps of this launch: time-limited jobs
-    resume_from_checkpoint: str | None = "auto"  # a checkpoint dir, auto (latest in output_dir) or none
-    logging_steps: int = 1
-    report_to: list[str] = field(default_factory=lambda: ["auto"])  # tensorboard, wandb; auto: tensorboard (+ wandb when installed)
-    run_name: str | None = None
+    output_dir: str = _f("runs/lora", "where checkpoint-N/, final/, best/, train_log.jsonl and logs/ go")
+    eval_steps: int = _f(0, "evaluate every N optimizer steps (0: at the end only); needs eval_file")
+    eval_generate: bool = _f(True, "also generate answers and score them (else validation loss only)")
+    eval_batch_size: int = _f(4, "samples per process per evaluation batch")
+    eval_max_new_tokens: int = _f(64, "longest generated answer in tokens")
+    metric_for_best: str = _f("avg", "what picks best/: " + " | ".join(BEST_METRICS))
+    answer_strategy: str = _f("direct", "how evaluation (and mevqa answer / predict, from train_config.yaml) "
+                                        "answers: direct | constrained | vote, with hierarchical and/or au-rules "
+                                        "joined by +")
+    answer_votes: int = _f(5, "vote: answers sampled per question")
+    answer_vote_temperature: float = _f(0.5, "vote: sampling temperature (0: greedy)")
+    answer_fine_labels: list[str] = _f(help="constrained / hierarchical: DATASET=A,B items replacing a dataset's "
+                                            "allowed fine classes (on the command line: '[\"samm=a,b\"]')",
+                                       factory=list)
+    answer_au_tables: list[str] = _f(help="au-rules: DATASET=TABLE items (a shipped table or a YAML file); empty: "
+                                          "samm=samm, casme2=casme2, casme3=emotion_qwen_vl; given: only those "
+                                          "datasets", factory=list)
+    answer_max_aus: int = _f(8, "constrained: longest AU list answered")
+    save_steps: int = _f(0, "checkpoint every N optimizer steps (0: at the last step only)")
+    save_total_limit: int = _f(2, "checkpoints kept (best/ is kept apart)")
+    stop_after_steps: int = _f(0, "stop with a checkpoint after N steps of this launch (time-limited jobs); rerun "
+                                  "the same command to go on")
+    resume_from_checkpoint: str | None = _f("auto", "auto: the latest checkpoint in output_dir; a checkpoint "
+                                                    "folder; none: start over (removes the previous run's outputs)")
+    logging_steps: int = _f(1, "log loss, learning rates and throughput every N steps")
+    report_to: list[str] = _f(help="trackers: tensorboard, wandb, none; auto: tensorboard (+ wandb when installed)",
+                              factory=lambda: ["auto"])
+    run_name: str | None = _f(None, "run name for trackers (None: the output_dir's name)")
+
+
+# Fields that change neither the trained weights nor which evaluation is best: a checkpoint may be resumed with
+# other values. Evaluation settings that change the scores (eval_file, eval_steps, eval_generate,
+# eval_max_new_tokens, metric_for_best) are not here: best/ would compare scores of two set-ups. Gradient
+# checkpointing recomputes the same activations with the same dropout masks (torch.utils.checkpoint restores the
+# RNG state), so it changes memory and speed only.
+RESULT_NEUTRAL = frozenset({
+    "output_dir", "run_name", "report_to", "logging_steps", "save_steps", "save_total_limit", "stop_after_steps",
+    "resume_from_checkpoint", "dataloader_num_workers", "eval_batch_size", "gradient_checkpointing",
+})
+# The run's length may change (to train on); a checkpoint past the new end is an error.
+RUN_LENGTH = frozenset({"max_steps", "num_epochs"})
 
 
 def _field_types() -> dict[str, object]:
@@ -138,6 +189,14 @@ def _convert(name: str, value, type_hint, *, source: str):
             return None
         return _convert(name, value, inner, source=source)
     where = f"{source}: {name}"
+    if type_hint is dict:
+        if isinstance(value, str):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value) \
+                or not all(item is None or isinstance(item, (str, int, float, bool)) for item in value.values()):
+            raise MevqaError(f"{where}: expected a mapping of names to plain values, got {value!r}")
+        return value
     if typing.get_origin(type_hint) is list:
         if isinstance(value, str):
             text = value.strip()
@@ -177,7 +236,7 @@ def _unknown(key: str, source: str) -> MevqaError:
     import difflib
 
     close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(TrainConfig)], n=3)
-    hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the fields of mevqa/train/config.py"
+    hint = f"did you mean {' or '.join(close)}?" if close else "--help lists the keys"
     return MevqaError(f"{source}: unknown config key {key!r} ({hint})")
 
 
@@ -188,15 +247,15 @@ def load_yaml(path: str | Path) -> dict:
         raise MevqaError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise MevqaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MevqaError(f"{path}: not a valid YAML text ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise MevqaError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     hints = _field_types()
     values = {}
     for key, value in data.items():
         if key not in hints:
-            raise _unknown(key, str(path))
+            raise _unknown(str(key), str(path))
         values[key] = _convert(key, value, hints[key], source=str(path))
     return values
 
@@ -240,7 +299,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise bad("lr_scheduler", " | ".join(SCHEDULERS))
     if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISION:
         raise bad("mixed_precision", " | ".join(MIXED_PRECISION))
-    for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r", "logging_steps",
+    if cfg.dtype not in ("bfloat16", "float16", "float32", "auto"):
+        raise bad("dtype", "bfloat16 | float16 | float32 | auto")
+    for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps",
                  "eval_batch_size", "eval_max_new_tokens", "max_length"):
         if getattr(cfg, name) < 1:
             raise bad(name, "a positive integer")
@@ -248,12 +309,25 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                  "dataloader_num_workers"):
         if getattr(cfg, name) < 0:
             raise bad(name, "an integer >= 0")
+    for name in ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels", "max_frames"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise bad(name, "a positive integer or none")
+    for low, high in (("min_pixels", "max_pixels"), ("video_min_pixels", "video_max_pixels")):
+        if None not in (getattr(cfg, low), getattr(cfg, high)) and getattr(cfg, low) > getattr(cfg, high):
+            raise MevqaError(f"config: {low}={getattr(cfg, low)} exceeds {high}={getattr(cfg, high)}")
     if cfg.max_steps <= 0 and cfg.num_epochs <= 0:
-        raise MevqaError("config: set max_steps > 0 or num_epochs > 0")
-    if not 0.0 <= cfg.warmup_ratio < 1.0:
-        raise bad("warmup_ratio", "a fraction in [0, 1)")
-    if not 0.0 <= cfg.lora_dropout < 1.0:
-        raise bad("lora_dropout", "a fraction in [0, 1)")
+        raise MevqaError("config: nothing to train (num_epochs 0 and no max_steps > 0): set max_steps or "
+                         "num_epochs, or, for a zero-shot config, run it with mevqa cv or answer with mevqa predict")
+    for name in ("learning_rate", "lr_vision", "lr_merger", "lr_llm", "adam_epsilon", "video_fps"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise bad(name, "a finite number > 0")
+    for name in ("weight_decay", "max_grad_norm"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise bad(name, "a finite number >= 0")
+    for name in ("adam_beta1", "adam_beta2", "warmup_ratio", "lora_dropout"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:  # NaN fails too
+            raise bad(name, "a fraction in [0, 1)")
     if cfg.save_total_limit < 1:
         raise bad("save_total_limit", "at least 1")
     for tracker in cfg.report_to:
@@ -262,12 +336,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                              f"or none)")
     if cfg.metric_for_best not in BEST_METRICS:
         raise bad("metric_for_best", " | ".join(BEST_METRICS))
+    from mevqa.strategies import check_options
+
+    check_options(cfg.answer_strategy, strategy_options(cfg), "config: answer_strategy")
     if cfg.metric_for_best != "eval_loss" and not cfg.eval_generate:
         raise MevqaError(f"config: metric_for_best={cfg.metric_for_best!r} needs eval_generate: true (or choose "
                          f"eval_loss)")
-    if cfg.dtype not in ("bfloat16", "float16", "float32", "auto"):
-        raise bad("dtype", "bfloat16 | float16 | float32 | auto")
     return cfg
+
+
+def strategy_options(cfg: TrainConfig):
+    """The answer strategy's options (:class:`mevqa.strategies.StrategyOptions`) that ``cfg`` sets. Votes are
+    seeded as ``mevqa predict`` seeds them by default (0), so evaluation and prediction draw the same samples."""
+    from mevqa.strategies import StrategyOptions, parse_au_tables, parse_fine_labels
+
+    return StrategyOptions(votes=cfg.answer_votes, vote_temperature=cfg.answer_vote_temperature, seed=0,
+                           fine_labels=parse_fine_labels(cfg.answer_fine_labels, "config: answer_fine_labels"),
+                           au_tables=parse_au_tables(cfg.answer_au_tables, "config: answer_au_tables"),
+                           max_aus=cfg.answer_max_aus, max_new_tokens=cfg.eval_max_new_tokens)
 
 
 def load_config(config_file: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -300,8 +386,42 @@ def parse_args(argv: list[str]) -> TrainConfig:
     return load_config(config_file, argv)
 
 
+def _type_name(hint) -> str:
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is list:
+        return "list of str (a,b or [a, b])"
+    if hint is dict:
+        return "mapping ({key: value, ...})"
+    if len(args) == 1 and len(typing.get_args(hint)) == 2:
+        return f"{_type_name(args[0])} or none"
+    return getattr(hint, "__name__", str(hint))
+
+
+def help_text(prog: str, summary: str) -> str:
+    """``--help`` for a recipe: usage, then every field with its type, default and help, in the dataclass order."""
+    hints = _field_types()
+    lines = [f"usage: accelerate launch [accelerate options] {prog} [--config FILE] [--field value ...]", "",
+             summary, "", "--config FILE: a YAML file of the fields below (recipes/configs/); --field value pairs "
+             "override it. Fields:", ""]
+    for item in dataclasses.fields(TrainConfig):
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        shown = "none" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        shown = shown.removesuffix("\n...").strip()
+        lines.append(f"  --{item.name} {_type_name(hints[item.name])}  (default: {shown})")
+        lines.append(f"      {item.metadata['help']}")
+    return "\n".join(lines)
+
+
 def to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def resume_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """``field (saved -> current)`` for every field that makes a checkpoint of ``saved`` unfit to resume now."""
+    return [f"{item.name} ({getattr(saved, item.name)!r} -> {getattr(current, item.name)!r})"
+            for item in dataclasses.fields(TrainConfig)
+            if item.name not in RESULT_NEUTRAL | RUN_LENGTH
+            and getattr(saved, item.name) != getattr(current, item.name)]
 
 
 def save_config(cfg: TrainConfig, directory: str | Path) -> Path:

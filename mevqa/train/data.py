@@ -1,17 +1,24 @@
-"""Deterministic, resumable data order for every rank.
+"""Training data: the train and eval files read and checked before the model loads, and the run's data order.
 
-The order of an epoch depends only on ``(seed, epoch)``; it is padded by wrapping around to a whole number of
-optimizer steps, and cut into steps of ``world_size * per_device_batch_size * gradient_accumulation_steps`` rows.
-Within a step, micro-batch ``m`` of rank ``r`` is a fixed slice, so an interrupted run that restarts at step ``k``
-sees exactly the rows the uninterrupted run would have seen from step ``k`` on (no batches are replayed or lost),
-and ranks never share a row within a step.
+The order of epoch ``e`` is a permutation seeded by ``(seed, e)``, wrapped around to a whole number of optimizer
+steps of ``world_size * per_device_batch_size * gradient_accumulation_steps`` rows. :class:`RunOrder` yields the
+epochs one after another for the whole run. accelerate deals its batches to the processes in turn (batch ``b`` to
+process ``b % world_size``), so micro-batch ``m`` of process ``r`` in step ``s`` is batch
+``(s * accumulation + m) * world_size + r`` of the order (:func:`rank_indices`): every step has the same number of
+rows, one process accumulating 4 micro-batches reads the same rows per step as 2 processes accumulating 2, and a
+resumed run, which skips the batches already consumed, reads exactly what the uninterrupted run would have.
+Trainer's own random sampler would give each epoch a shorter last step whose rows depend on the process count.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import torch
+
+from mevqa.errors import MevqaError
 
 
 def steps_per_epoch(n_rows: int, world_size: int, batch_size: int, accumulation: int) -> int:
@@ -22,23 +29,57 @@ def epoch_order(n_rows: int, seed: int, epoch: int, n_steps: int, step_size: int
     """A permutation of ``range(n_rows)`` for ``epoch``, wrapped around to ``n_steps * step_size`` entries."""
     order = np.random.default_rng([seed, epoch]).permutation(n_rows)
     total = n_steps * step_size
-    repeats = math.ceil(total / n_rows)
-    return np.tile(order, repeats)[:total].tolist()
+    return np.tile(order, math.ceil(total / n_rows))[:total].tolist()
 
 
 def rank_indices(order: list[int], *, rank: int, world_size: int, batch_size: int, accumulation: int,
                  start_step: int = 0) -> list[int]:
-    """The rows rank ``rank`` reads, micro-batch after micro-batch, from optimizer step ``start_step`` on."""
+    """The rows process ``rank`` reads from ``order``, micro-batch after micro-batch, from step ``start_step`` on."""
     step_size = world_size * batch_size * accumulation
-    micro = world_size * batch_size
     out = []
     for step_start in range(start_step * step_size, len(order), step_size):
         for m in range(accumulation):
-            begin = step_start + m * micro + rank * batch_size
+            begin = step_start + (m * world_size + rank) * batch_size
             out.extend(order[begin:begin + batch_size])
     return out
 
 
+class RunOrder(torch.utils.data.Sampler):
+    """The whole run's row order: epoch after epoch, ``total_steps * step_size`` indices in all."""
+
+    def __init__(self, n_rows: int, *, seed: int, step_size: int, total_steps: int):
+        self.n_rows, self.seed, self.step_size, self.total_steps = n_rows, seed, step_size, total_steps
+        self.per_epoch = math.ceil(n_rows / step_size)
+
+    def __len__(self) -> int:
+        return self.total_steps * self.step_size
+
+    def __iter__(self):
+        left = len(self)
+        for epoch in range(math.ceil(self.total_steps / self.per_epoch)):
+            order = epoch_order(self.n_rows, self.seed, epoch, self.per_epoch, self.step_size)
+            yield from order[:left]
+            left -= len(order)
+
+
 def shard(items: list, rank: int, world_size: int) -> list:
-    """Rank ``rank``'s share of ``items`` (strided, so shares differ in size by at most one)."""
+    """Process ``rank``'s share of ``items`` (strided, so shares differ in size by at most one)."""
     return items[rank::world_size]
+
+
+def read_rows(paths, what: str) -> list[dict]:
+    """The training or validation rows of ``paths`` (one file, or several read as one), checked before the model
+    loads by the one row reader (:func:`mevqa.rows.read_rows`: UTF-8, media present and confined, unique string ids),
+    plus a non-empty answer on every row. ``what`` ("training", "validation") goes into the messages."""
+    from mevqa.rows import read_rows as read_qa_rows, where
+
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        if not Path(path).is_file():
+            raise MevqaError(f"{path}: {what} file not found")
+    rows = read_qa_rows(paths)
+    if not rows:
+        raise MevqaError(f"{paths}: the {what} file has no rows")
+    for row in rows:
+        if not row.get("answer", "").strip():
+            raise MevqaError(f"{where(row)}: {what} rows need an answer (is this a question file?)")
+    return rows

@@ -23,6 +23,7 @@ back, so the adapter alone carries everything that was trained.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -85,12 +86,7 @@ def _full_module_names(model, part: str) -> list[str]:
 
 def apply_full(model, cfg):
     """Full fine-tuning: parts marked ``full`` train, ``frozen`` parts do not; ``lora`` is an error here."""
-    lora_parts = [part for part in PARTS if getattr(cfg, part) == "lora"]
-    if lora_parts:
-        raise MevqaError(f"config: {', '.join(lora_parts)}=lora is not allowed in recipes/full.py; set frozen or "
-                         f"full, or use recipes/lora.py")
-    if not any(getattr(cfg, part) == "full" for part in PARTS):
-        raise MevqaError("config: recipes/full.py needs at least one part set to full (vision, merger, llm)")
+    check_parts(cfg, "full")
     for name, param in model.named_parameters():
         part = part_of(name)
         param.requires_grad_(part is not None and getattr(cfg, part) == "full")
@@ -106,8 +102,8 @@ def apply_lora(model, cfg):
     if cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Freezes the base and casts its unquantised weights to float32; checkpointing is enabled by the recipe.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora_config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, use_dora=cfg.use_dora,
         target_modules=lora_target_regex(cfg), modules_to_save=modules_to_save or None, bias="none",
@@ -120,12 +116,34 @@ def apply_lora(model, cfg):
     return model
 
 
+def check_parts(cfg, recipe: str) -> None:
+    """The part modes ``recipe`` ("lora" or "full") accepts; checked before the model loads."""
+    modes = {part: getattr(cfg, part) for part in PARTS}
+    if recipe == "full":
+        lora_parts = [part for part, mode in modes.items() if mode == "lora"]
+        if lora_parts:
+            raise MevqaError(f"config: {', '.join(lora_parts)}=lora is not allowed in recipes/full.py; set frozen or "
+                             f"full, or use recipes/lora.py")
+        if "full" not in modes.values():
+            raise MevqaError("config: recipes/full.py needs at least one part set to full (vision, merger, llm)")
+        if cfg.load_in_4bit:
+            raise MevqaError("config: load_in_4bit (QLoRA) trains adapters; use recipes/lora.py")
+    else:
+        lora_target_regex(cfg)  # needs a LoRA part or a regex
+
+
+# Modules QLoRA leaves unquantised. transformers 5.x matches each name from the start of the full module name (up to a
+# dot), or as a suffix (quantizers_utils.should_convert_module): "model.visual" keeps the whole vision tower and its
+# merger out (a bare "visual" matches neither way, so they would be quantised), "lm_head" the output layer.
+QLORA_SKIP_MODULES = ["model.visual", "lm_head"]
+
+
 def quantization_config(cfg):
-    """QLoRA's bitsandbytes 4-bit config: nf4, double quantisation, bf16 compute; vision and lm_head unquantised."""
+    """QLoRA's bitsandbytes 4-bit config: nf4, double quantisation, bf16 compute; the language model only."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=["visual", "lm_head"])
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QLORA_SKIP_MODULES)
 
 
 def param_groups(model, cfg) -> list[dict]:
@@ -160,5 +178,26 @@ def trainable_summary(model) -> dict[str, dict[str, int]]:
 
 def enable_gradient_checkpointing(model) -> None:
     """Non-reentrant checkpointing: works with frozen embeddings and PEFT without enable_input_require_grads."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name is deprecated there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
+
+
+@contextlib.contextmanager
+def checkpointing_off(model):
+    """Gradient checkpointing off and the KV cache on while generating; both restored afterwards."""
+    newer = hasattr(model, "activation_checkpointing_enable")
+    was_on = model.is_activation_checkpointing if newer else model.is_gradient_checkpointing
+    use_cache = model.config.use_cache
+    if was_on:
+        model.activation_checkpointing_disable() if newer else model.gradient_checkpointing_disable()
+    model.config.use_cache = True
+    try:
+        yield model
+    finally:
+        if was_on:
+            enable_gradient_checkpointing(model)
+        model.config.use_cache = use_cache

@@ -1,0 +1,431 @@
+"""``mevqa inspect``: what a training config makes of QA rows, in tokens and memory, before any training.
+
+    mevqa inspect --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml --data data/loso/fold_0/train.jsonl
+    mevqa inspect --config CFG --set max_pixels=200704 --set per_device_batch_size=8     # try other settings
+
+Public API::
+
+    image_tokens(height, width, *, min_pixels, max_pixels, patch_size=14, merge_size=2) -> int
+    video_tokens(frames, height, width, *, min_pixels, max_pixels, patch_size=14, merge_size=2,
+                 temporal_patch_size=2) -> int
+    activation_memory(tokens, patches, model_config, settings) -> dict[str, int]     # bytes per part
+    inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport
+    inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True) -> InspectReport
+    InspectReport.format() -> str      # the summary `mevqa inspect` prints (build-data can print the same)
+    InspectReport.to_dict() -> dict    # the --json document, per-row figures included
+
+What it reports:
+
+- Visual tokens per row for every input mode the rows have media for, under the config's pixel budgets and frame
+  cap. The count is the processor's own rule: each image or video frame is resized by transformers'
+  ``smart_resize`` (the Qwen2-VL image/video processors' function, which qwen-vl-utils' ``smart_resize``
+  reimplements) to a multiple of ``patch_size * merge_size`` px whose area lies in the budget, and gives
+  ``(h / 28) * (w / 28)`` tokens; a video of T frames gives ``ceil(T / temporal_patch_size)`` times that.
+- For the config's input mode: text + visual tokens of each row as the trainer builds it (mevqa's chat with the
+  answer), the longest row, and the rows over ``max_length`` (which training refuses; nothing is truncated).
+- An estimate of activation memory for one micro-batch of ``per_device_batch_size`` copies of the longest row. It
+  counts the tensors autograd keeps for backward, per token (d bytes per value for the training dtype; h hidden
+  size, I MLP size, kv key/value width, V vocabulary; n = 3 for 16-bit weights, whose RMSNorm keeps a float32 copy
+  of its input, else 2):
+
+  * language model, per layer: ``2(n-1) h + 2 h + 2 kv' + 3 I`` values whenever gradients pass through it (norm
+    inputs, attention q/k/v/output, MLP gate/up/activation outputs), where kv' = kv for one row and h for a padded
+    batch (transformers repeats the key/value heads when it passes an attention mask); ``+ 4 h + I`` when the
+    layer's weights train fully (the Linear inputs and the norm outputs); with LoRA, per adapted layer, a float32
+    copy of its input, the float32 rank-r output and (``lora_dropout`` > 0) a one-byte dropout mask per input value.
+    With gradient checkpointing: ``h`` per layer (its input) plus one layer's full set, recomputed in backward.
+  * logits: ``V (d + 4 + 4)`` bytes per token: the logits, the float32 log-softmax the loss keeps, and its gradient
+    at the start of backward.
+  * vision tower, only when it trains (``vision: lora|full``), per patch (4 patches per visual token) and block:
+    ``2(n-1) hv + 4 hv + 3 Iv``, ``+ 5 hv + Iv`` when trained fully, LoRA as above; the merger, when it or the tower
+    trains, ``n hv`` per patch, ``+ 3 hv`` when trained fully.
+
+  Assumed: SDPA or flash attention (no sequence-squared attention matrix), logits for every position (transformers
+  computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
+  ``benchmarks/activation_memory.py`` compares these counts with the tensors autograd saves for the real 3B and 7B
+  widths: a language layer within 0.2% (trained, LoRA, with and without dropout, padded or not), a vision block 8%
+  under.
+  Allocator fragmentation and temporaries come on top, so leave headroom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from mevqa.errors import MevqaError
+from mevqa.log import is_main_process
+
+GIB = 1024 ** 3
+# The LoRA-able Linear layers whose input is the MLP's width; every other one (q/k/v/o, gate/up, the vision qkv and
+# proj) takes the part's hidden size.
+_MLP_INPUT = {"down_proj"}
+
+
+# --- the processor's resize rule --------------------------------------------------------------------------------
+def _resized(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    try:
+        return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError as exc:  # an aspect ratio beyond 200:1
+        raise MevqaError(f"a {width}x{height} image cannot be given to Qwen2.5-VL ({exc})") from None
+
+
+def image_tokens(height: int, width: int, *, min_pixels: int, max_pixels: int, patch_size: int = 14,
+                 merge_size: int = 2) -> int:
+    """Visual tokens of one ``height`` x ``width`` image under a ``(min_pixels, max_pixels)`` budget."""
+    factor = patch_size * merge_size
+    h, w = _resized(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return (h // factor) * (w // factor)
+
+
+def video_tokens(frames: int, height: int, width: int, *, min_pixels: int, max_pixels: int, patch_size: int = 14,
+                 merge_size: int = 2, temporal_patch_size: int = 2) -> int:
+    """Visual tokens of a video of ``frames`` frames (the last frame is repeated up to a whole temporal patch)."""
+    per_frame = image_tokens(height, width, min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
+                             merge_size=merge_size)
+    return math.ceil(frames / temporal_patch_size) * per_frame
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """The training settings that decide tokens and memory (field names as in the training config)."""
+    model_name_or_path: str
+    inputs: str
+    system_prompt: str | None
+    max_length: int
+    max_frames: int | None
+    per_device_batch_size: int
+    gradient_checkpointing: bool
+    dtype: str
+    mixed_precision: str | None
+    vision: str
+    merger: str
+    llm: str
+    lora_r: int
+    lora_dropout: float
+    lora_llm_modules: list[str]
+    lora_vision_modules: list[str]
+    lora_target_regex: str | None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    video_min_pixels: int | None = None
+    video_max_pixels: int | None = None
+    train_file: str | None = None
+
+    @classmethod
+    def from_config(cls, config: str | Path | None = None, overrides: Sequence[str] = ()) -> "Settings":
+        """The training config as the recipes resolve it (``mevqa.train.config.load_config``: defaults, the YAML, a
+        LoRA preset, then ``KEY=VALUE`` overrides; checked)."""
+        from mevqa.train.config import load_config
+
+        argv = []
+        for item in overrides:
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise MevqaError(f"--set {item!r}: expected KEY=VALUE with a training config key")
+            argv += [f"--{key}", value]
+        resolved = load_config(config, argv)
+        return cls(**{f.name: getattr(resolved, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def dtype_bytes(self) -> int:
+        low = self.dtype in ("bfloat16", "float16", "auto") or self.mixed_precision in ("bf16", "fp16")
+        return 2 if low else 4
+
+
+@dataclass
+class Budgets:
+    """Pixel budgets and patch geometry as the processor applies them (after the config's budgets are set)."""
+    image_pixels: tuple[int, int]
+    video_pixels: tuple[int, int]
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+
+    @classmethod
+    def from_processor(cls, processor) -> "Budgets":
+        images, videos = processor.image_processor, processor.video_processor
+        return cls(image_pixels=(int(images.size["shortest_edge"]), int(images.size["longest_edge"])),
+                   video_pixels=(int(videos.size["shortest_edge"]), int(videos.size["longest_edge"])),
+                   patch_size=int(images.patch_size), merge_size=int(images.merge_size),
+                   temporal_patch_size=int(videos.temporal_patch_size))
+
+    def vision_tokens(self, vision) -> int:
+        """Visual tokens of the loaded inputs of one row (a :class:`mevqa.messages.Vision`)."""
+        low, high = self.image_pixels
+        total = sum(image_tokens(image.height, image.width, min_pixels=low, max_pixels=high,
+                                 patch_size=self.patch_size, merge_size=self.merge_size) for image in vision.images)
+        low, high = self.video_pixels
+        for video in vision.videos:  # (T, H, W, 3)
+            total += video_tokens(video.shape[0], video.shape[1], video.shape[2], min_pixels=low, max_pixels=high,
+                                  patch_size=self.patch_size, merge_size=self.merge_size,
+                                  temporal_patch_size=self.temporal_patch_size)
+        return total
+
+
+# --- memory ---------------------------------------------------------------------------------------------------------
+def _geometry(model_config) -> dict:
+    text, vision = model_config.text_config, model_config.vision_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return {"h": text.hidden_size, "I": text.intermediate_size, "layers": text.num_hidden_layers,
+            "kv": text.num_key_value_heads * head_dim, "V": text.vocab_size, "hv": vision.hidden_size,
+            "Iv": vision.intermediate_size, "depth": vision.depth, "merge": vision.spatial_merge_size}
+
+
+def _lora_bytes(modules: Sequence[str], hidden: int, mlp: int, settings: Settings, mask_bytes: int) -> int:
+    """Bytes per token (or patch) that LoRA adds in one layer whose ``modules`` carry adapters: peft keeps its
+    adapters in float32, so each adapted layer keeps a float32 copy of its input (dropped out, or just cast) and its
+    rank-r output, plus the dropout mask."""
+    total = 0
+    for name in modules:
+        width = mlp if name in _MLP_INPUT else hidden
+        total += 4 * width + 4 * settings.lora_r + (mask_bytes * width if settings.lora_dropout > 0 else 0)
+    return total
+
+
+def activation_memory(tokens: int, patches: int, model_config, settings: Settings, *,
+                      mask_bytes: int = 1) -> dict[str, int]:
+    """Estimated bytes of activations for one micro-batch of ``tokens`` tokens (rows x padded length) whose vision
+    inputs make ``patches`` vision patches; the formula and its assumptions are in the module docstring.
+    ``mask_bytes``: bytes per element of a dropout mask (1 on CUDA; the CPU kernel keeps it in float32, 4)."""
+    g = _geometry(model_config)
+    d = settings.dtype_bytes
+    n = 3 if d == 2 else 2
+    kv = g["h"] if settings.per_device_batch_size > 1 else g["kv"]
+    # Kept whenever gradients pass through a layer: the RMSNorms' inputs (float32 copies for 16-bit weights),
+    # attention's q, k, v and output, the MLP's gate and up outputs and the activation's output. Kept only for
+    # trained weights: the Linear layers' inputs and the norms' normalised outputs.
+    layer = (2 * (n - 1) * g["h"] + 2 * g["h"] + 2 * kv + 3 * g["I"]) * d
+    if settings.llm == "full":
+        layer += (4 * g["h"] + g["I"]) * d
+    if settings.llm == "lora":
+        layer += _lora_bytes(settings.lora_llm_modules, g["h"], g["I"], settings, mask_bytes)
+    if settings.gradient_checkpointing:
+        language = tokens * (g["layers"] * g["h"] * d + layer)
+    else:
+        language = tokens * g["layers"] * layer
+    memory = {"language_model": language, "logits": tokens * g["V"] * (d + 4 + 4), "vision": 0, "merger": 0}
+    vision_trains = settings.vision in ("lora", "full")
+    if vision_trains:
+        block = (2 * (n - 1) * g["hv"] + 4 * g["hv"] + 3 * g["Iv"]) * d
+        if settings.vision == "full":
+            block += (5 * g["hv"] + g["Iv"]) * d
+        else:
+            block += _lora_bytes(settings.lora_vision_modules, g["hv"], g["Iv"], settings, mask_bytes)
+        if settings.gradient_checkpointing:
+            memory["vision"] = patches * (g["depth"] * g["hv"] * d + block)
+        else:
+            memory["vision"] = patches * g["depth"] * block
+    if vision_trains or settings.merger in ("lora", "full"):
+        # The merger's norm input and GELU input; its Linear layers see 4 patches per merged token (hv per patch).
+        merger = n * g["hv"] * d
+        if settings.merger == "full":
+            merger += 3 * g["hv"] * d
+        elif settings.merger == "lora":
+            merger += 2 * (4 * g["hv"] + 4 * settings.lora_r / g["merge"] ** 2
+                           + (mask_bytes * g["hv"] if settings.lora_dropout > 0 else 0))
+        memory["merger"] = int(patches * merger)
+    return memory
+
+
+# --- rows -----------------------------------------------------------------------------------------------------------
+@dataclass
+class RowTokens:
+    id: str
+    vision: dict[str, int]            # input mode -> visual tokens (modes whose media the row has)
+    text: int | None = None           # text tokens of the chat in the config's mode (vision placeholders excluded)
+    total: int | None = None          # text + visual tokens in the config's mode: what max_length is checked against
+
+
+@dataclass
+class InspectReport:
+    settings: Settings
+    budgets: Budgets
+    rows: list[RowTokens]
+    memory: dict[str, int]            # bytes per part for the worst micro-batch
+    patches: int                      # vision patches of that micro-batch
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def longest(self) -> RowTokens:
+        return max(self.rows, key=lambda r: r.total)
+
+    @property
+    def over_max_length(self) -> list[RowTokens]:
+        return [r for r in self.rows if r.total > self.settings.max_length]
+
+    def mode_stats(self) -> dict[str, dict]:
+        from mevqa.messages import INPUT_MODES
+
+        stats = {}
+        for mode in INPUT_MODES:
+            counts = [r.vision[mode] for r in self.rows if mode in r.vision]
+            if counts:
+                stats[mode] = {"rows": len(counts), "min": min(counts), "median": statistics.median(counts),
+                               "max": max(counts)}
+        return stats
+
+    def to_dict(self) -> dict:
+        totals = [r.total for r in self.rows]
+        longest = self.longest
+        return {"settings": dataclasses.asdict(self.settings), "budgets": dataclasses.asdict(self.budgets),
+                "visual_tokens": self.mode_stats(),
+                "tokens": {"min": min(totals), "median": statistics.median(totals), "max": max(totals),
+                           "longest_row": longest.id, "max_length": self.settings.max_length,
+                           "rows_over_max_length": [r.id for r in self.over_max_length]},
+                "activation_memory": {"batch": self.settings.per_device_batch_size, "tokens_per_row": longest.total,
+                                      "vision_patches": self.patches, "bytes": dict(self.memory),
+                                      "total_bytes": sum(self.memory.values())},
+                "notes": list(self.notes),
+                "rows": [dataclasses.asdict(r) for r in self.rows]}
+
+    def format(self) -> str:
+        s, b = self.settings, self.budgets
+        factor = b.patch_size * b.merge_size
+        lines = [f"model {s.model_name_or_path} · inputs {s.inputs} · max_length {s.max_length} · "
+                 f"max_frames {s.max_frames if s.max_frames is not None else 'all'}",
+                 f"pixel budgets: image {b.image_pixels[0]}-{b.image_pixels[1]} px, video frame "
+                 f"{b.video_pixels[0]}-{b.video_pixels[1]} px (one visual token per {factor}x{factor} px)",
+                 "", f"{'visual tokens per row':<24}{'rows':>7}{'min':>8}{'median':>8}{'max':>8}"]
+        for mode, st in self.mode_stats().items():
+            lines.append(f"  {mode:<22}{st['rows']:>7}{st['min']:>8}{st['median']:>8g}{st['max']:>8}")
+        totals = [r.total for r in self.rows]
+        over = self.over_max_length
+        longest = self.longest
+        lines += ["", f"text + visual tokens per row ({s.inputs}): min {min(totals)}, median "
+                      f"{statistics.median(totals):g}, max {max(totals)} (row {longest.id})",
+                  f"max_length {s.max_length}: " + ("every row fits" if not over else
+                                                    f"{len(over)} row(s) over, training will refuse them (first: "
+                                                    f"{', '.join(r.id for r in over[:3])}); raise max_length or lower "
+                                                    "the pixel budget / frame cap")]
+        mem = self.memory
+        total = sum(mem.values())
+        precision = {2: "16-bit", 4: "32-bit"}[s.dtype_bytes]
+        lines += ["", f"activation memory estimate, one micro-batch of {s.per_device_batch_size} x {longest.total} "
+                      f"tokens ({precision} activations, gradient checkpointing "
+                      f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
+                  "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
+                  "  (weights, gradients and optimizer state come on top; formula and assumptions: mevqa/inspect.py)"]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 1024 ** 2:.1f} MiB"
+
+
+def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, *,
+                 progress: bool = True) -> InspectReport:
+    """Token counts of ``rows`` (media paths absolute, as :func:`mevqa.messages.read_qa_rows` gives them) under
+    ``settings``, with ``processor`` already holding the config's pixel budgets."""
+    from mevqa.messages import INPUT_MODES, build_messages, row_id
+
+    if not rows:
+        raise MevqaError("no rows to inspect")
+    budgets = Budgets.from_processor(processor)
+    tokenizer = processor.tokenizer
+    results = []
+    for row in tqdm(rows, desc="inspect", unit="row", disable=not (progress and is_main_process())):
+        media = row.get("media") or {}
+        answer = row.get("answer")
+        with_answer = isinstance(answer, str) and bool(answer.strip())
+        entry = RowTokens(id=row_id(row), vision={})
+        for mode, spec in INPUT_MODES.items():
+            if mode != settings.inputs and not all(key in media for key in spec.needs):
+                continue
+            messages, vision = build_messages(row, mode, system_prompt=settings.system_prompt,
+                                              with_answer=with_answer, max_frames=settings.max_frames)
+            entry.vision[mode] = budgets.vision_tokens(vision)
+            if mode == settings.inputs:
+                text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=not with_answer)
+                placeholders = len(vision.images) + len(vision.videos)  # one <|image_pad|>/<|video_pad|> each
+                entry.text = len(tokenizer(text)["input_ids"]) - placeholders
+                entry.total = entry.text + entry.vision[mode]
+        results.append(entry)
+    longest = max(results, key=lambda r: r.total)
+    batch = settings.per_device_batch_size
+    patches = batch * longest.vision[settings.inputs] * budgets.merge_size ** 2
+    memory = activation_memory(batch * longest.total, patches, model_config, settings)
+    notes = []
+    if settings.lora_target_regex:
+        notes.append("lora_target_regex is set: LoRA's own tensors are not counted in the estimate")
+    return InspectReport(settings, budgets, results, memory, patches, notes)
+
+
+def _read_rows(data_files: Sequence[str | Path]) -> list[dict]:
+    """QA rows with absolute, checked media paths (the one place this module reads rows)."""
+    from mevqa.rows import read_rows
+
+    return read_rows(data_files)
+
+
+def load_processor_and_config(settings: Settings):
+    """The processor of ``settings.model_name_or_path`` (with the config's pixel budgets set, as the trainer sets
+    them) and its model config. Only the small processor and config files are read, never the weights."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from mevqa.model import check_model_source, set_pixel_budgets
+
+    source = settings.model_name_or_path
+    check_model_source(source)  # a missing folder, or a hub name not cached offline, fails at once (as training)
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        model_config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MevqaError(f"{source}: cannot load the processor and config ({first}); pass --model with a folder that "
+                         "holds them (the weights are not needed)") from None
+    if not hasattr(model_config, "vision_config") or not hasattr(processor, "video_processor"):
+        raise MevqaError(f"{source}: not a Qwen2.5-VL model and processor")
+    set_pixel_budgets(processor, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                      video_min_pixels=settings.video_min_pixels, video_max_pixels=settings.video_max_pixels)
+    return processor, model_config
+
+
+def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | Path | None = None, *,
+                  model: str | None = None, overrides: Sequence[str] = (), progress: bool = True) -> InspectReport:
+    """Inspect QA files under a training config (``None``: the training defaults). ``data_files`` defaults to the
+    config's ``train_file``; ``model`` replaces the config's ``model_name_or_path`` as the source of the processor
+    and model config."""
+    settings = Settings.from_config(config, overrides)
+    if model:
+        settings = dataclasses.replace(settings, model_name_or_path=str(model))
+    if not data_files:
+        if not settings.train_file:
+            raise MevqaError("no --data given and the config has no train_file")
+        data_files = [settings.train_file]
+    rows = _read_rows(data_files)
+    processor, model_config = load_processor_and_config(settings)
+    return inspect_rows(rows, processor, model_config, settings, progress=progress)
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="training config YAML (default: the training defaults)")
+    parser.add_argument("--data", nargs="+", type=Path, metavar="QA.jsonl",
+                        help="QA jsonl files (default: the config's train_file)")
+    parser.add_argument("--model", help="folder or hub id holding the processor and config.json (default: the "
+                                        "config's model_name_or_path; the weights are not read)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config key, e.g. --set max_pixels=200704 (repeatable)")
+    parser.add_argument("--json", type=Path, help="also write the full report, per-row figures included, here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mevqa.jsonl import write_json
+
+    report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
+    print(report.format())
+    if args.json:
+        write_json(args.json, report.to_dict())
+    return 0

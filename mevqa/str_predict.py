@@ -1,0 +1,163 @@
+"""``mevqa str-predict --spot-data OUT/spot.jsonl --method flow|vlm --out P``: spot and recognise the MEs of many long
+videos (:mod:`mevqa.spot`) and write ``P/pred.csv`` in the STRS format.
+
+The spot data is ``mevqa build-spot``'s ``spot.jsonl``; for videos without annotations (a test set) a line per video
+with ``subject``, ``video``, ``fps`` and ``frames`` (a frame folder or video file, relative to the file) is enough.
+``--subjects`` keeps some subjects' videos only (those a spotter was not trained on).
+
+The output folder:
+
+| file | what |
+|---|---|
+| ``run.json`` | method, its settings, labels, model, adapter and inference settings; a rerun with others is refused |
+| ``videos.jsonl`` | one line per finished video (its detections and seconds), appended and synced as each ends; a rerun skips finished videos and drops a torn last line |
+| ``work/<subject>_<video>/`` | inputs built for the vlm method and for recognition, reused on reruns |
+| ``pred.csv`` | ``subject, video, onset, offset, emotion``, once every video is done |
+| ``scores.json`` | when ``gt.csv`` (``mevqa build-spot``) lies beside ``spot.jsonl``: the ``mevqa str-eval --json`` report |
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mevqa.data_builders.spot import GT_FILE, QA_DATASET, read_spot_rows
+from mevqa.errors import MevqaError
+from mevqa.jsonl import atomic_path, ensure_dir, write_json
+from mevqa.log import is_main_process
+from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
+
+log = logging.getLogger(__name__)
+
+RUN_FILE, VIDEOS_FILE, PRED_FILE, SCORES_FILE = "run.json", "videos.jsonl", "pred.csv", "scores.json"
+PRED_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
+
+
+def read_done(path: Path) -> dict[tuple[str, str], dict]:
+    """Finished videos of ``videos.jsonl`` by (subject, video); a torn last line (a kill mid-write) is dropped."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    done = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                log.warning("%s: dropping a torn last line (the previous run was stopped while writing it)", path)
+                with atomic_path(path) as tmp:
+                    tmp.write_text("".join(f"{kept}\n" for kept in lines[:-1]), encoding="utf-8")
+                break
+            raise MevqaError(f"{path}:{number}: malformed JSON; delete the file to start over") from None
+        done[(record["subject"], record["video"])] = record
+    return done
+
+
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+def run_record(args: argparse.Namespace, inference) -> dict:
+    flow, vlm = settings_from_args(args)
+    model = None
+    if args.model is not None:
+        path = Path(args.model).expanduser()
+        model = str(path.resolve()) if path.exists() else args.model
+    return {"spot_data": str(Path(args.spot_data).resolve()), "subjects": args.subjects, "method": args.method,
+            "labels": args.labels,
+            "settings": asdict(flow) if args.method == "flow" else asdict(vlm), "model": model,
+            "adapter": str(Path(args.adapter).expanduser().resolve()) if args.adapter else None,
+            "inference": inference.record() if inference is not None else None}
+
+
+def write_pred_csv(path: Path, records: list[dict]) -> int:
+    count = 0
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PRED_COLUMNS)
+        for record in records:
+            for d in record["detections"]:
+                writer.writerow([record["subject"], record["video"], d["onset"], d["offset"], d["emotion"]])
+                count += 1
+    return count
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spot-data", required=True, type=Path, help="OUT/spot.jsonl of mevqa build-spot")
+    parser.add_argument("--out", required=True, type=Path, help="output folder: pred.csv, videos.jsonl, run.json")
+    parser.add_argument("--subjects", metavar="S1,S2,...", help="only these subjects' videos (e.g. the subjects a "
+                        "spotter was not trained on)")
+    add_method_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    videos = read_spot_rows(args.spot_data)
+    if args.subjects:
+        wanted = {name.strip() for name in args.subjects.split(",") if name.strip()}
+        unknown = wanted - {str(row["subject"]) for row in videos}
+        if unknown:
+            raise MevqaError(f"{args.spot_data}: no video of subject(s) {', '.join(sorted(unknown))}")
+        videos = [row for row in videos if str(row["subject"]) in wanted]
+    out = ensure_dir(args.out)
+    flow, vlm = settings_from_args(args)
+    model, processor, inference = load_for(args)
+    record = run_record(args, inference)
+    done = read_done(out / VIDEOS_FILE)
+    previous = out / RUN_FILE
+    if done and previous.is_file():
+        changed = _differences(json.loads(previous.read_text(encoding="utf-8")), record)
+        if changed:
+            raise MevqaError(f"{out}: holds videos spotted with other settings ({', '.join(changed)} differ, see "
+                             f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
+    write_json(previous, record)
+    todo = [row for row in videos if (str(row["subject"]), str(row["video"])) not in done]
+    if len(todo) < len(videos):
+        log.info("%d of %d videos already spotted in %s; %d to go", len(videos) - len(todo), len(videos), out,
+                 len(todo))
+    with (out / VIDEOS_FILE).open("a", encoding="utf-8") as handle:
+        for row in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
+            start = time.perf_counter()
+            key = f"{row['subject']}_{row['video']}"
+            try:
+                detections = spot_video(row["frames"], args.method, fps=float(row["fps"]), flow=flow, vlm=vlm,
+                                        model=model, processor=processor, inference=inference,
+                                        work_dir=out / "work" / key, labels=args.labels,
+                                        dataset=QA_DATASET.get(row.get("dataset")), progress=True)
+            except MevqaError as exc:
+                raise MevqaError(f"{row['_where']}: video {row['video']}: {exc}") from None
+            line = {"subject": str(row["subject"]), "video": str(row["video"]), "dataset": row.get("dataset"),
+                    "seconds": round(time.perf_counter() - start, 3), "detections": [asdict(d) for d in detections]}
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            done[(line["subject"], line["video"])] = line
+    ordered = [done[(str(row["subject"]), str(row["video"]))] for row in videos]
+    count = write_pred_csv(out / PRED_FILE, ordered)
+    print(f"{len(videos)} videos, {count} intervals -> {out / PRED_FILE}")
+    gt = Path(args.spot_data).parent / GT_FILE
+    if gt.is_file():
+        from mevqa.eval.strs import format_table, strs_files
+
+        report = strs_files(out / PRED_FILE, gt)
+        for warning in report["warnings"]:
+            log.warning("%s", warning)
+        write_json(out / SCORES_FILE, report)
+        print(format_table(report))
+    return 0

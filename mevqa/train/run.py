@@ -1,0 +1,466 @@
+"""What ``recipes/lora.py`` and ``recipes/full.py`` run: :func:`main`.
+
+Everything that can be checked is checked before the model loads, each failure one line: the config (types, ranges,
+the recipe's part modes), the train and eval files (UTF-8, media, unique string ids, answers), the output folder (a
+folder, writable, and not in use: the main process holds an ``fcntl.flock`` on ``<output_dir>/.train.lock`` for the
+whole run, which the system releases when the process ends, even by ``kill -9``), and the checkpoint to resume.
+
+Resume rule. ``resume_from_checkpoint: auto`` takes the latest checkpoint in ``output_dir`` (a folder whose
+``trainer_state.json`` exists: Trainer writes it after every other file). Resuming is allowed only when the
+checkpoint's ``train_config.yaml`` equals the current config on every field except
+:data:`mevqa.train.config.RESULT_NEUTRAL` and the run length (``max_steps``, ``num_epochs``; the checkpoint must
+not lie past the new end), and its ``run_state.json`` equals the current launch and data: process count, distributed
+backend, mixed precision, and the content of the train and eval files. Anything else stops with one line naming the
+differing fields and the two ways out (``--resume_from_checkpoint none``, or a new ``output_dir``). Every file the
+checkpoint needs must be present and intact (torch files: their zip directory; safetensors: header and size), else an
+error names the file. ``none`` starts over, removing the previous run's checkpoints, ``final/``, ``best/`` and logs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from mevqa.errors import MevqaError
+from mevqa.jsonl import file_sha256
+from mevqa.log import is_main_process
+from mevqa.train import data as train_data
+from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
+                                WEIGHTS_NAME, TrainConfig, help_text, load_yaml, parse_args, resume_differences,
+                                save_config)
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".train.lock"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_held_lock = None  # the open lock file of this process's run (closing it, or exiting, releases the lock)
+
+
+def main(recipe: str, argv: list[str], summary: str = "") -> int:
+    """Train with ``recipes/<recipe>.py`` (``recipe`` is "lora" or "full") on the command line ``argv``.
+
+    transformers, PEFT and the model are imported only once the config and the data files have passed their checks:
+    a mistake there fails in a second."""
+    if "-h" in argv or "--help" in argv:
+        if is_main_process():
+            print(help_text(f"recipes/{recipe}.py", summary.strip()))
+        return 0
+    from mevqa.train.parts import check_parts
+
+    cfg = parse_args(argv)
+    check_parts(cfg, recipe)
+    if not cfg.train_file:
+        raise MevqaError("config: train_file is required")
+    train_rows = train_data.read_rows(cfg.train_file, "training")
+    eval_rows = train_data.read_rows(cfg.eval_file, "validation") if cfg.eval_file else None
+    if eval_rows is not None:
+        check_metric_available(cfg, eval_rows)
+    cfg.media_settings = media_settings(cfg, train_rows + (eval_rows or []))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = train_data.steps_per_epoch(len(train_rows), world, cfg.per_device_batch_size,
+                                           cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.num_epochs * per_epoch
+    output_dir = Path(cfg.output_dir)
+    if is_main_process():
+        lock_output_dir(output_dir)
+    try:
+        resume = resume_point(cfg, output_dir)
+        if cfg.load_in_4bit:
+            check_4bit()
+        args = training_arguments(cfg, total_steps, has_eval=eval_rows is not None)  # forms the process group
+        if args.world_size != world:
+            raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
+                             f"accelerate sees; launch with accelerate launch or torchrun")
+        backend = backend_of(args)
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
+            raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and this "
+                             f"launch runs {backend}: it would silently be plain data parallel; launch FSDP on GPUs, "
+                             f"or DDP here (--multi_gpu)")
+        if backend == "FSDP" and eval_rows is not None and cfg.eval_generate and cfg.answer_strategy != "direct":
+            # FSDP gathers each layer inside its forward, a collective every process must join: generate keeps
+            # the processes in step (synced_gpus), but the other strategies run different numbers of forward
+            # passes per process, which would hang.
+            raise MevqaError(f"config: answer_strategy={cfg.answer_strategy!r} cannot evaluate under FSDP (only "
+                             f"direct can); evaluate with --answer_strategy direct and answer with the strategy "
+                             f"after training (mevqa predict --strategy ...), or train with DeepSpeed or DDP")
+        run_state = {"world_size": args.world_size, "backend": backend, "mixed_precision": args.mixed_precision,
+                     "train_file_sha256": file_sha256(cfg.train_file),
+                     "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
+        if resume is not None:
+            check_resume(resume, cfg, run_state, total_steps)
+        if is_main_process():
+            clear_previous_run(output_dir, keep=resume)
+            save_config(cfg, output_dir)
+        args.distributed_state.wait_for_everyone()
+        return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        release_output_dir()
+
+
+def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch) -> int:
+    from transformers import set_seed
+    from transformers.integrations import TensorBoardCallback
+
+    from mevqa.collate import Collator, QADataset
+    from mevqa.eval import row_id
+    from mevqa.train.parts import apply_full, apply_lora, enable_gradient_checkpointing, trainable_summary
+    from mevqa.train.trainer import MevqaTrainer, StopAndLogAtEnd, append_log
+
+    set_seed(cfg.seed)  # before LoRA's random init, so every process and every rerun starts from the same weights
+    model, processor = load_model(cfg, args)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model = apply_lora(model, cfg) if recipe == "lora" else apply_full(model, cfg)
+
+    def dataset(rows):
+        return QADataset(rows, cfg.inputs, system_prompt=cfg.system_prompt, with_answer=True,
+                         max_frames=cfg.max_frames, gold_coarse_hint=cfg.hierarchical_prompt)
+
+    trainer = MevqaTrainer(
+        model=model, args=args, train_dataset=dataset(train_rows),
+        eval_dataset=dataset(eval_rows) if eval_rows is not None else None,
+        data_collator=Collator(processor, train=True, max_length=cfg.max_length, video_fps=cfg.video_fps),
+        processing_class=processor, callbacks=[StopAndLogAtEnd(cfg.stop_after_steps)],
+        cfg=cfg, eval_rows=eval_rows, run_state=run_state)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(Path(cfg.output_dir) / "logs")
+
+    world, batch, accumulation = args.world_size, cfg.per_device_batch_size, cfg.gradient_accumulation_steps
+    start_step = json.loads((resume / TRAINER_STATE_NAME).read_text())["global_step"] if resume else 0
+    log.info("world size %d (%s), process %d is main; %d training rows, %d per step (%d per process x %d "
+             "accumulation x %d processes), %d steps per epoch, %d steps%s", world,
+             trainer.accelerator.distributed_type, args.process_index, len(train_rows), world * batch * accumulation,
+             batch, accumulation, world, per_epoch, total_steps, f", resuming at step {start_step} from {resume}"
+             if resume else "")
+    for part, counts in trainable_summary(trainer.model).items():
+        if counts["total"]:
+            log.info("  %-6s %12s trainable of %12s parameters", part, f"{counts['trainable']:,}",
+                     f"{counts['total']:,}")
+    if trainer.is_world_process_zero():
+        order = train_data.epoch_order(len(train_rows), cfg.seed, 0, per_epoch, world * batch * accumulation)
+        shards = {rank: sorted({row_id(train_rows[i]) for i in train_data.rank_indices(
+            order, rank=rank, world_size=world, batch_size=batch, accumulation=accumulation)}) for rank in range(world)}
+        append_log(cfg.output_dir, {"event": "start", "world_size": world, "distributed_type":
+                                    str(trainer.accelerator.distributed_type), "resumed_from": str(resume) if resume
+                                    else None, "global_step": start_step, "total_steps": total_steps,
+                                    "epoch0_rows_per_rank": shards})
+
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if trainer.state.global_step >= total_steps:
+        final = Path(cfg.output_dir) / FINAL_DIR
+        trainer.save_result(final)
+        if trainer.is_world_process_zero():
+            append_log(cfg.output_dir, {"event": "saved", "path": str(final), "step": trainer.state.global_step})
+        log.info("saved %s", final)
+    trainer.accelerator.wait_for_everyone()
+    return 0
+
+
+# --- checks before the model loads ---------------------------------------------------------------------------------
+def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
+    """Fail before training, not at the first evaluation, when the validation file cannot give metric_for_best."""
+    from mevqa import vocab
+
+    kinds = {vocab.question_kind(str(row.get("question", ""))) for row in eval_rows}
+    needs = {"avg": {vocab.COARSE, vocab.FINE}, "uf1_coarse": {vocab.COARSE}, "uar_coarse": {vocab.COARSE},
+             "uf1_fine": {vocab.FINE}, "uar_fine": {vocab.FINE}}.get(cfg.metric_for_best, set())
+    missing = needs - kinds
+    if missing:
+        raise MevqaError(f"{cfg.eval_file}: metric_for_best={cfg.metric_for_best} needs "
+                         f"{' and '.join(sorted(missing))} expression questions, which the validation file lacks; "
+                         f"choose another metric_for_best (e.g. eval_loss)")
+
+
+def media_settings(cfg: TrainConfig, rows: list[dict]) -> dict | None:
+    """The build-data settings every training and validation row's inputs were made with (one set: a mixture is an
+    error naming the first row that differs), checked against ``media_settings`` when the config gives it."""
+    from mevqa.rows import media_settings_of
+
+    found = media_settings_of(rows)
+    if cfg.media_settings is not None and cfg.media_settings != found:
+        raise MevqaError(f"config: media_settings={cfg.media_settings!r}, but the rows' inputs were built with "
+                         f"{found!r}; rebuild the data, or drop media_settings from the config")
+    return found
+
+
+def lock_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir`` and hold its lock for the life of this process; refuse a folder in use."""
+    global _held_lock
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MevqaError(f"{output_dir}: output_dir is a file (or lies under one); choose a folder") from None
+    except OSError as exc:
+        raise MevqaError(f"{output_dir}: cannot create output_dir ({exc.strerror})") from None
+    path = output_dir / LOCK_NAME
+    try:
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise MevqaError(f"{output_dir}: output_dir is not writable ({exc.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise MevqaError(f"{output_dir}: another training run is using this output_dir (process {holder}); wait for "
+                         f"it to end, or choose another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held_lock = handle
+
+
+def release_output_dir() -> None:
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock.close()
+        _held_lock = None
+
+
+def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the ``checkpoint-N`` folders in ``output_dir``, by step."""
+    if not output_dir.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name)))
+
+
+def resume_point(cfg: TrainConfig, output_dir: Path) -> Path | None:
+    """The checkpoint this launch resumes from, or None to start over (see the module docstring)."""
+    choice = cfg.resume_from_checkpoint
+    if choice is None or choice.lower() in ("none", "no", "false"):
+        return None
+    if choice != "auto":
+        path = Path(choice)
+        if not (path / TRAINER_STATE_NAME).is_file():
+            raise MevqaError(f"{path}: not a complete checkpoint (no {TRAINER_STATE_NAME})")
+        return path
+    complete = [path for _, path in checkpoints(output_dir) if (path / TRAINER_STATE_NAME).is_file()]
+    if complete:
+        return complete[-1]
+    earlier = [name for name in (FINAL_DIR, BEST_DIR) if (output_dir / name).exists()]
+    if earlier:
+        raise MevqaError(f"{output_dir}: holds a previous run's {earlier[0]}/ but no checkpoint to resume from; "
+                         f"choose a new output_dir, or start over there with --resume_from_checkpoint none")
+    return None
+
+
+def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> None:
+    """Refuse a checkpoint made by another configuration, launch or data, past the run's end, or incomplete."""
+    step = _read_json(checkpoint / TRAINER_STATE_NAME).get("global_step")
+    if not isinstance(step, int):
+        raise MevqaError(f"{checkpoint / TRAINER_STATE_NAME}: no integer global_step")
+    for name in (CONFIG_NAME, RUN_STATE_NAME):
+        _need(checkpoint / name)
+    saved_cfg = TrainConfig(**load_yaml(checkpoint / CONFIG_NAME))
+    saved_run = _read_json(checkpoint / RUN_STATE_NAME)
+    differences = resume_differences(saved_cfg, cfg) + [
+        f"{key} ({saved_run.get(key)!r} -> {value!r})" if not key.endswith("sha256") else
+        f"{key.removesuffix('_sha256')} content" for key, value in run_state.items() if saved_run.get(key) != value]
+    if differences:
+        raise MevqaError(f"{checkpoint}: made with another configuration ({'; '.join(differences)}); resuming would "
+                         f"mix two runs: start over with --resume_from_checkpoint none, or use a new output_dir")
+    if step > total_steps:
+        raise MevqaError(f"{checkpoint}: at step {step}, past this run's {total_steps} steps (max_steps / "
+                         f"num_epochs); raise max_steps, start over with --resume_from_checkpoint none, or use a new "
+                         f"output_dir")
+    verify_checkpoint_files(checkpoint, step, run_state["backend"], run_state["world_size"])
+
+
+def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_size: int) -> None:
+    """Every file resuming needs is there and intact; else an error names it."""
+    rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{rank}.pth" for rank in range(world_size)]
+    if backend.startswith("DEEPSPEED"):
+        needed = ["latest", f"global_step{step}", "scheduler.pt"]
+    elif backend == "FSDP":
+        needed = ["scheduler.pt", _either(checkpoint, "pytorch_model_fsdp.bin", "pytorch_model_fsdp_0"),
+                  _either(checkpoint, "optimizer.bin", "optimizer_0")]
+    else:
+        needed = [WEIGHTS_NAME, "optimizer.pt", "scheduler.pt"]
+    for name in [*rng, *needed]:
+        path = _need(checkpoint / name)
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            _check_intact(file)
+    from transformers.trainer_pt_utils import safe_globals
+
+    from mevqa.train.trainer import loading
+
+    for name in [*rng, "scheduler.pt"]:  # small: read in full (RNG files hold numpy states, as Trainer reads them)
+        with loading(checkpoint / name), safe_globals():
+            torch.load(checkpoint / name, weights_only=True)
+
+
+def _either(checkpoint: Path, *names: str) -> str:
+    return next((name for name in names if (checkpoint / name).exists()), names[0])
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise MevqaError(f"{path}: missing, so the checkpoint cannot be resumed in full; resume from an earlier one "
+                         f"(--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)")
+    return path
+
+
+def _check_intact(path: Path) -> None:
+    """A truncated torch file has lost its zip directory; a truncated safetensors file its promised size."""
+    from mevqa.train.trainer import loading
+
+    with loading(path):
+        if path.suffix in (".pt", ".pth", ".bin"):
+            zipfile.ZipFile(path).close()
+        elif path.suffix == ".safetensors":
+            size = path.stat().st_size
+            with path.open("rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+            if 8 + length + end != size:
+                raise ValueError(f"{size} bytes where its header describes {8 + length + end}")
+
+
+def _read_json(path: Path) -> dict:
+    from mevqa.train.trainer import loading
+
+    with loading(_need(path)):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise MevqaError(f"{path}: expected a JSON object")
+    return value
+
+
+def clear_previous_run(output_dir: Path, keep: Path | None) -> None:
+    """Starting over: remove the previous run's outputs. Resuming: remove checkpoints a killed save left half
+    written, and unfinished result folders."""
+    names = [p for p in output_dir.iterdir() if p.name in (".final.tmp", ".best.tmp")]
+    if keep is None:
+        names += [path for _, path in checkpoints(output_dir)]
+        names += [output_dir / name for name in (FINAL_DIR, BEST_DIR, "logs", LOG_NAME, CONFIG_NAME)]
+    else:
+        names += [path for _, path in checkpoints(output_dir) if not (path / TRAINER_STATE_NAME).is_file()]
+    removed = []
+    for path in names:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    if removed:
+        log.info("%s: removed %s (%s)", output_dir, ", ".join(sorted(removed)),
+                 "unfinished" if keep is not None else "previous run's outputs, starting over")
+
+
+def check_4bit() -> None:
+    """QLoRA needs bitsandbytes; 4-bit layers run on CUDA, or on CPU from bitsandbytes 0.48."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MevqaError('config: load_in_4bit needs bitsandbytes (pip install "mevqa[qlora]")')
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or \
+            os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise MevqaError("config: load_in_4bit runs one model copy per process (DDP or one GPU), not under "
+                         "DeepSpeed or FSDP")
+    if not torch.cuda.is_available():
+        from importlib.metadata import version
+
+        from packaging.version import Version
+
+        if Version(version("bitsandbytes")) < Version("0.48"):
+            raise MevqaError(f"config: load_in_4bit without a CUDA GPU needs bitsandbytes >= 0.48 (installed: "
+                             f"{version('bitsandbytes')})")
+
+
+def _has_accelerator_device() -> bool:
+    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+
+    return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
+
+
+def trackers(cfg: TrainConfig) -> list[str]:
+    wandb = importlib.util.find_spec("wandb") is not None
+    names = {name for name in cfg.report_to if name not in ("auto", "none")}
+    if "auto" in cfg.report_to:
+        names |= {"tensorboard", "wandb"} if wandb else {"tensorboard"}
+    if "wandb" in names and not wandb:
+        raise MevqaError("config: report_to includes wandb but wandb is not installed (pip install wandb)")
+    return sorted(names)
+
+
+def training_arguments(cfg: TrainConfig, total_steps: int, *, has_eval: bool):
+    """Trainer's arguments for ``cfg``. Made before the model loads: under DeepSpeed ZeRO-3 they carry the DeepSpeed
+    config that lets ``from_pretrained`` build the model already sharded."""
+    from transformers import TrainingArguments
+
+    mixed = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    deepspeed = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") \
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None
+    args = TrainingArguments(
+        output_dir=cfg.output_dir, max_steps=total_steps, per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon, max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type="constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps), seed=cfg.seed,
+        bf16=mixed == "bf16", fp16=mixed == "fp16",
+        # Without an accelerator device accelerate forms a multi-process (gloo) group only when told it runs on the
+        # CPU; otherwise `accelerate launch --multi_gpu` starts independent single processes.
+        use_cpu=not _has_accelerator_device(),
+        average_tokens_across_devices=True, remove_unused_columns=False, logging_strategy="steps",
+        logging_steps=cfg.logging_steps, logging_nan_inf_filter=False,
+        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or total_steps,
+        save_strategy="steps", save_steps=cfg.save_steps or total_steps, save_total_limit=cfg.save_total_limit,
+        report_to=trackers(cfg) or "none", run_name=cfg.run_name or Path(cfg.output_dir).name,
+        dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
+        deepspeed=deepspeed, disable_tqdm=not is_main_process(),
+    )
+    args.mixed_precision = mixed  # also "no" when the launch said otherwise
+    return args
+
+
+def backend_of(args) -> str:
+    """The distributed backend a checkpoint is made under: NO, MULTI_CPU, MULTI_GPU, DEEPSPEED-zero<k>, FSDP..."""
+    kind = args.distributed_state.distributed_type.name
+    if kind == "DEEPSPEED":
+        return f"DEEPSPEED-zero{args.hf_deepspeed_config.config.get('zero_optimization', {}).get('stage', 0)}"
+    # accelerate gives the FSDP type to the Accelerator's state (built later by Trainer), for GPU-like devices only
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return "FSDP" if fsdp and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
+
+
+def load_model(cfg: TrainConfig, args):
+    """The base model (QLoRA: its language model in 4 bits, on this process's device) and its processor."""
+    from mevqa.model import load_model_and_processor, set_pixel_budgets
+
+    budgets = dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, video_min_pixels=cfg.video_min_pixels,
+                   video_max_pixels=cfg.video_max_pixels)
+    if not cfg.load_in_4bit:
+        model, processor = load_model_and_processor(cfg.model_name_or_path, dtype=cfg.dtype,
+                                                    attn_implementation=cfg.attn_implementation, device=False,
+                                                    **budgets)
+    else:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from mevqa.train.parts import quantization_config
+
+        processor = AutoProcessor.from_pretrained(cfg.model_name_or_path)
+        processor.tokenizer.padding_side = "left"
+        set_pixel_budgets(processor, **budgets)
+        device = args.local_process_index if torch.cuda.is_available() else "cpu"
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.model_name_or_path, dtype=torch.bfloat16, attn_implementation=cfg.attn_implementation,
+            quantization_config=quantization_config(cfg), device_map={"": device})
+    model.config.use_cache = False
+    return model, processor

@@ -1,0 +1,306 @@
+"""The table of hostile inputs: each runs the real command line (``mevqa.cli.main``) and must end with exit status 2,
+one stderr line ``mevqa <command>: error: ...`` naming the file, row or field, and nothing written anywhere.
+
+Each case is ``(id, command builder)``; a builder gets a :class:`Case` (the case's folder and the shared inputs)
+and returns ``(argv, text the error line must contain)``. The README's reliability section reports how many.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import MEGC2025, OFFICIAL_TEST
+from mevqa.cli import main
+
+QUESTION = "What is the coarse expression class?"
+RANK1 = MEGC2025 / "predictions" / "rank1" / "me_vqa_samm_test_pred.jsonl"  # real answers to the SAMM questions
+
+
+@dataclass
+class Case:
+    tmp: Path            # the case's own folder
+    data: Path           # a built casme2 dataset: qa.jsonl, build.json, media/
+    raw: dict            # its synthetic source: root, annotations
+    clips: Path          # test clips SAMM-1.. under clips/SAMM/
+    model: Path          # the tiny model
+    read_only: Path | None = None
+
+    def file(self, name: str, text: str = "x") -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def rows(self, name: str, rows: list) -> Path:
+        return self.file(name, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+    def latin1(self, name: str) -> Path:
+        path = self.tmp / name
+        path.write_bytes(json.dumps({"video_id": "samm_test_SAMM-1_1", "video": "SAMM-1", "subject": "1",
+                                     "question": QUESTION, "answer": "negative"}).encode() + b"\n" +
+                         '{"video_id": "samm_test_SAMM-1_2", "question": "\xbfQu\xe9?", "answer": ""}\n'
+                         .encode("latin-1"))
+        return path
+
+    def build(self, *extra) -> list[str]:
+        return ["build-data", "casme2", "--root", str(self.raw["root"]), "--annotations",
+                str(self.raw["annotations"]), *map(str, extra)]
+
+    def predict(self, *extra) -> list[str]:
+        return ["predict", "--questions", str(OFFICIAL_TEST[0]), "--clips", str(self.clips), "--model",
+                str(self.model), *map(str, extra)]
+
+    def answer(self, *extra) -> list[str]:
+        return ["answer", "--clip", str(self.clips / "SAMM" / "SAMM-1"), "--question", QUESTION, "--model",
+                str(self.model), *map(str, extra)]
+
+
+def _broken_clip(case: Case) -> Path:
+    clip = shutil.copytree(case.clips / "SAMM" / "SAMM-1", case.tmp / "SAMM-1")
+    frame = sorted(clip.glob("*.jpg"))[3]
+    frame.write_bytes(frame.read_bytes()[:-200])  # a copy cut short
+    return frame
+
+
+def _damaged_workbook(case: Case, content: bytes) -> list[str]:
+    sheet = case.tmp / "CASME2-coding-20140508.xlsx"
+    sheet.write_bytes(content)
+    return ["build-data", "casme2", "--root", str(case.raw["root"]), "--annotations", str(sheet), "--out",
+            str(case.tmp / "out")]
+
+
+def _duplicate_predictions(case: Case) -> list[str]:
+    rows = [json.loads(line) for line in OFFICIAL_TEST[0].read_text().splitlines()]
+    preds = [{**row, "answer": "negative"} for row in rows] + [{**rows[4], "answer": "positive"}]
+    return ["submit", "--questions", str(OFFICIAL_TEST[0]), "--pred", str(case.rows("pred.jsonl", preds)), "--out",
+            str(case.tmp / "sub")]
+
+
+CASES = [
+    # --- an output path that is an existing file -----------------------------------------------------------------
+    ("build-data --out is a file", lambda c: (c.build("--out", c.file("out")), f"{c.tmp / 'out'}: cannot be the "
+                                                                               "output folder")),
+    ("split --out is a file", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--out", str(c.file("out"))],
+                                         "cannot be the output folder")),
+    ("synth-data --out is a file", lambda c: (["synth-data", "samm", "--out", str(c.file("out"))],
+                                              f"{c.tmp / 'out'}: cannot be the output folder")),
+    ("synth-data --out under a file", lambda c: (["synth-data", "samm", "--out", str(c.file("out") / "deeper")],
+                                                 f"{c.tmp / 'out'} is a file")),
+    ("tiny-model --out is a file", lambda c: (["tiny-model", "--out", str(c.file("out"))],
+                                              f"{c.tmp / 'out'}: exists and is a file")),
+    ("eval --json is a folder", lambda c: (["eval", "--pred", str(RANK1), "--gold", str(RANK1),
+                                            "--json", str(c.tmp)], f"{c.tmp}: is a folder, expected a file path")),
+    ("eval --plot is a file", lambda c: (["eval", "--pred", str(RANK1), "--gold", str(RANK1),
+                                          "--plot", str(c.file("plots"))], f"{c.tmp / 'plots'} is a file")),
+    ("submit --out is a file", lambda c: (["submit", "--questions", str(OFFICIAL_TEST[0]), "--pred",
+                                           str(RANK1), "--out", str(c.file("out"))],
+                                          f"{c.tmp / 'out'} is a file")),
+    ("predict --out is a file", lambda c: (c.predict("--out", c.file("out")), f"{c.tmp / 'out'}: cannot be the "
+                                                                             "output folder")),
+    ("merge --out is a file", lambda c: (["merge", "--base", str(c.model), "--adapter", str(c.tmp), "--out",
+                                          str(c.file("out"))], f"{c.tmp / 'out'}: exists and is a file")),
+    ("demo --workdir is a file", lambda c: (["demo", "--workdir", str(c.file("work"))],
+                                            f"{c.tmp / 'work'}: exists and is a file")),
+    # --- a folder that cannot be written ----------------------------------------------------------------------------
+    ("build-data into a read-only folder", lambda c: (c.build("--out", c.read_only), f"{c.read_only}: cannot write "
+                                                                                     "in the output folder")),
+    ("split into a read-only folder", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--out",
+                                                  str(c.read_only)], f"{c.read_only}: cannot write")),
+    ("predict into a read-only folder", lambda c: (c.predict("--out", c.read_only), f"{c.read_only}: cannot write")),
+    ("submit into a read-only folder", lambda c: (["submit", "--questions", str(OFFICIAL_TEST[0]), "--pred",
+                                                   str(RANK1), "--out", str(c.read_only)],
+                                                  f"{c.read_only}/me_vqa_samm_test_pred.jsonl: cannot write")),
+    ("eval --json in a read-only folder", lambda c: (["eval", "--pred", str(RANK1), "--gold",
+                                                      str(RANK1), "--json", str(c.read_only / "s.json")],
+                                                     f"{c.read_only / 's.json'}: cannot write")),
+    ("synth-data below a read-only folder", lambda c: (["synth-data", "smic", "--out", str(c.read_only / "new")],
+                                                       f"{c.read_only / 'new'}: cannot create the output folder")),
+    ("tiny-model below a read-only folder", lambda c: (["tiny-model", "--out", str(c.read_only / "m")],
+                                                       f"{c.read_only}: cannot write")),
+    # --- files that are not UTF-8 -------------------------------------------------------------------------------------
+    ("eval --pred in Latin-1", lambda c: (["eval", "--pred", str(c.latin1("p.jsonl")), "--gold",
+                                           str(RANK1)], f"{c.tmp / 'p.jsonl'}:2: not UTF-8 text")),
+    ("split --data in Latin-1", lambda c: (["split", "--data", str(c.latin1("q.jsonl")), "--out",
+                                            str(c.tmp / "out")], f"{c.tmp / 'q.jsonl'}:2: not UTF-8 text")),
+    ("submit --pred in Latin-1", lambda c: (["submit", "--questions", str(OFFICIAL_TEST[0]), "--pred",
+                                             str(c.latin1("p.jsonl")), "--out", str(c.tmp / "out")],
+                                            f"{c.tmp / 'p.jsonl'}:2: not UTF-8 text")),
+    ("predict --questions in Latin-1", lambda c: (c.predict("--questions", c.latin1("q.jsonl"), "--out",
+                                                            c.tmp / "out"), f"{c.tmp / 'q.jsonl'}:2: not UTF-8")),
+    ("build-data --official in Latin-1", lambda c: (["build-data", "samm", "--official", str(c.latin1("q.jsonl")),
+                                                     "--root", str(c.clips), "--out", str(c.tmp / "out")],
+                                                    f"{c.tmp / 'q.jsonl'}:2: not UTF-8 text")),
+    # --- damaged annotation workbooks ---------------------------------------------------------------------------------
+    ("workbook of random bytes", lambda c: (_damaged_workbook(c, os.urandom(4000)), "cannot read the annotation "
+                                                                                     "sheet")),
+    ("workbook cut short", lambda c: (_damaged_workbook(c, c.raw["annotations"].read_bytes()[:1500]),
+                                      "CASME2-coding-20140508.xlsx: cannot read the annotation sheet")),
+    ("workbook that is text", lambda c: (_damaged_workbook(c, b"Subject,Filename\n1,EP02_01f\n"),
+                                         "cannot read the annotation sheet")),
+    # --- damaged frames ---------------------------------------------------------------------------------------------
+    ("truncated JPEG frame", lambda c: (["answer", "--clip", str(_broken_clip(c).parent), "--question", QUESTION,
+                                         "--model", str(c.model)],
+                                        "unreadable image (truncated JPEG: no end-of-image marker)")),
+    # --- non-finite numbers -----------------------------------------------------------------------------------------
+    ("build-data --blend nan", lambda c: (c.build("--out", c.tmp / "out", "--blend", "nan"),
+                                          "flow blend weight must be between 0 and 1, got nan")),
+    ("build-data --fps inf", lambda c: (c.build("--out", c.tmp / "out", "--fps", "inf"),
+                                        "--fps must be positive, got inf")),
+    ("answer --fps nan", lambda c: (c.answer("--fps", "nan"), "--fps must be a positive number, got nan")),
+    ("predict --temperature nan", lambda c: (c.predict("--out", c.tmp / "out", "--do-sample", "--temperature",
+                                                       "nan"), "--temperature must be a positive number, got nan")),
+    ("predict --video-fps inf", lambda c: (c.predict("--out", c.tmp / "out", "--video-fps", "inf"),
+                                           "--video-fps must be a positive number, got inf")),
+    ("NaN in a question file", lambda c: (c.predict("--questions", c.rows("q.jsonl", [
+        '{"video_id": "a", "video": "SAMM-1", "question": "Q", "onset_frame": NaN}']), "--out", c.tmp / "out"),
+        f"{c.tmp / 'q.jsonl'}:1: non-finite number NaN")),
+    ("Infinity in a prediction file", lambda c: (["eval", "--pred", str(c.rows("p.jsonl", [
+        '{"video_id": "a", "answer": "x", "score": Infinity}'])), "--gold", str(RANK1)],
+        f"{c.tmp / 'p.jsonl'}:1: non-finite number Infinity")),
+    # --- duplicate ids ----------------------------------------------------------------------------------------------
+    ("split the same file twice", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), str(c.data / "qa.jsonl"),
+                                              "--out", str(c.tmp / "out")], f"{c.data / 'qa.jsonl'}:1: duplicate id")),
+    ("predict questions with an id twice", lambda c: (c.predict("--questions", OFFICIAL_TEST[0], OFFICIAL_TEST[0],
+                                                                "--out", c.tmp / "out"),
+                                                      f"{OFFICIAL_TEST[0]}:1: duplicate id 'samm_test_SAMM-1_1'")),
+    ("build-data --official with a video_id twice", lambda c: (["build-data", "samm", "--official", str(c.rows(
+        "q.jsonl", [{"video_id": "v1", "video": "SAMM-1", "question": QUESTION, "answer": ""}] * 2)), "--root",
+        str(c.clips / "SAMM"), "--out", str(c.tmp / "out")], f"{c.tmp / 'q.jsonl'}:2: duplicate id 'v1'")),
+    ("submit with a prediction twice", lambda c: (_duplicate_predictions(c), "pred.jsonl:36: duplicate prediction "
+                                                                             "id 'samm_test_SAMM-1_5'")),
+    # --- names that leave their folder --------------------------------------------------------------------------------
+    ("predict with video ..", lambda c: (c.predict("--questions", c.rows("q.jsonl", [
+        {"video_id": "a", "video": "..", "question": QUESTION}]), "--out", c.tmp / "out"),
+        f"{c.tmp / 'q.jsonl'}:1: video name '..' must be one plain folder or file name")),
+    ("build-data --official with an absolute video", lambda c: (["build-data", "samm", "--official", str(c.rows(
+        "q.jsonl", [{"video_id": "a", "video": str(c.clips / "SAMM" / "SAMM-1"), "question": QUESTION}])), "--root",
+        str(c.clips), "--out", str(c.tmp / "out")], "video name '/")),
+    ("media path climbing out of its folder", lambda c: (c.predict("--questions", c.rows("q.jsonl", [
+        {"id": "a", "question": QUESTION, "media": {"oao": {"frames": ["../../etc/hostname"] * 3}}}]), "--out",
+        c.tmp / "out"), f"{c.tmp / 'q.jsonl'}:1: media.oao.frames[0] ../../etc/hostname lies outside")),
+    # --- numbers out of range ---------------------------------------------------------------------------------------
+    ("build-data --frames 0", lambda c: (c.build("--out", c.tmp / "out", "--frames", "0"),
+                                         "number of video frames must be positive, got 0")),
+    ("build-data --size -5", lambda c: (c.build("--out", c.tmp / "out", "--size", "-5"),
+                                        "image size must be a positive number of pixels")),
+    ("build-data --blend 1.5", lambda c: (c.build("--out", c.tmp / "out", "--blend", "1.5"),
+                                          "blend weight must be between 0 and 1, got 1.5")),
+    ("build-data --workers 0", lambda c: (c.build("--out", c.tmp / "out", "--workers", "0"),
+                                          "--workers must be at least 1, got 0")),
+    ("predict --batch-size 0", lambda c: (c.predict("--out", c.tmp / "out", "--batch-size", "0"),
+                                          "--batch-size must be at least 1, got 0")),
+    ("predict --limit 0", lambda c: (c.predict("--out", c.tmp / "out", "--limit", "0"),
+                                     "--limit must be at least 1, got 0")),
+    ("predict --top-p 1.5", lambda c: (c.predict("--out", c.tmp / "out", "--top-p", "1.5"),
+                                       "--top-p must be in (0, 1], got 1.5")),
+    ("predict --max-frames 0", lambda c: (c.predict("--out", c.tmp / "out", "--max-frames", "0"),
+                                          "--max-frames must be a positive integer, got 0")),
+    ("answer --max-new-tokens 0", lambda c: (c.answer("--max-new-tokens", "0"),
+                                             "--max-new-tokens must be at least 1, got 0")),
+    ("answer --top-k 0", lambda c: (c.answer("--top-k", "0"), "--top-k must be a positive integer, got 0")),
+    ("answer --repetition-penalty -1", lambda c: (c.answer("--repetition-penalty", "-1"),
+                                                  "--repetition-penalty must be a positive number, got -1.0")),
+    ("answer --apex outside", lambda c: (c.answer("--apex", "999"), "apex 999 outside the clip 100..107")),
+    ("synth-data --clips 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--clips", "0"],
+                                        "--clips must be at least 1, got 0")),
+    ("split --scheme kfold:1", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--scheme", "kfold:1",
+                                           "--out", str(c.tmp / "out")], "K must be between 2 and the number")),
+    ("demo --steps 0", lambda c: (["demo", "--workdir", str(c.tmp / "demo"), "--steps", "0"],
+                                  "--steps must be at least 1, got 0")),
+    # --- a model's training record ------------------------------------------------------------------------------------
+    ("train_config.yaml that is not YAML", lambda c: (c.answer("--adapter", _adapter_with_config(c, "inputs: [oao")),
+                                                      "train_config.yaml: cannot read the training config")),
+    ("train_config.yaml with an unknown media setting", lambda c: (
+        c.answer("--adapter", _adapter_with_config(c, "media_settings: {speed: 2}\n")),
+        "train_config.yaml: media_settings: unknown media setting(s) speed")),
+    ("--questions is a folder", lambda c: (c.predict("--questions", c.tmp, "--out", c.tmp / "out"),
+                                           f"{c.tmp}: is a folder, expected a jsonl file")),
+]
+
+
+def _adapter_with_config(case: Case, text: str) -> Path:
+    folder = case.tmp / "adapter"
+    folder.mkdir()
+    (folder / "train_config.yaml").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, tiny_model_dir):
+    from inference_clips import write_test_clips
+    from mevqa.data_builders.synth import write_synthetic_dataset
+
+    base = tmp_path_factory.mktemp("bad-inputs")
+    raw = write_synthetic_dataset("casme2", base / "raw", clips=6, frames=8)
+    assert main(["build-data", "casme2", "--root", str(raw["root"]), "--annotations", str(raw["annotations"]),
+                 "--out", str(base / "data"), "--inputs", "oao", "--size", "64"]) == 0
+    return {"base": base, "raw": raw, "data": base / "data",
+            "clips": write_test_clips(base / "clips", n_frames=8), "model": tiny_model_dir}
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A folder no file can be written in: permissions, and for root (whom permissions do not stop) the immutable
+    attribute where the file system has it."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if _writable(folder) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if _writable(folder):
+            pytest.skip("no way to make a read-only folder here")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def _snapshot(*roots: Path) -> dict:
+    state = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                stat = path.lstat()
+                state[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_path, capsys, name, make):
+    case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
+    if "read-only" in name:
+        case.read_only = request.getfixturevalue("read_only")
+    argv, expected = make(case)
+    before = _snapshot(tmp_path, shared["base"])
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith(f"mevqa {argv[0]}: error: ")]
+    assert code == 2, captured.err
+    assert len(lines) == 1 and expected in lines[0], captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert _snapshot(tmp_path, shared["base"]) == before
+
+
+def test_the_table_is_as_long_as_the_readme_says():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"runs {len(CASES)} hostile inputs" in readme

@@ -1,0 +1,206 @@
+"""`mevqa inspect`: token counts equal what the processor makes of each row, the resize rule is qwen-vl-utils', and
+the activation-memory formula matches the tensors autograd keeps."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from mevqa.cli import main
+from mevqa.collate import QADataset, encode
+from mevqa.errors import MevqaError
+from mevqa.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
+                           load_processor_and_config, video_tokens)
+from mevqa.messages import INPUT_MODES, read_qa_rows
+from qa_rows import write_qa_file
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = str(REPO / "recipes" / "configs" / "tiny" / "lora.yaml")
+
+
+@pytest.fixture(scope="module")
+def odd_rows(tmp_path_factory):
+    """Two clips whose frames need resizing (333 x 187) and an odd frame count (7)."""
+    return write_qa_file(tmp_path_factory.mktemp("odd"), clips=2, size=(333, 187), n_frames=7)
+
+
+def _settings(tiny_model_dir, *overrides):
+    return Settings.from_config(TINY_CONFIG, [f"model_name_or_path={tiny_model_dir}", *overrides])
+
+
+def test_resize_rule_agrees_with_qwen_vl_utils():
+    from qwen_vl_utils import smart_resize as reference
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize as video_smart_resize
+
+    budgets = [(3136, 12544), (56 * 56, 28 * 28 * 1280), (4 * 28 * 28, 16384 * 28 * 28),
+               (128 * 28 * 28, 768 * 28 * 28), (3136, 448 * 448)]
+    checked = 0
+    for low, high in budgets:
+        for height in range(28, 1400, 23):
+            for width in range(28, 1400, 37):
+                if max(height, width) / min(height, width) > 8:
+                    continue
+                expected = reference(height, width, 28, low, high)
+                assert smart_resize(height, width, 28, low, high) == expected, (height, width, low, high)
+                assert video_smart_resize(height, width, 28, low, high) == expected
+                if expected[0] * expected[1] >= low:
+                    tokens = image_tokens(height, width, min_pixels=low, max_pixels=high)
+                    assert tokens == (expected[0] // 28) * (expected[1] // 28)
+                checked += 1
+    assert checked > 5000
+    # Outside real images (a side under 28 px) the two differ; inspect follows the processor, which is what runs.
+    assert smart_resize(14, 102, 28, 3136, 12544) != reference(14, 102, 28, 3136, 12544)
+
+
+def test_image_and_video_token_counts():
+    # 640 x 480 under the 3B default image budget: 644 x 476 -> 23 x 17 tokens
+    assert image_tokens(480, 640, min_pixels=3136, max_pixels=12845056) == 23 * 17
+    # capped at 448 * 448 pixels: scaled by sqrt(448^2 / (640 * 480)) and floored to 504 x 364 -> 18 x 13
+    assert image_tokens(480, 640, min_pixels=3136, max_pixels=448 * 448) == 18 * 13
+    # 7 frames make 4 temporal patches (the last frame repeated)
+    assert video_tokens(7, 112, 168, min_pixels=3136, max_pixels=112 * 168) == 4 * 4 * 6
+    with pytest.raises(MevqaError, match="aspect ratio"):
+        image_tokens(10, 3000, min_pixels=3136, max_pixels=12544)
+
+
+@pytest.mark.parametrize("mode", list(INPUT_MODES))
+def test_token_counts_equal_the_processor_output(tiny_model_dir, odd_rows, mode):
+    rows = read_qa_rows(odd_rows)
+    settings = _settings(tiny_model_dir, f"inputs={mode}", "max_frames=3", "min_pixels=1000", "max_pixels=30000")
+    processor, model_config = load_processor_and_config(settings)
+    report = inspect_rows(rows, processor, model_config, settings, progress=False)
+    dataset = QADataset(rows, mode, system_prompt=settings.system_prompt, max_frames=3)
+    for i, entry in enumerate(report.rows):
+        batch = encode(processor, [dataset[i]], train=True)
+        assert entry.total == int(batch["attention_mask"].sum())
+        pads = sum(int((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(t)).sum())
+                   for t in ("<|image_pad|>", "<|video_pad|>"))
+        assert entry.vision[mode] == pads
+    # every mode the rows have media for is counted; the video's 7 frames are capped at 3 -> 2 temporal patches
+    assert set(report.rows[0].vision) == set(INPUT_MODES)
+    assert report.rows[0].vision["video"] % 2 == 0
+
+
+def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_rows, tmp_path, capsys):
+    report = inspect_files([odd_rows], TINY_CONFIG, model=str(tiny_model_dir), overrides=["max_length=150"],
+                           progress=False)
+    totals = sorted(r.total for r in report.rows)
+    over = [r for r in report.rows if r.total > 150]
+    assert over and len(over) < len(report.rows)
+    assert [r.id for r in report.over_max_length] == [r.id for r in over]
+    assert report.longest.total == totals[-1]
+    text = report.format()
+    assert f"{len(over)} row(s) over" in text and report.longest.id in text
+
+    out = tmp_path / "report.json"
+    code = main(["inspect", "--config", TINY_CONFIG, "--model", str(tiny_model_dir), "--data", str(odd_rows),
+                 "--set", "max_length=150", "--json", str(out)])
+    assert code == 0
+    assert "row(s) over" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["tokens"]["max"] == totals[-1]
+    assert data["tokens"]["rows_over_max_length"] == [r.id for r in over]
+    assert len(data["rows"]) == 10 and data["activation_memory"]["total_bytes"] > 0
+
+
+def test_settings_follow_the_training_config(tiny_model_dir):
+    settings = _settings(tiny_model_dir, "lora_preset=llm_attention", "per_device_batch_size=3")
+    assert settings.per_device_batch_size == 3
+    # the YAML sets vision/merger to lora explicitly, which wins over the preset, as in the recipes
+    assert (settings.vision, settings.merger, settings.llm) == ("lora", "lora", "lora")
+    assert settings.inputs == "oao" and settings.max_length == 1024
+    with pytest.raises(MevqaError, match="unknown config key"):
+        Settings.from_config(TINY_CONFIG, ["max_pixel=3"])
+    with pytest.raises(MevqaError, match="KEY=VALUE"):
+        Settings.from_config(TINY_CONFIG, ["max_pixels"])
+
+
+def test_unloadable_model_is_a_clear_error(tmp_path, odd_rows, tiny_model_dir):
+    with pytest.raises(MevqaError, match="not a model folder"):
+        inspect_files([odd_rows], TINY_CONFIG, model=str(tmp_path), progress=False)
+    (tmp_path / "config.json").write_text((tiny_model_dir / "config.json").read_text())  # no processor files
+    with pytest.raises(MevqaError, match="cannot load the processor and config"):
+        inspect_files([odd_rows], TINY_CONFIG, model=str(tmp_path), progress=False)
+
+
+def _saved_bytes(model, run) -> int:
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+        return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
+                                                        ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
+def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
+    """One language layer's activations, measured as the tensors autograd saves, against the formula."""
+    from peft import LoraConfig, get_peft_model
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    layers = model.model.language_model.layers
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    if lora_dropout is not None:
+        target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
+                                                 target_modules=target))
+    ids = torch.randint(0, 600, (batch, 40))
+    mask = torch.ones_like(ids)
+    mask[0, -6:] = 0 if batch > 1 else 1
+
+    def run():
+        model(input_ids=ids, attention_mask=mask, labels=ids)
+
+    both = _saved_bytes(model, run)
+    last = layers[-1]
+    del layers[-1]
+    one = _saved_bytes(model, run)
+    layers.append(last)
+    measured = (both - one) / ids.numel()
+
+    settings = Settings.from_config(None, [f"dtype={dtype}", f"per_device_batch_size={batch}", "vision=frozen",
+                                           "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
+                                           "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
+                                           "lora_llm_modules=" + ",".join(modules)])
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    fewer = copy.deepcopy(config)
+    fewer.text_config.num_hidden_layers -= 1
+    # the CPU dropout kernel keeps a float32 mask (CUDA's is one byte)
+    formula = (activation_memory(ids.numel(), 0, config, settings, mask_bytes=4)["language_model"]
+               - activation_memory(ids.numel(), 0, fewer, settings, mask_bytes=4)["language_model"]) / ids.numel()
+    assert formula == pytest.approx(measured, rel=0.05)
+
+
+def test_memory_parts_follow_what_trains_and_checkpointing():
+    from transformers import Qwen2_5_VLConfig
+
+    arch = json.loads((REPO / "benchmarks" / "qwen2_5_vl_configs.json").read_text())["3b"]
+    config = Qwen2_5_VLConfig(text_config=arch["text_config"], vision_config=arch["vision_config"])
+    base = ["dtype=bfloat16", "per_device_batch_size=1", "llm=lora", "lora_llm_modules=q_proj,k_proj"]
+    frozen_vision = activation_memory(800, 2000, config, Settings.from_config(None, base + ["vision=frozen",
+                                                                                          "merger=frozen"]))
+    assert frozen_vision["vision"] == 0 and frozen_vision["merger"] == 0
+    lora_vision = activation_memory(800, 2000, config, Settings.from_config(None, base + ["vision=lora",
+                                                                                        "merger=lora"]))
+    assert lora_vision["vision"] > 0 and lora_vision["merger"] > 0
+    assert lora_vision["language_model"] == frozen_vision["language_model"]
+    checkpointed = activation_memory(800, 2000, config, Settings.from_config(
+        None, base + ["vision=lora", "merger=lora", "gradient_checkpointing=true"]))
+    assert checkpointed["language_model"] < lora_vision["language_model"] / 5
+    assert checkpointed["vision"] < lora_vision["vision"] / 5
+    assert checkpointed["logits"] == lora_vision["logits"] == 800 * 151936 * (2 + 8)

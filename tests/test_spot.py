@@ -1,0 +1,216 @@
+"""ME-STR data and the flow baseline: synthetic long videos in the real layouts, `mevqa build-spot` reading them back,
+`mevqa str-predict --method flow` finding the planted intervals (and resuming), `mevqa spot` on a video file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+
+from mevqa import vocab
+from mevqa.cli import main
+from mevqa.data_builders.spot import IOU_POSITIVE, WindowOptions, build_spot, sliding_windows, span_iou
+from mevqa.data_builders.synth_long import FPS, FRAME_SIZES, plan_video, render_frames, write_long_dataset, write_mp4
+from mevqa.jsonl import read_jsonl
+from mevqa.media import MediaSettings
+from mevqa.rows import read_rows
+from mevqa.spot import FlowSettings, flow_detections
+
+# Frames per synthetic video: room for three MEs and a macro-expression at each dataset's frame rate.
+FRAMES = {"samm-lv": 1000, "casme3": 240, "smic-e": 400}
+COARSE = {"happiness": "positive", "happy": "positive", "positive": "positive", "surprise": "surprise",
+          "others": "others"}
+
+
+def coarse_of_sheet_label(label: str) -> str:
+    return COARSE.get(label.lower(), "negative")
+
+
+def make_built(dataset, root):
+    """A synthetic long-video dataset, and build-spot's output on it."""
+    paths = write_long_dataset(dataset, root / "raw", videos=2, frames=FRAMES[dataset], seed=1)
+    out = root / "built"
+    summary = build_spot(dataset, out, root=paths["root"], annotations=paths["annotations"],
+                         emotions=paths.get("emotions"), macro=paths.get("macro"), progress=False)
+    return {"dataset": dataset, "paths": paths, "out": out, "summary": summary}
+
+
+@pytest.fixture(scope="module", params=["samm-lv", "casme3", "smic-e"])
+def built(request, tmp_path_factory):
+    return make_built(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_build_spot_reads_back_the_planted_intervals(built):
+    planted = built["paths"]["intervals"]
+    rows = read_jsonl(built["out"] / "spot.jsonl")
+    assert len(rows) == 2 and built["summary"]["videos"] == 2
+    read_back = sorted((row["subject"], row["video"], i["onset"], i["apex"], i["offset"], i["type"])
+                       for row in rows for i in row["intervals"])
+    expected = sorted((p["subject"].lstrip("0") if built["dataset"] == "samm-lv" else p["subject"], p["video"],
+                       p["onset"], p["apex"] if built["dataset"] != "smic-e" else (p["onset"] + p["offset"]) // 2,
+                       p["offset"], p["type"]) for p in planted)
+    assert read_back == expected  # SMIC-E has no apex: the midpoint
+    for row in rows:
+        assert row["fps"] == FPS[built["dataset"]]
+        frames = (built["out"] / row["frames"]).resolve()
+        assert frames.is_dir() and row["frame_count"] == len(list(frames.iterdir()))
+    gt = read_csv(built["out"] / "gt.csv")
+    micro = [p for p in planted if p["type"] == "micro"]
+    assert len(gt) == len(micro) == built["summary"]["micro"]
+    assert {(r["video"], int(r["onset"]), int(r["offset"]), r["emotion"]) for r in gt} == \
+        {(p["video"], p["onset"], p["offset"], coarse_of_sheet_label(p["label"])) for p in micro}
+
+
+def test_layout_quirks_are_read(built):
+    rows = read_jsonl(built["out"] / "spot.jsonl")
+    if built["dataset"] == "samm-lv":
+        # 006_1/006_1_0001.jpg; the "Blink" row of the sheet is not a micro or macro row
+        assert [row["video"] for row in rows] == ["006_1", "006_2"] and rows[0]["first_frame"] == 1
+        assert sum(len(row["intervals"]) for row in rows) == 8  # 2 x (3 micro + 1 macro), no blink
+        assert all(i["aus"] for row in rows for i in row["intervals"])
+    elif built["dataset"] == "casme3":
+        # spNo.1 folders for spNO.1 labels, an upper-case filename, one dropped frame, the macro sheet's rows
+        assert [(row["subject"], row["video"]) for row in rows] == [("spNO.1", "b"), ("spNO.1", "c")]
+        assert rows[0]["frame_count"] == FRAMES["casme3"] - 1
+        assert sum(i["type"] == "macro" for row in rows for i in row["intervals"]) == 2
+    else:
+        # absolute frame numbers from FirstF, trailing notes rows skipped, one emotion per clip
+        assert all(row["first_frame"] == 101 for row in rows)
+        assert all(len({i["emotion"] for i in row["intervals"]}) == 1 for row in rows)
+
+
+def test_fine_labels(built, tmp_path):
+    paths = built["paths"]
+    build_spot(built["dataset"], tmp_path, root=paths["root"], annotations=paths["annotations"],
+               emotions=paths.get("emotions"), macro=paths.get("macro"), labels="fine", progress=False)
+    fine = {r["emotion"] for r in read_csv(tmp_path / "gt.csv")}
+    expected = {"samm-lv": {"happiness", "anger", "surprise", "others", "contempt"},
+                "casme3": {"happiness", "disgust", "surprise", "others", "sadness"},
+                "smic-e": {"negative", "positive", "surprise"}}[built["dataset"]]
+    assert fine <= expected and len(fine) >= 2
+
+
+def test_flow_baseline_finds_the_planted_intervals(built, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(["str-predict", "--spot-data", str(built["out"] / "spot.jsonl"), "--method", "flow",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "scores.json").read_text())
+    spotting = report["overall"]["spotting"]
+    assert spotting["f1"] >= 0.8, spotting
+    assert report["overall"]["counts"]["gt_counted"] == built["summary"]["micro"]
+    assert {row["emotion"] for row in read_csv(out / "pred.csv")} == {"others"}  # no model: others
+    assert "Overall" in capsys.readouterr().out
+
+
+def test_str_predict_resumes_per_video_and_refuses_other_settings(tmp_path, capsys):
+    built = make_built("casme3", tmp_path)
+    out = tmp_path / "pred"
+    argv = ["str-predict", "--spot-data", str(built["out"] / "spot.jsonl"), "--method", "flow", "--out", str(out)]
+    assert main(argv) == 0
+    first = (out / "pred.csv").read_text()
+    lines = (out / "videos.jsonl").read_text().splitlines()
+    # a run killed while writing its second video's line: the torn line is dropped and that video is redone
+    (out / "videos.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert (out / "pred.csv").read_text() == first
+    redone = (out / "videos.jsonl").read_text().splitlines()
+    assert redone[0] == lines[0] and json.loads(redone[1])["video"] == json.loads(lines[1])["video"]
+    assert main(argv + ["--flow-threshold", "0.5"]) == 2
+    assert "settings.threshold differ" in capsys.readouterr().err
+    assert main(argv[:-1] + [str(tmp_path / "other"), "--subjects", "spNO.9"]) == 2
+    assert "no video of subject(s) spNO.9" in capsys.readouterr().err
+
+
+def test_windows_are_labelled_by_iou_with_micro_intervals(tmp_path):
+    paths = write_long_dataset("casme3", tmp_path / "raw", videos=2, seed=3)
+    options = WindowOptions(seconds=0.3, stride_seconds=0.1, negatives=1.0, seed=0,
+                            media=MediaSettings(modes=("oao", "flow"), size=112))
+    summary = build_spot("casme3", tmp_path / "built", root=paths["root"], annotations=paths["annotations"],
+                         windows=options, progress=False)
+    rows = read_rows(tmp_path / "built" / "windows.jsonl")  # the project's reader: media resolve under OUT
+    micro = [p for p in paths["intervals"] if p["type"] == "micro"]
+    spot_rows = [r for r in rows if r["question"] == vocab.Q_SPOT]
+    assert summary["positive_windows"] == summary["negative_windows"] > 0
+    for row in spot_rows:
+        window = (row["clip"]["onset"], row["clip"]["offset"])
+        best = max(span_iou(window, (p["onset"], p["offset"])) for p in micro if p["video"] == row["filename"])
+        assert row["answer"] == ("yes" if best >= IOU_POSITIVE else "no"), row["id"]
+        assert row["clip"]["onset"] <= row["clip"]["apex"] <= row["clip"]["offset"]
+        assert set(row["media"]) >= {"oao", "flow", "settings"}
+    coarse = [r for r in rows if r["question"] == vocab.Q_COARSE]
+    assert coarse and all(r["answer"] in vocab.COARSE_LABELS for r in coarse)
+    assert {r["image_id"] for r in coarse} <= {r["image_id"] for r in spot_rows if r["answer"] == "yes"}
+    record = json.loads((tmp_path / "built" / "build.json").read_text())
+    assert record["windows"]["window"] == 0.3 and record["windows"]["media_settings"]["size"] == 112
+
+
+def test_sliding_windows_cover_the_video_over_existing_frames():
+    numbers = [n for n in range(1, 41) if n != 7]  # a dropped frame
+    windows = sliding_windows(numbers, 9, 3)
+    assert windows[0] == (1, 10) and windows[-1] == (32, 40)
+    assert all(len([n for n in numbers if a <= n <= b]) == 9 for a, b in windows)
+
+
+def test_flow_detections_drop_long_movements_and_join_dips():
+    fps, k = 30.0, 4
+    m = np.full(300, 0.1)
+    m[50:60] = 3.0            # an ME-length movement
+    m[100:104] = 2.0          # a movement whose signal dips for two frames ...
+    m[106:110] = 2.0          # ... stays one movement
+    m[200:260] = 2.5          # two seconds of movement: a macro-expression
+    numbers = list(range(1000, 1300))
+    found = flow_detections(numbers, m, k, fps, FlowSettings(me_seconds=2 * k / fps, threshold=0.2))
+    peaks = [d.apex - 1000 for d in found]
+    assert len(found) == 2 and 50 <= peaks[0] < 60 and 96 <= peaks[1] < 110
+    assert all(d.offset - d.onset == 2 * k for d in found)
+
+
+def test_spot_on_a_video_file_finds_the_planted_movements(tmp_path, capsys):
+    video = plan_video("casme3", 3, 1, 150, random.Random(7), first=0, macro=False)
+    width, height, gray = FRAME_SIZES["casme3"]
+    path = write_mp4(tmp_path / "long.mp4", render_frames(video, width, height, gray, seed=2), 30.0)
+    assert main(["spot", "--video", str(path), "--method", "flow", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 150 and report["method"] == "flow"
+    found = [(d["onset"], d["offset"]) for d in report["detections"]]
+    for move in video.movements:
+        assert max(span_iou(span, (move.onset, move.offset)) for span in found) >= IOU_POSITIVE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build-spot", "samm-lv", "--annotations", "{lv}", "--root", "{root}", "--out", "{out}"],
+     "samm-lv needs --emotions"),
+    (["spot", "--video", "{frames}", "--method", "flow"], "a frame folder has no frame rate; give it with --fps"),
+    (["spot", "--video", "{frames}", "--method", "vlm", "--fps", "200"], "--method vlm needs --model"),
+])
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    values = {"lv": paths["annotations"], "root": paths["root"], "out": tmp_path / "out",
+              "frames": paths["root"] / "006_1"}
+    assert main([part.format(**values) for part in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_a_micro_row_without_emotion_is_an_error(tmp_path, capsys):
+    from openpyxl import load_workbook
+
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    book = load_workbook(paths["emotions"])
+    sheet = book.active
+    sheet.delete_rows(sheet.max_row)  # the last micro row loses its emotion
+    book.save(paths["emotions"])
+    assert main(["build-spot", "samm-lv", "--root", str(paths["root"]), "--annotations", str(paths["annotations"]),
+                 "--emotions", str(paths["emotions"]), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "SAMM_LongVideos_V3_Release.xlsx row" in err and "has no row in SAMM_Micro_FACS_Codes_v2.xlsx" in err
+    assert not (tmp_path / "out" / "spot.jsonl").exists()

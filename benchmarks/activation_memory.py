@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mevqa.inspect import Settings, activation_memory
+from mevqa.inspect import Settings, activation_memory, saved_activation_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,24 +49,6 @@ def build(arch: dict, layers: int, depth: int):
     return model, config
 
 
-def saved_bytes(model, run) -> int:
-    """Bytes of the distinct non-parameter storages autograd saves while ``run()`` builds the graph."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = run()
-        total = sum(seen.values())
-    del out
-    return total
-
-
 def with_lora(model, dropout: float):
     from peft import LoraConfig, get_peft_model
 
@@ -76,11 +58,11 @@ def with_lora(model, dropout: float):
 
 def one_less(model, run, layers) -> int:
     """Saved bytes of ``run()`` with all of ``layers`` (a ModuleList) minus those with its last one removed."""
-    full = saved_bytes(model, run)
+    full = saved_activation_bytes(model, run)
     kept = layers[-1]
     del layers[-1]
     try:
-        fewer = saved_bytes(model, run)
+        fewer = saved_activation_bytes(model, run)
     finally:
         layers.append(kept)
     return full - fewer
@@ -126,7 +108,7 @@ def logits_case(arch, tokens: int) -> tuple[float, float]:
     for p in model.model.visual.parameters():
         p.requires_grad_(False)
     ids = torch.randint(0, 1000, (1, tokens))
-    total = saved_bytes(model, lambda: model(input_ids=ids, labels=ids))
+    total = saved_activation_bytes(model, lambda: model(input_ids=ids, labels=ids))
     settings = Settings.from_config(None, ["dtype=bfloat16", "vision=frozen", "merger=frozen", "llm=full"])
     memory = activation_memory(tokens, 0, config, settings)
     return (total - memory["language_model"]) / tokens, memory["logits"] / tokens

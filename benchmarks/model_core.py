@@ -25,7 +25,8 @@ from qa_rows import write_qa_file  # noqa: E402
 
 from mevqa.collate import QADataset, encode  # noqa: E402
 from mevqa.generation import generate_answers  # noqa: E402
-from mevqa.messages import _decode_image, read_qa_rows  # noqa: E402
+from mevqa.messages import _decode_image  # noqa: E402
+from mevqa.rows import read_rows
 from mevqa.model import load_model_and_processor  # noqa: E402
 from mevqa.tiny import write_tiny_model  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> None:
     model, processor = load_model_and_processor(model_dir, device="cpu")
     print(f"model + processor loaded in {time.perf_counter() - start:.2f} s; torch threads {torch.get_num_threads()}")
     qa = write_qa_file(args.work / "data", clips=args.clips, size=tuple(args.frame_size))
-    rows = read_qa_rows(qa)
+    rows = read_rows(qa)
     print(f"{len(rows)} rows, {args.clips} clips, frames {args.frame_size[0]}x{args.frame_size[1]}")
 
     for mode in args.modes:

@@ -41,7 +41,8 @@ def main() -> int:
     from mevqa.cli import main as mevqa
     from mevqa.inference import ClipInputs, InferenceSettings
     from mevqa.media import MediaSettings
-    from mevqa.messages import INPUT_MODES, read_qa_rows
+    from mevqa.messages import INPUT_MODES
+    from mevqa.rows import read_rows
     from mevqa.model import load_model_and_processor
     from mevqa.predict import predict, read_predictions
     from mevqa.tiny import write_tiny_model
@@ -58,7 +59,7 @@ def main() -> int:
         logging.getLogger().setLevel(logging.WARNING)
         model_dir = write_tiny_model(tmp / "tiny-model")
         qa = data / "qa.jsonl"
-        rows = read_qa_rows(qa)
+        rows = read_rows(qa)
 
         start = time.perf_counter()
         model, processor = load_model_and_processor(str(model_dir))

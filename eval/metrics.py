@@ -30,7 +30,6 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.eval.rows import LABELS_OF_KIND, UNKNOWN, extract_label, row_id, split_of, split_sort_key, where
-from mevqa.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -294,14 +293,12 @@ def round_floats(obj):
 
 
 def read_rows(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
-    """Rows of one or more jsonl files, each tagged with ``_file`` and ``_line`` for error messages."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    rows = []
-    for path in paths:
-        for row in read_jsonl(path):
-            row["_file"] = str(path)
-            rows.append(row)
-    return rows
+    """Rows of one or more jsonl files, each tagged with ``_file`` and ``_line`` for error messages: the one row
+    reader (:func:`mevqa.rows.read_rows`), which checks ids, without opening media; duplicate ids are left to
+    :func:`join`, which names both lines."""
+    from mevqa.rows import read_rows as read_qa_rows
+
+    return read_qa_rows(paths, required=(), unique=False, check_media=False)
 
 
 def score_files(pred_paths, gold_paths, *, bootstrap: int = 0, seed: int = 0) -> dict:

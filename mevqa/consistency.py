@@ -68,7 +68,6 @@ def _clip(rows: list[dict], answers: list[Answer]) -> list[Answer]:
     fine_i, coarse_i, au_i = first.get(vocab.FINE), first.get(vocab.COARSE), first.get(vocab.AU)
     composite = [i for i, kind in enumerate(kinds) if kind == vocab.COMPOSITE]
     parts = composite_parts(answers[composite[0]].text) if composite else ([], None, None)
-    why: dict[int, str] = {}
 
     # Fine and coarse.
     fine = label_of(answers[fine_i].text, vocab.FINE) if fine_i is not None else parts[1]

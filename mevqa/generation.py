@@ -10,7 +10,7 @@ Public API::
 
 The input options (``system_prompt``, ``max_frames``, ``image_pixels``, ``video_pixels``, ``video_fps``) mean what
 they mean in :mod:`mevqa.collate`; use the values the model was trained with. Rows must have absolute media paths
-(:func:`mevqa.messages.read_qa_rows` or ``resolve_media``). Prompts are left padded, so one batch's answers equal
+(:func:`mevqa.rows.read_rows` or ``resolve_media``). Prompts are left padded, so one batch's answers equal
 the answers of its rows one by one under greedy decoding (exactly in float32; bf16 kernels may round differently per
 batch shape). Only the new tokens are decoded, special tokens dropped, whitespace stripped. Decoding settings are
 passed explicitly: a checkpoint's ``generation_config`` (Qwen2.5-VL-Instruct ships ``do_sample=True, top_k=1,

@@ -320,13 +320,35 @@ class InspectReport:
         return "\n".join(lines)
 
 
+def saved_activation_bytes(model, run) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for backward while ``run()`` builds the graph:
+    the measured counterpart of :func:`activation_memory` (a test and ``benchmarks/activation_memory.py`` compare
+    the two)."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run()
+        total = sum(seen.values())
+    del out
+    return total
+
+
 def _size(nbytes: float) -> str:
     return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 1024 ** 2:.1f} MiB"
 
 
 def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, *,
                  progress: bool = True) -> InspectReport:
-    """Token counts of ``rows`` (media paths absolute, as :func:`mevqa.messages.read_qa_rows` gives them) under
+    """Token counts of ``rows`` (media paths absolute, as :func:`mevqa.rows.read_rows` gives them) under
     ``settings``, with ``processor`` already holding the config's pixel budgets."""
     from mevqa.messages import INPUT_MODES, build_messages, row_id
 

@@ -3,9 +3,7 @@
 Public API::
 
     INPUT_MODES: dict[str, InputMode]        # "video", "oao", "flow", "frames+flow" (users name them)
-    read_qa_rows(path) -> list[dict]         # mevqa.rows.read_rows: QA jsonl rows, media absolute and checked
-    resolve_media(row, base_dir, where)      # mevqa.rows.resolve_media, for one row built in code
-    build_messages(row, mode, *, system_prompt="default", with_answer=False, max_frames=None)
+    build_messages(row, mode, *, system_prompt="default", with_answer=False, max_frames=None, coarse_hint=None)
         -> (messages, vision)
     system_prompt_for(question, system_prompt="default") -> str | None
     load_image(path) -> PIL.Image.Image      # RGB, decoded once (a small LRU cache)
@@ -38,7 +36,7 @@ import numpy as np
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
-from mevqa.rows import read_rows, resolve_media, row_id  # noqa: F401 (re-exported for callers)
+from mevqa.rows import row_id
 
 # --- system prompts -------------------------------------------------------------------------------------------
 _EXPERT = "You are an expert in facial micro-expression analysis."
@@ -197,17 +195,11 @@ def prompt_texts() -> list[str]:
 
 
 # --- rows -----------------------------------------------------------------------------------------------------
-def read_qa_rows(path) -> list[dict]:
-    """Read a QA jsonl file with :func:`mevqa.rows.read_rows` (the one reader: rows checked, media paths made
-    absolute and confined). Kept for the callers that import it from here."""
-    return read_rows(path)
-
-
 def build_messages(row: dict, mode: str, *, system_prompt: str | None = "default", with_answer: bool = False,
                    max_frames: int | None = None, coarse_hint: str | None = None):
     """Chat messages and loaded vision inputs for ``row`` in input ``mode``.
 
-    Media paths must already be absolute (:func:`read_qa_rows` / :func:`resolve_media`). ``with_answer`` appends
+    Media paths must already be absolute (:func:`mevqa.rows.read_rows` / :func:`mevqa.rows.resolve_media`). ``with_answer`` appends
     the assistant turn with ``row["answer"]`` (training); ``max_frames`` caps the video frames, uniformly, and
     adjusts the fps to the frames kept. ``coarse_hint`` (default: the row's ``coarse_hint`` key, if any) is a coarse
     class stated before a fine question (:func:`coarse_hint_text`; hierarchical answering, and training for it).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,41 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from mevqa.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """``(model, processor)`` of the tiny model on the CPU, loaded once per test module (a module that changes the
+    weights gets its own copy)."""
+    from mevqa.model import load_model_and_processor
+
+    return load_model_and_processor(tiny_model_dir, device="cpu")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A folder no file can be written in: permissions, and for root (whom permissions do not stop) the immutable
+    attribute where the file system has it."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if _writable(folder) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if _writable(folder):
+            pytest.skip("no way to make a read-only folder here")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)

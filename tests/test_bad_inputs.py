@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,35 +242,6 @@ def shared(tmp_path_factory, tiny_model_dir):
                  "--out", str(base / "data"), "--inputs", "oao", "--size", "64"]) == 0
     return {"base": base, "raw": raw, "data": base / "data",
             "clips": write_test_clips(base / "clips", n_frames=8), "model": tiny_model_dir}
-
-
-def _writable(folder: Path) -> bool:
-    try:
-        (folder / ".probe").write_text("")
-    except OSError:
-        return False
-    (folder / ".probe").unlink()
-    return True
-
-
-@pytest.fixture()
-def read_only(tmp_path):
-    """A folder no file can be written in: permissions, and for root (whom permissions do not stop) the immutable
-    attribute where the file system has it."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    immutable = False
-    if _writable(folder) and shutil.which("chattr"):
-        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-    try:
-        if _writable(folder):
-            pytest.skip("no way to make a read-only folder here")
-        yield folder
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-        folder.chmod(0o755)
 
 
 def _snapshot(*roots: Path) -> dict:

@@ -7,19 +7,15 @@ import torch
 
 from mevqa.collate import IGNORE_INDEX, Collator, QADataset, encode
 from mevqa.errors import MevqaError
-from mevqa.messages import INPUT_MODES, read_qa_rows
-from mevqa.model import load_model_and_processor
+from mevqa.messages import INPUT_MODES
+from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model_and_processor(tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    return read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
+    return read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
 
 
 @pytest.mark.parametrize("mode", list(INPUT_MODES))
@@ -72,8 +68,8 @@ def test_every_processor_output_reaches_the_batch_and_the_loss_is_finite(tiny, r
 
 def test_video_gets_its_true_fps(tiny, tmp_path):
     _, processor = tiny
-    slow = read_qa_rows(write_qa_file(tmp_path / "a", clips=1, step=5, source_fps=200.0))[0]   # 40 fps
-    fast = read_qa_rows(write_qa_file(tmp_path / "b", clips=1, step=1, source_fps=30.0))[0]    # 30 fps
+    slow = read_rows(write_qa_file(tmp_path / "a", clips=1, step=5, source_fps=200.0))[0]   # 40 fps
+    fast = read_rows(write_qa_file(tmp_path / "b", clips=1, step=1, source_fps=30.0))[0]    # 30 fps
     samples = [QADataset([slow, fast], "video")[i] for i in (0, 1)]
     batch = encode(processor, samples, train=True)
     temporal_patch = processor.video_processor.temporal_patch_size

@@ -16,7 +16,8 @@ from PIL import Image
 from mevqa.cli import main
 from mevqa.errors import MevqaError
 from mevqa.export import ExportSettings, export
-from mevqa.messages import build_messages, read_qa_rows
+from mevqa.messages import build_messages
+from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
 
@@ -68,7 +69,7 @@ def test_hf_export_loads_with_images_messages_and_metadata(qa_files, tmp_path):
     features = loaded["train"].features
     assert features["images"] == datasets.List(datasets.Image())
     assert "video_frames" not in features
-    rows = read_qa_rows(train)
+    rows = read_rows(train)
     for got, row in zip(loaded["train"], rows):
         assert (got["id"], got["question"], got["answer"], got["subject"]) == \
                (row["id"], row["question"], row["answer"], row["subject"])
@@ -173,7 +174,7 @@ def test_llamafactory_export_follows_its_dataset_format(qa_files, tmp_path, tiny
 
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     records = json.loads((out / "train.json").read_text())
-    rows = read_qa_rows(train)
+    rows = read_rows(train)
     assert len(records) == len(rows) == 10
     for record, row in zip(records, rows):
         _check_chat(record)
@@ -201,7 +202,7 @@ def test_swift_export_follows_its_dataset_format(qa_files, test_questions, tmp_p
     assert manifest["video_sample_fps"]["min"] == pytest.approx(200.0 * 3 / 35, abs=1e-4)
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     lines = (out / "train.jsonl").read_text().splitlines()
-    rows = read_qa_rows(train)
+    rows = read_rows(train)
     assert len(lines) == 10
     for line, row in zip(lines, rows):
         record = json.loads(line)
@@ -224,7 +225,7 @@ def test_copy_media_makes_the_export_movable(qa_files, tmp_path):
     export([train, val], out, ExportSettings(format="llamafactory", inputs="oao", copy_media=True), progress=False)
     moved = tmp_path / "elsewhere" / "lf"
     shutil.move(str(out), str(moved))
-    sources = {Path(p).name for row in read_qa_rows(train) for p in row["media"]["oao"]["frames"]}
+    sources = {Path(p).name for row in read_rows(train) for p in row["media"]["oao"]["frames"]}
     for split in ("train", "val"):
         for record in json.loads((moved / f"{split}.json").read_text()):
             assert all(not Path(p).is_absolute() and (moved / p).is_file() for p in record["images"])

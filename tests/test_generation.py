@@ -10,19 +10,15 @@ from peft import LoraConfig, get_peft_model
 
 from mevqa.collate import Collator, QADataset
 from mevqa.generation import generate_answers, iter_answers
-from mevqa.messages import read_qa_rows
+from mevqa.rows import read_rows
 from mevqa.model import load_model_and_processor
 from qa_rows import write_qa_file
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    return read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
+    return read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model_and_processor(tiny_model_dir)
 
 
 @pytest.mark.parametrize("mode", ["video", "oao", "frames+flow"])

@@ -15,8 +15,9 @@ from mevqa.cli import main
 from mevqa.collate import QADataset, encode
 from mevqa.errors import MevqaError
 from mevqa.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
-                           load_processor_and_config, video_tokens)
-from mevqa.messages import INPUT_MODES, read_qa_rows
+                           load_processor_and_config, saved_activation_bytes, video_tokens)
+from mevqa.messages import INPUT_MODES
+from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_image_and_video_token_counts():
 
 @pytest.mark.parametrize("mode", list(INPUT_MODES))
 def test_token_counts_equal_the_processor_output(tiny_model_dir, odd_rows, mode):
-    rows = read_qa_rows(odd_rows)
+    rows = read_rows(odd_rows)
     settings = _settings(tiny_model_dir, f"inputs={mode}", "max_frames=3", "min_pixels=1000", "max_pixels=30000")
     processor, model_config = load_processor_and_config(settings)
     report = inspect_rows(rows, processor, model_config, settings, progress=False)
@@ -129,21 +130,6 @@ def test_unloadable_model_is_a_clear_error(tmp_path, odd_rows, tiny_model_dir):
         inspect_files([odd_rows], TINY_CONFIG, model=str(tmp_path), progress=False)
 
 
-def _saved_bytes(model, run) -> int:
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run()
-        return sum(seen.values())
-
-
 @pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
                                                         ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
 def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
@@ -166,10 +152,10 @@ def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dro
     def run():
         model(input_ids=ids, attention_mask=mask, labels=ids)
 
-    both = _saved_bytes(model, run)
+    both = saved_activation_bytes(model, run)
     last = layers[-1]
     del layers[-1]
-    one = _saved_bytes(model, run)
+    one = saved_activation_bytes(model, run)
     layers.append(last)
     measured = (both - one) / ids.numel()
 

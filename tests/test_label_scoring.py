@@ -15,18 +15,12 @@ from mevqa.label_scoring import (END, _sample, _takes_encoder_outputs, answer_lo
 from qa_rows import write_qa_file
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from mevqa.model import load_model_and_processor
-
-    return load_model_and_processor(tiny_model_dir)
-
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    from mevqa.messages import read_qa_rows
+    from mevqa.rows import read_rows
 
-    return read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
+    return read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
 
 
 def training_token_logprobs(model, processor, row, mode, answer):

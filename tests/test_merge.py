@@ -38,11 +38,11 @@ def batch(tiny_model_dir, tmp_path_factory):
     from qa_rows import write_qa_file
 
     from mevqa.collate import Collator, QADataset
-    from mevqa.messages import read_qa_rows
+    from mevqa.rows import read_rows
     from mevqa.model import load_model_and_processor
 
     _, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
-    rows = read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))[:3]
+    rows = read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))[:3]
     dataset = QADataset(rows, "frames+flow")
     inputs = Collator(processor, train=True)([dataset[i] for i in range(len(rows))])
     inputs.pop("labels")

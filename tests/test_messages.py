@@ -10,13 +10,14 @@ import pytest
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
-from mevqa.messages import (GENERIC_SYSTEM_PROMPT, INPUT_MODES, build_messages, read_qa_rows, system_prompt_for)
+from mevqa.messages import GENERIC_SYSTEM_PROMPT, INPUT_MODES, build_messages, system_prompt_for
+from mevqa.rows import read_rows
 from qa_rows import APEX, FLOW, OFFSET, ONSET, write_qa_file
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    return read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa")))
+    return read_rows(write_qa_file(tmp_path_factory.mktemp("qa")))
 
 
 def _colour(image):
@@ -38,7 +39,7 @@ def test_read_qa_rows_names_file_line_and_path_of_missing_media(tmp_path):
     lines[2] = json.dumps(row)
     qa.write_text("\n".join(lines) + "\n")
     with pytest.raises(MevqaError, match=r"qa\.jsonl:3: media\.oao\.frames\[1\] media/clip0/nope\.png does not exist"):
-        read_qa_rows(qa)
+        read_rows(qa)
 
 
 @pytest.mark.parametrize("mode, kinds, colours", [

@@ -13,20 +13,16 @@ from safetensors.torch import load_file, save_file
 
 from mevqa.collate import QADataset, encode
 from mevqa.errors import MevqaError
-from mevqa.messages import read_qa_rows
+from mevqa.rows import read_rows
 from mevqa.model import (PART_PATTERNS, load_model_and_processor, model_parts, part_of, resolve_dtype,
                          set_pixel_budgets)
 from qa_rows import write_qa_file
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model_and_processor(tiny_model_dir)
-
 
 @pytest.fixture(scope="module")
 def batch(tiny, tmp_path_factory):
-    rows = read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))
+    rows = read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))
     return encode(tiny[1], [QADataset(rows, "oao")[i] for i in (0, 1)], train=True)
 
 
@@ -175,6 +171,6 @@ def test_auto_dtype_on_cuda_is_bfloat16_and_generation_runs(tiny_model_dir, batc
     with torch.no_grad():
         loss = model(**{key: value.to("cuda") for key, value in batch.items()}).loss
     assert torch.isfinite(loss)
-    rows = read_qa_rows(write_qa_file(tiny_model_dir.parent / "gpu-qa", clips=1))
+    rows = read_rows(write_qa_file(tiny_model_dir.parent / "gpu-qa", clips=1))
     answers = generate_answers(model, processor, rows, "video", batch_size=4, max_new_tokens=4)
     assert len(answers) == len(rows)

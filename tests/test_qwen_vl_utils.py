@@ -28,7 +28,7 @@ import torch
 from transformers import AutoProcessor
 
 from mevqa.collate import QADataset, encode
-from mevqa.messages import read_qa_rows
+from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
 
@@ -40,7 +40,7 @@ def processor(tiny_model_dir):
 def _video_sample(tmp_path, size, *, max_frames=None):
     """mevqa's sample (messages + loaded vision) for the first row of a synthetic clip with frames of ``size``."""
     path = write_qa_file(tmp_path, clips=1, size=size, n_frames=8, step=5, source_fps=200.0)
-    return QADataset(read_qa_rows(path), "video", with_answer=False, max_frames=max_frames)[0]
+    return QADataset(read_rows(path), "video", with_answer=False, max_frames=max_frames)[0]
 
 
 def _reference(processor, sample, budget, **video_options):

@@ -116,11 +116,11 @@ def lora_run(lora_args, tmp_path_factory) -> Path:
 def batch(tiny_model_dir, synth):
     """A training-style batch (labels dropped) of three rows, to compare logits."""
     from mevqa.collate import Collator, QADataset
-    from mevqa.messages import read_qa_rows
+    from mevqa.rows import read_rows
     from mevqa.model import load_model_and_processor
 
     _, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
-    rows = read_qa_rows(synth["mixed"])[:3]
+    rows = read_rows(synth["mixed"])[:3]
     dataset = QADataset(rows, "oao")
     inputs = Collator(processor, train=True)([dataset[i] for i in range(len(rows))])
     inputs.pop("labels")
@@ -322,7 +322,7 @@ def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, ca
                                   "learning_rate_nan", "negative_learning_rate", "lora_alpha_zero",
                                   "duplicate_train_id", "duplicate_eval_id", "non_string_id", "missing_answer",
                                   "typo_key", "full_recipe_with_lora", "metric_the_eval_file_cannot_give"])
-def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, tmp_path, capsys):
+def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, tmp_path, capsys, request):
     """Each case fails with one line naming what is wrong. The model path does not exist: reaching the model load
     would fail with another message."""
     rows = read_jsonl(synth["mixed"])
@@ -340,11 +340,8 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
         out.write_text("")
         expected = "out: output_dir is a file"
     elif case == "read_only_output_dir":
-        if os.geteuid() == 0:
-            pytest.skip("running as root: directory permissions do not stop root")
-        out.mkdir()
-        out.chmod(0o555)
-        expected = "out: output_dir is not writable"
+        out = request.getfixturevalue("read_only")  # for root too: the immutable attribute (tests/conftest.py)
+        expected = "read-only: output_dir is not writable"
     elif case == "non_utf8_train_file":
         train = media_dir / "latin1.jsonl"
         train.write_bytes(synth["mixed"].read_bytes().replace(b"coarse", "c\xf6arse".encode("latin-1"), 1))
@@ -513,7 +510,7 @@ def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_pa
     the model then answers the coarse question on held-out clips, scored by mevqa's own scorer."""
     from mevqa.eval import score
     from mevqa.generation import generate_answers
-    from mevqa.messages import read_qa_rows
+    from mevqa.rows import read_rows
     from mevqa.model import load_model_and_processor
 
     out = tmp_path / "learn"
@@ -525,7 +522,7 @@ def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_pa
                                       "8", "--gradient_accumulation_steps", "1", "--max_steps", "250", "--save_steps",
                                       "0", "--logging_steps", "50", "--metric_for_best", "uf1_coarse"))
     model, processor = load_model_and_processor(out / "final", dtype="float32", device="cpu")
-    val = read_qa_rows(synth["coarse_val"])
+    val = read_rows(synth["coarse_val"])
     answers = generate_answers(model, processor, val, "oao", system_prompt=None, max_new_tokens=8)
     report = score([{"id": row["id"], "answer": a} for row, a in zip(val, answers)], val)
     assert report["overall"]["uf1_coarse"] >= 0.9, (answers, [row["answer"] for row in val])

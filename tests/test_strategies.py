@@ -15,19 +15,13 @@ from mevqa.strategies import Answer, Strategy, StrategyOptions, answer_rows, par
 from qa_rows import write_clip, write_qa_file
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from mevqa.model import load_model_and_processor
-
-    return load_model_and_processor(tiny_model_dir)
-
 
 @pytest.fixture(scope="module")
 def qa_rows(tmp_path_factory):
     """Two synthetic clips, C F A Y X each (clip 0: one AU; clip 1: two)."""
-    from mevqa.messages import read_qa_rows
+    from mevqa.rows import read_rows
 
-    return read_qa_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
+    return read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=2))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def official_test_rows(tmp_path_factory, public_data):
     """Every row of both official test files, each clip given synthetic media (the real test clips are not public)."""
     from conftest import OFFICIAL_TEST
     from mevqa.jsonl import read_jsonl
-    from mevqa.messages import resolve_media
+    from mevqa.rows import resolve_media
 
     root = tmp_path_factory.mktemp("test-media")
     rows, media = [], {}

@@ -153,7 +153,7 @@ def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_
                "expression class is disgust, and the coarse expression class is negative.", "negative", "surprise"]
     rows = [{"id": f"samm_{i}", "question": "What is the coarse expression class?", "answer": a,
              "media": media} for i, a in enumerate(answers)]
-    from mevqa.messages import resolve_media
+    from mevqa.rows import resolve_media
 
     rows = [resolve_media(row, tmp_path, "test") for row in rows]
     dataset = QADataset(rows, "oao")

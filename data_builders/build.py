@@ -15,8 +15,10 @@ Two sources of questions:
 A clip with bad input raises; with ``skip_bad`` it is left out and listed in ``OUT/skipped.jsonl`` instead.
 Nothing is written to ``OUT/qa.jsonl`` unless the whole build succeeds. Media are cached per clip (``media.json``),
 so a second run reuses them. A rebuild whose media settings differ from those ``OUT/build.json`` records first sets
-the old ``OUT/qa.jsonl`` aside (renamed ``qa.jsonl.stale-<time>``) before any media is touched: whatever stops the
-rebuild, no ``qa.jsonl`` is left pointing at media built with other settings.
+the old ``OUT/qa.jsonl`` and ``OUT/build.json`` aside (renamed ``<name>.stale-<time>``) before any media is touched:
+whatever stops the rebuild, no ``qa.jsonl`` is left pointing at media built with other settings, and the folds of
+``mevqa split`` that keep their media in ``OUT`` are refused by their readers until split again. A build holds a
+lock on ``OUT`` (``OUT/.build.lock``): a second build into the same folder is refused while one runs.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
 from mevqa.data_builders.qa import ClipRecord, clip_rows
 from mevqa.data_builders.sheets import cell_int
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, folder_lock, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
 from mevqa.rows import clip_name, read_rows
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 
 # Real SAMM sheets have a few such rows; say how to build them anyway.
 BAD_APEX_HINT = " (--estimate-bad-apex estimates it instead)"
-QA_FILE, BUILD_FILE, SKIPPED_FILE = "qa.jsonl", "build.json", "skipped.jsonl"
+QA_FILE, BUILD_FILE, SKIPPED_FILE, LOCK_FILE = "qa.jsonl", "build.json", "skipped.jsonl", ".build.lock"
 
 DATASETS: dict[str, ModuleType] = {"casme2": casme2, "samm": samm, "smic": smic, "casme3": casme3, "4dme": fourdme}
 
@@ -237,28 +239,37 @@ def _resolve_span(record: ClipRecord, options: BuildOptions) -> tuple:
     return record, clip, span
 
 
-def set_aside_stale_rows(out: Path, settings: MediaSettings) -> Path | None:
-    """If ``OUT/qa.jsonl`` exists and ``OUT/build.json`` does not record ``settings`` as the media settings it was
-    built with, rename it ``qa.jsonl.stale-<time>`` (before any media is touched) and return the new path."""
-    qa = out / QA_FILE
-    if not qa.is_file():
-        return None
+def set_aside_stale_rows(out: Path, settings: MediaSettings) -> list[Path]:
+    """If ``OUT/build.json`` does not record ``settings`` as the media settings of the build (or ``OUT/qa.jsonl``
+    has no readable record), rename ``qa.jsonl`` and ``build.json`` to ``<name>.stale-<time>`` before any media is
+    touched, and return their new paths. Without ``qa.jsonl``, no row of this folder points at media of other
+    settings; without ``build.json``, neither do the folds of ``mevqa split`` that keep their media here (their
+    readers check the build's record against the rows', :func:`mevqa.rows.resolve_media`)."""
+    qa, record = out / QA_FILE, out / BUILD_FILE
     try:
-        recorded = json.loads((out / BUILD_FILE).read_text(encoding="utf-8")).get("media_settings")
+        recorded = json.loads(record.read_text(encoding="utf-8")).get("media_settings")
     except (OSError, ValueError, AttributeError):
-        recorded = None  # no readable build.json: the rows' settings are unknown
-    if recorded == settings.record():
-        return None
+        recorded = None  # no readable build.json: the settings of what is there are unknown
+    if recorded == settings.record() or not (qa.is_file() or record.is_file()):
+        return []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = qa.with_name(f"{QA_FILE}.stale-{stamp}")
+    suffix = f"stale-{stamp}"
     for n in range(1, 1000):
-        if not aside.exists():
+        if not any(path.with_name(f"{path.name}.{suffix}").exists() for path in (qa, record)):
             break
-        aside = qa.with_name(f"{QA_FILE}.stale-{stamp}-{n}")
-    qa.rename(aside)
-    log.warning("%s: built with other media settings (%s); set aside as %s before rebuilding", qa,
-                "unrecorded" if recorded is None else recorded, aside.name)
-    return aside
+        suffix = f"stale-{stamp}-{n}"
+    moved = []
+    for path in (qa, record):
+        if path.is_file():
+            aside = path.with_name(f"{path.name}.{suffix}")
+            try:
+                path.rename(aside)
+            except OSError as exc:
+                raise MevqaError(f"{path}: cannot set it aside before rebuilding ({exc.strerror})") from None
+            moved.append(aside)
+    log.warning("%s: built with other media settings (%s); set aside %s before rebuilding", out,
+                "unrecorded" if recorded is None else recorded, ", ".join(path.name for path in moved))
+    return moved
 
 
 def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = None,
@@ -278,6 +289,9 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
         raise MevqaError("smic needs --root (its labels are the folders)")
     if root is None and options.media.modes:
         raise MevqaError("--root is needed to find the frames (or build with --inputs none)")
+    if root is not None and not root.is_dir():
+        raise MevqaError(f"{root}: {'is a file, expected' if root.exists() else 'not found; expected'} the dataset's "
+                         "frame folder (--root)")
     if official is not None:
         jobs = official_jobs(dataset, Path(official), root, annotations, options, skipped)
     else:
@@ -287,8 +301,18 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
         for job in jobs:
             job.record.fps = options.fps
     ensure_dir(out)  # after the inputs are read (a bad sheet writes nothing), before any media
-    set_aside_stale_rows(out, options.media)
+    # One build at a time here: two with other settings would overwrite each other's media.
+    with folder_lock(out, LOCK_FILE, "mevqa build-data"):
+        set_aside_stale_rows(out, options.media)
+        return _build(dataset, out, jobs, excluded, skipped, options, started,
+                      source={"root": str(root) if root else None,
+                              "annotations": str(annotations) if annotations else None,
+                              "official": str(official) if official else None})
 
+
+def _build(dataset: str, out: Path, jobs: list[ClipJob], excluded: int, skipped: list[dict], options: BuildOptions,
+           started: float, source: dict) -> dict:
+    """Build the jobs' media into ``out`` and write ``skipped.jsonl``, ``build.json`` and ``qa.jsonl``."""
     timings: dict[str, float] = {}
     tasks = [(i, job.record, options, out) for i, job in enumerate(jobs)]
     failed: set[int] = set()
@@ -324,9 +348,7 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
                "media_settings": options.media.record(),
                "seconds": round(time.perf_counter() - started, 2),
                "timings": {k: round(v, 2) for k, v in timings.items()},
-               "options": _options_record(options),
-               "source": {"root": str(root) if root else None, "annotations": str(annotations) if annotations else
-                          None, "official": str(official) if official else None}}
+               "options": _options_record(options), "source": source}
     # build.json first: qa.jsonl appears only beside the record of the settings its media were built with.
     write_json(out / BUILD_FILE, summary)
     write_jsonl(out / QA_FILE, rows)

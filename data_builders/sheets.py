@@ -43,7 +43,8 @@ def read_sheet(path: str | Path, columns: dict[str, tuple[str, ...]], *, sheet: 
 
     path = Path(path)
     if not path.is_file():
-        raise MevqaError(f"{path}: annotation file not found")
+        what = "is a folder, expected the annotation file" if path.is_dir() else "annotation file not found"
+        raise MevqaError(f"{path}: {what}")
     try:
         if path.suffix.lower() == ".csv":
             table = pd.read_csv(path, header=None, dtype=object)

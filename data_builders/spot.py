@@ -21,13 +21,19 @@ Writes, atomically and only when the whole build succeeds:
   offset and the frame most different from the first as apex, exactly as ``mevqa spot --method vlm`` builds them;
 - ``OUT/build.json``: what was read and every setting (the windows' rows keep their media under OUT, so OUT is
   their media root).
+
+Nothing is written when the sheets or the options are wrong. A rebuild with other window or media settings first
+sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``), before any media is touched, so a rebuild that
+is stopped never leaves rows whose recorded settings differ from the media they point at.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
+import math
 import os
 import random
 import time
@@ -57,7 +63,7 @@ QA_DATASET = {"samm-lv": "samm", "casme3": "casme3", "smic-e": "smic"}
 
 def window_frames(fps: float, seconds: float, stride_seconds: float) -> tuple[int, int]:
     """(length, stride) in frames of windows of ``seconds`` sliding by ``stride_seconds`` at ``fps``."""
-    if not seconds > 0 or not stride_seconds > 0:
+    if not (0 < seconds < math.inf and 0 < stride_seconds < math.inf):
         raise MevqaError(f"window and stride must be positive seconds, got {seconds} and {stride_seconds}")
     return max(3, round(seconds * fps)), max(1, round(stride_seconds * fps))
 
@@ -99,7 +105,7 @@ class WindowOptions:
         window_frames(30.0, self.seconds, self.stride_seconds)
         if self.seconds > 0.5:
             log.warning("windows of %.2f s are longer than a micro-expression (at most 0.5 s)", self.seconds)
-        if self.negatives < 0:
+        if not 0 <= self.negatives < math.inf:
             raise MevqaError(f"--negatives must be zero or more, got {self.negatives}")
 
     def record(self) -> dict:
@@ -125,13 +131,25 @@ def spot_row(video: LongVideoRecord, out: Path) -> dict:
 
 
 def read_spot_rows(path: str | Path) -> list[dict]:
-    """Rows of a ``spot.jsonl``, checked, with ``frames`` made absolute against the file's folder."""
+    """Rows of a ``spot.jsonl``, checked, with ``frames`` made absolute against the file's folder. ``subject`` and
+    ``video`` must be plain names (they name folders of inputs built for the video), ``fps`` a positive number,
+    ``frames`` a string; (subject, video) may not repeat."""
+    from mevqa.rows import clip_name
+
     path = Path(path)
     rows = read_jsonl(path, required=("subject", "video", "fps", "frames"))
+    if not rows:
+        raise MevqaError(f"{path}: no video (expected one line per long video with subject, video, fps, frames)")
     seen = {}
     for row in rows:
         where = f"{path}:{row['_line']}"
-        key = (str(row["subject"]), str(row["video"]))
+        for name in ("subject", "video"):
+            if isinstance(row[name], int) and not isinstance(row[name], bool):
+                row[name] = str(row[name])    # a subject number written as a number
+            clip_name(row[name], where, name)
+        if not isinstance(row["frames"], str) or not row["frames"].strip():
+            raise MevqaError(f"{where}: frames must be the path of a frame folder or video file, got {row['frames']!r}")
+        key = (row["subject"], row["video"])
         if key in seen:
             raise MevqaError(f"{where}: subject {key[0]} video {key[1]} repeats (first at line {seen[key]})")
         seen[key] = row["_line"]
@@ -173,13 +191,21 @@ def _window_candidates(videos: list[LongVideoRecord], options: WindowOptions):
     return positives, negatives
 
 
-def window_rows(videos: list[LongVideoRecord], out: Path, options: WindowOptions, progress: bool = True) -> list[dict]:
-    """The QA rows of the spotting windows (module docstring), their inputs built under ``out/media/``."""
+def choose_windows(videos: list[LongVideoRecord], options: WindowOptions) -> list[tuple]:
+    """The windows to write, in video and frame order: every positive, and the negatives drawn (module docstring);
+    ``(video, first frame, last frame, best micro interval or None, its IoU)`` each."""
     positives, negatives = _window_candidates(videos, options)
+    if not positives:
+        raise MevqaError(f"no {options.seconds} s window overlaps a micro interval at IoU >= {IOU_POSITIVE}; choose "
+                         "a --window closer to the micro-expressions' lengths")
     rng = random.Random(f"spot-windows:{options.seed}")
     wanted = min(len(negatives), round(options.negatives * len(positives)))
     chosen = positives + rng.sample(negatives, wanted)
-    chosen.sort(key=lambda item: (item[0].subject, item[0].video, item[1]))
+    return sorted(chosen, key=lambda item: (item[0].subject, item[0].video, item[1]))
+
+
+def window_rows(chosen: list[tuple], out: Path, options: WindowOptions, progress: bool = True) -> list[dict]:
+    """The QA rows of the chosen windows (:func:`choose_windows`), their inputs built under ``out/media/``."""
     clips = {}
     rows = []
     for video, first, last, best, score in tqdm(chosen, desc="spotting windows", unit="window",
@@ -206,6 +232,26 @@ def window_rows(videos: list[LongVideoRecord], out: Path, options: WindowOptions
     return rows
 
 
+def set_aside_stale_windows(out: Path, identity: dict) -> Path | None:
+    """Rename ``OUT/windows.jsonl`` to ``windows.jsonl.stale-<time>`` unless ``OUT/build.json`` records the same
+    ``identity`` (sources, frame rate, window and media settings; call before any media is touched); returns the new
+    path."""
+    rows = out / WINDOWS_FILE
+    if not rows.is_file():
+        return None
+    try:
+        build = json.loads((out / BUILD_FILE).read_text(encoding="utf-8"))
+        recorded = {key: build.get(key) for key in identity}
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # no readable build.json: the rows' settings are unknown
+    if recorded == json.loads(json.dumps(identity)):
+        return None
+    aside = rows.with_name(f"{WINDOWS_FILE}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    rows.rename(aside)
+    log.warning("%s: built with other window settings; set aside as %s before rebuilding", rows, aside.name)
+    return aside
+
+
 # --- the build ------------------------------------------------------------------------------------------------------
 
 def read_videos(dataset: str, root: Path, annotations: Path, *, emotions: Path | None = None,
@@ -228,8 +274,8 @@ def read_videos(dataset: str, root: Path, annotations: Path, *, emotions: Path |
     if not videos:
         raise MevqaError(f"{annotations}: no long video with an annotated interval")
     if fps is not None:
-        if not fps > 0:
-            raise MevqaError(f"--fps must be positive, got {fps}")
+        if not 0 < fps < math.inf:
+            raise MevqaError(f"--fps must be a positive number, got {fps}")
         for video in videos:
             video.fps = float(fps)
     return sorted(videos, key=lambda v: (v.subject, v.video))
@@ -243,8 +289,9 @@ def build_spot(dataset: str, out: str | Path, *, root: Path, annotations: Path, 
     if labels not in LABEL_SETS:
         raise MevqaError(f"--labels must be one of {', '.join(LABEL_SETS)}, got {labels!r}")
     start = time.perf_counter()
-    out = ensure_dir(out)
     videos = read_videos(dataset, root, annotations, emotions=emotions, macro=macro, fps=fps)
+    chosen = choose_windows(videos, windows) if windows is not None else None
+    out = ensure_dir(out)  # after the sheets are read: a bad sheet or option writes nothing
     summary = {"command": "build-spot", "dataset": dataset, "root": str(Path(root).resolve()),
                "annotations": str(Path(annotations).resolve()),
                "emotions": str(Path(emotions).resolve()) if emotions else None,
@@ -253,7 +300,12 @@ def build_spot(dataset: str, out: str | Path, *, root: Path, annotations: Path, 
                "micro": sum(i.type == MICRO for v in videos for i in v.intervals),
                "macro_intervals": sum(i.type != MICRO for v in videos for i in v.intervals),
                "windows": windows.record() if windows is not None else None}
-    rows = window_rows(videos, out, windows, progress) if windows is not None else None
+    identity = {key: summary[key] for key in ("dataset", "root", "annotations", "emotions", "macro", "fps",
+                                               "windows")}
+    rows = None
+    if windows is not None:
+        set_aside_stale_windows(out, identity)   # before any media is touched
+        rows = window_rows(chosen, out, windows, progress)
     write_jsonl(out / SPOT_FILE, [spot_row(video, out) for video in videos])
     write_gt_csv(out / GT_FILE, videos, labels)
     if rows is not None:

@@ -40,6 +40,7 @@ from mevqa.data_builders.qa import coarse_of, normalise_emotion, parse_aus
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, find_dir, number_in, read_sheet
 from mevqa.errors import MevqaError
 from mevqa.media import list_frames
+from mevqa.rows import clip_name
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ def _check(interval: SpotInterval, frames: list[int], where: str) -> None:
 
 def _video(videos: dict, dataset: str, subject: str, name: str, fps: float, folder: Path | None,
            where: str) -> LongVideoRecord:
+    # Names become folder names of the windows' media: one plain name each, so no row can write outside OUT.
+    clip_name(subject, where, "subject")
+    clip_name(name, where, "video")
     if (subject, name) not in videos:
         if folder is None or not folder.is_dir():
             raise MevqaError(f"{where}: frame folder of video {name} not found{f' (looked for {folder})' if folder else ''}")

@@ -75,6 +75,9 @@ class SynthClip:
     aus: object
 
 
+MIN_SIDE, MAX_SIDE = 16, 4096  # frame sides --size accepts (the real datasets: 640x480 to 960x650)
+
+
 def _coarse(label: str) -> str:
     key = label.lower()
     return COARSE_OF.get(key, "surprise" if "surprise" in key else "negative")
@@ -290,6 +293,11 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
     ``size`` = (width, height) of the frames (default: small, about 96x72)."""
     if dataset not in WRITERS:
         raise MevqaError(f"unknown dataset {dataset!r}; expected one of {', '.join(WRITERS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MevqaError(f"--seed must be a non-negative integer, got {seed!r}")
+    if size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in size):
+        raise MevqaError(f"--size must give a width and height between {MIN_SIDE} and {MAX_SIDE} pixels, got "
+                         f"{size[0]}x{size[1]}")
     rng = random.Random(f"synth:{dataset}:{seed}")
     plan = _plan(dataset, clips, frames, rng)
     out = ensure_dir(out_dir)

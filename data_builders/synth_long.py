@@ -29,6 +29,8 @@ Layouts and sheets (docs/str.md lists the facts they follow):
 - SMIC-E (HS): ``SMIC-E_raw image/HS_long/SMIC-HS-E/s01/s01_ne_01/image000101.jpg`` (absolute frame numbers),
   ``SMIC-HS-E_annotation.xlsx`` with up to three MEs per row, ``FirstF/LastF/TotalVL``, blank unnamed columns and
   trailing text rows.
+
+The output folder must be new or empty: frames of an earlier set would stay beside sheets that do not describe them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import numpy as np
 
 from mevqa.data_builders.synth import AU_CELLS, BLOBS, _coarse, _face, _write_xlsx
 from mevqa.errors import MevqaError
+from mevqa.jsonl import ensure_dir
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +340,11 @@ def write_long_dataset(dataset: str, out_dir: str | Path, *, videos: int = 2, fr
     first = 101 if dataset == "smic-e" else 1  # SMIC-E numbers frames absolutely within the session
     first_subject = 6 if dataset == "samm-lv" else 1  # SAMM's subjects start at 006
     plan = [plan_video(dataset, first_subject + i // 2, 1 + i % 2, frames, rng, first=first) for i in range(videos)]
-    result = WRITERS[dataset](Path(out_dir), plan, (width, height, gray), seed)
+    out = ensure_dir(out_dir)
+    # Frames of an earlier set (another seed or length) would stay beside sheets that no longer describe them.
+    if any(out.iterdir()):
+        raise MevqaError(f"{out}: not empty; write synthetic long videos into a new or empty folder")
+    result = WRITERS[dataset](out, plan, (width, height, gray), seed)
     return {**result, "fps": FPS[dataset]}
 
 

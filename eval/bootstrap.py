@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mevqa.errors import MevqaError
 from mevqa.eval.metrics import CLASS_KINDS, PRIMARY_KEYS, JoinedRows
 from mevqa.eval.rows import LABELS_OF_KIND, row_id
 
@@ -32,6 +33,15 @@ FIGURES = (*PRIMARY_KEYS, "avg")
 # Resamples are processed in batches of at most this many (resample, clip) cells, so memory stays bounded on files
 # with tens of thousands of clips.
 _BATCH_CELLS = 2_000_000
+
+
+def check_resampling(resamples: int, seed: int, *, least: int = 1) -> None:
+    """The resample count and seed the commands take: at least ``least`` resamples, a seed of 0 or more (numpy's
+    generators take no negative seed)."""
+    if resamples < least:
+        raise MevqaError(f"--bootstrap must be at least {least}, got {resamples}")
+    if seed < 0:
+        raise MevqaError(f"--seed must be 0 or more, got {seed}")
 
 
 def clip_of(row: dict) -> str:
@@ -161,8 +171,7 @@ def resampled_figures(systems: list[ClipStatistics], *, resamples: int, seed: in
     The systems must share their clips (the same gold rows); drawing depends only on the clip counts, ``resamples``
     and ``seed``, so a figure's resampled values are reproducible.
     """
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    check_resampling(resamples, seed)
     first = systems[0]
     for other in systems[1:]:
         if other.keys != first.keys:

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from mevqa.errors import MevqaError
-from mevqa.eval.bootstrap import add_intervals
+from mevqa.eval.bootstrap import add_intervals, check_resampling
 from mevqa.eval.metrics import join, read_rows, report_of, round_floats
 from mevqa.eval.report import confusion_pngs, format_table
 from mevqa.eval.samples import row_samples
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise MevqaError(f"--bootstrap must be 0 (no intervals) or a number of resamples, got {args.bootstrap}")
+    check_resampling(args.bootstrap, args.seed, least=0)
     joined = join(read_rows(args.pred), read_rows(args.gold))
     result = report_of(joined)
     if args.bootstrap:

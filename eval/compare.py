@@ -12,8 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mevqa.errors import MevqaError
-from mevqa.eval.bootstrap import paired_differences
+from mevqa.eval.bootstrap import check_resampling, paired_differences
 from mevqa.eval.metrics import join, read_rows, report_of, round_floats
 from mevqa.eval.report import format_comparison
 from mevqa.eval.stamp import stamp
@@ -29,8 +28,7 @@ def compare(pred_a: list[dict], pred_b: list[dict], gold: list[dict], *, resampl
     Returns ``{"difference": {split: {figure: {"a", "b", "difference", "ci", "b_beats_a"}}}, "bootstrap": {...},
     "a": report_a, "b": report_b}`` where the reports are :func:`mevqa.eval.score`'s.
     """
-    if resamples < 1:
-        raise MevqaError(f"--bootstrap must be at least 1 for a comparison, got {resamples}")
+    check_resampling(resamples, seed)
     joined_a, joined_b = join(pred_a, gold), join(pred_b, gold)
     result = paired_differences(joined_a, joined_b, resamples=resamples, seed=seed)
     result.update(a=report_of(joined_a), b=report_of(joined_b))
@@ -51,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_resampling(args.bootstrap, args.seed)
     gold = read_rows(args.gold)
     result = compare(read_rows(args.a), read_rows(args.b), gold, resamples=args.bootstrap, seed=args.seed)
     if args.json:

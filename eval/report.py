@@ -151,6 +151,15 @@ def pooled_markdown(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _empty_answers_line(reports: dict[str, dict]) -> list[str]:
+    """The paragraph naming configs whose model answered held-out rows with nothing (none: no paragraph)."""
+    empty = {name: report["counts"].get("empty_answers", 0) for name, report in reports.items()}
+    if not any(empty.values()):
+        return []
+    return ["Rows the model answered with nothing, scored as misses: "
+            + ", ".join(f"{name} {count}" for name, count in empty.items() if count) + ".", ""]
+
+
 def cv_markdown(reports: dict[str, dict], fold_avgs: dict[str, list], *, folds: list[tuple[str, list[str]]],
                 zero_shot: dict[str, bool], images: list[str]) -> str:
     """``mevqa cv``'s ``report.md``: the pooled table, Avg per fold, and the plots."""
@@ -162,6 +171,7 @@ def cv_markdown(reports: dict[str, dict], fold_avgs: dict[str, list], *, folds: 
              f"(seed {settings.get('seed')}). Avg is the mean of the six figures of the row's split.", "",
              pooled_markdown(reports), "",
              "Zero-shot (no training): " + (", ".join(n for n, z in zero_shot.items() if z) or "none") + ".", "",
+             *_empty_answers_line(reports),
              "## Avg per fold", "",
              "| Fold | Held-out subjects | " + " | ".join(reports) + " |",
              "|---|---|" + "---:|" * len(reports)]
@@ -208,8 +218,10 @@ def intervals_png(reports: dict[str, dict], split: str = "overall") -> bytes:
                 continue
             xs.append(position - 0.4 + width * (index + 0.5))
             ys.append(value)
-            low.append(value - ci[0] if ci else 0.0)
-            high.append(ci[1] - value if ci else 0.0)
+            # A percentile interval need not hold the full-data value (a skewed figure on few clips): no bar
+            # then on that side, rather than a negative length, which matplotlib refuses.
+            low.append(max(0.0, value - ci[0]) if ci else 0.0)
+            high.append(max(0.0, ci[1] - value) if ci else 0.0)
         axes.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=3, color=f"C{index % 10}", label=name)
     axes.set_xticks(range(len(FIGURE_KEYS)), COLUMN_TITLES)
     axes.set_ylim(0, 1)

@@ -33,6 +33,7 @@ reports 0 and says so in the report's ``warnings``.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,24 +107,35 @@ def _frame(value: str, where: str, column: str) -> int:
         number = float(text)
     except ValueError:
         raise MevqaError(f"{where}: {column} is {text!r}, expected an integer frame number") from None
-    if not number.is_integer():
+    if not number.is_integer():  # negative numbers pass: the official fixture's predictions have them
         raise MevqaError(f"{where}: {column} is {text!r}, expected an integer frame number")
     return int(number)
+
+
+def _csv_text(path: Path) -> str:
+    """The file's text (UTF-8, a byte-order mark allowed); a byte that is not UTF-8 is an error naming its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise MevqaError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8") \
+            from None
 
 
 def read_intervals(paths: str | Path | Iterable[str | Path], role: str = "pred") -> list[Interval]:
     """Rows of STRS-format CSV files (header ``subject,video,onset,offset,emotion`` in any order, an optional
     ``dataset`` column, other columns ignored), in file order. ``role`` ("pred" or "gt") names the files in errors.
 
-    Raises :class:`MevqaError` naming the file and line for a missing column, an empty cell, a non-integer frame or
-    ``onset > offset``."""
+    Raises :class:`MevqaError` naming the file and line for text that is not UTF-8, a missing or repeated column, an
+    empty cell, a frame that is not an integer, or ``onset > offset``."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     rows: list[Interval] = []
     for path in map(Path, paths):
         if not path.is_file():
             raise MevqaError(f"{path}: {role} file not found")
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+        reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+        try:
             header = next(reader, None)
             if header is None:
                 raise MevqaError(f"{path}: empty file; expected a header line {','.join(COLUMNS)}")
@@ -132,6 +144,10 @@ def read_intervals(paths: str | Path | Iterable[str | Path], role: str = "pred")
             if missing:
                 raise MevqaError(f"{path}:1: missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)} "
                                  f"(the header has: {','.join(name.strip() for name in header)})")
+            repeated = [column for column in COLUMNS + OPTIONAL_COLUMNS if names.count(column) > 1]
+            if repeated:
+                raise MevqaError(f"{path}:1: column {repeated[0]} appears {names.count(repeated[0])} times in the "
+                                 "header; expected it once")
             position = {column: names.index(column) for column in COLUMNS + OPTIONAL_COLUMNS if column in names}
             for cells in reader:
                 where = f"{path}:{reader.line_num}"
@@ -150,6 +166,8 @@ def read_intervals(paths: str | Path | Iterable[str | Path], role: str = "pred")
                 dataset = values.get("dataset", "").strip()
                 rows.append(Interval(subject, video, onset, offset, values["emotion"].strip(),
                                      dataset_key(dataset) if dataset else None, where))
+        except csv.Error as exc:
+            raise MevqaError(f"{path}:{reader.line_num}: not a readable CSV line ({exc})") from None
     return rows
 
 

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predicted intervals: CSV with subject,video,onset,offset,emotion")
     parser.add_argument("--gt", nargs="+", required=True, type=Path, metavar="G.csv",
                         help="ground-truth intervals, same columns (an optional 'dataset' column names the dataset)")
-    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the full report as JSON")
+    parser.add_argument("--json", type=Path, metavar="OUT.json",
+                        help="also write the full report as JSON, stamped with versions and the files' hashes")
     parser.add_argument("--count-missing-subjects", action="store_true",
                         help="count the ground truth of subjects with no prediction as FN (the official evaluator "
                              "leaves it out)")
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in report["warnings"]:
         logger.warning("%s", warning)
     if args.json:
-        write_json(args.json, report)
+        from mevqa.eval.stamp import stamp
+
+        write_json(args.json, stamp(report, pred_files=args.pred, gold_files=args.gt))
         logger.info("wrote %s", args.json)
     print(format_table(report))
     return 0

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
-from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, load_model, \
-    resolve_settings
+from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
+    check_weight_files, load_model, resolve_settings
 
 INPUT_FILES = ("frames", "image", "arrays")
 
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not question:
         raise MevqaError("--question is empty")
     settings = resolve_settings(args)
+    check_weight_files(args.model, args.adapter)
     if "au-rules" in settings.strategy.split("+"):
         from mevqa.au_rules import DEFAULT_TABLES
 

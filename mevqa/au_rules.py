@@ -130,6 +130,9 @@ def _load(path: str, mtime_ns: int) -> RuleTable:
             data = yaml.safe_load(handle)
     except OSError as exc:
         raise MevqaError(f"{path}: cannot read the AU rule table ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise MevqaError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save "
+                         "the AU rule table as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -22,6 +22,11 @@ Rules:
   (the recipe resumes from its latest checkpoint) unless training finished before, and ``mevqa predict`` answers only
   the rows not yet answered. ``OUT/cv.json`` records the resolved configs and the folds; a rerun whose config
   resolves differently, or with other folds, is refused, so results of different settings never mix.
+- Empty answers: ``mevqa predict`` counts a row the model answers with nothing as failed and asks it again on its
+  next run, which, decoding greedily, gives the same nothing. When every row a predict run left unanswered failed
+  for that reason alone, cv records those rows (``empty_answers.json``), warns, and scores them as the empty
+  answers they are (misses; ``counts.empty_answers``) instead of failing the fold on every rerun. Any other failed
+  row fails the fold.
 - ``--gpus 0,1,2,3`` runs one fold per GPU at a time (``CUDA_VISIBLE_DEVICES`` per subprocess; use a one-process
   accelerate config); without it the folds run one after another. After a failure no new run starts; the runs
   under way finish, and the error names the failed command and its log.
@@ -33,7 +38,9 @@ Output folder::
     OUT/<config>/fold_K/predict/      mevqa predict's output folder for the fold's held-out rows
     OUT/<config>/fold_K/*.log         each step's command and output
     OUT/<config>/fold_K/scores.json   the fold's scores (stamped)
+    OUT/<config>/fold_K/empty_answers.json   held-out rows the model answered with nothing (scored as misses)
     OUT/<config>/predict/             zero-shot configs: one mevqa predict run over all folds' held-out rows
+                                      (and OUT/<config>/empty_answers.json)
     OUT/<config>/predictions.jsonl    all folds' predictions, in fold order
     OUT/<config>/scores.json          pooled scores with 95% intervals, and per-fold scores (stamped)
     OUT/scores.json                   every config's pooled and per-fold scores (stamped)
@@ -46,7 +53,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
-import fcntl
 import glob
 import json
 import logging
@@ -64,7 +70,7 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.stamp import file_sha256
-from mevqa.jsonl import atomic_path, read_jsonl, write_json, write_jsonl
+from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,10 @@ ZERO_SHOT_FLAGS = {"inputs": "--inputs", "system_prompt": "--system-prompt", "ma
                    "answer_vote_temperature": "--vote-temperature", "answer_fine_labels": "--fine-labels",
                    "answer_au_tables": "--au-rules", "answer_max_aus": "--max-aus"}
 SETTINGS = "cv.json"
+EMPTY_ANSWERS = "empty_answers.json"
+# How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.inference); tests/test_cv.py
+# runs the real predict on a model that answers some rows with nothing, so a change of wording fails there.
+EMPTY_ANSWER_ERROR = "the model gave an empty answer"
 LOCK = ".cv.lock"
 TAIL_LINES = 20
 
@@ -166,14 +176,16 @@ def read_folds(folds_dir: Path) -> list[Fold]:
             if not path.is_file():
                 raise MevqaError(f"{path}: missing (listed in {summary_path})")
         folds.append(fold)
-    # Pooling needs every held-out row once: a row held out in two folds would be scored twice.
-    held_out: dict[str, Path] = {}
+    # Pooling needs every held-out row once: a row held out twice (in two folds, or twice in one) would be scored
+    # twice.
+    held_out: dict[str, str] = {}
     for fold in folds:
         for row in read_jsonl(fold.val):
-            first = held_out.setdefault(row_id(row), fold.val)
-            if first != fold.val:
-                raise MevqaError(f"{fold.val}:{row['_line']}: row {row_id(row)!r} is held out in {first} too; the "
-                                 f"folds' validation files must not share rows")
+            where = f"{fold.val}:{row['_line']}"
+            first = held_out.setdefault(row_id(row), where)
+            if first != where:
+                raise MevqaError(f"{where}: row {row_id(row)!r} is held out at {first} too; every row must be held "
+                                 f"out once")
     return folds
 
 
@@ -320,6 +332,20 @@ def val_ids(fold: Fold) -> list[str]:
     return [row_id(row) for row in read_jsonl(fold.val)]
 
 
+def failed_only_by_empty_answers(predict_dir: Path) -> set[str] | None:
+    """The rows of mevqa predict's last run (``errors.jsonl``) if every one failed only because the model's answer was
+    empty, else None (no errors file, no failed row, or a row that failed for another reason)."""
+    from mevqa.predict import ERRORS
+
+    path = predict_dir / ERRORS
+    if not path.is_file():
+        return None
+    errors = read_jsonl(path)
+    if not errors or not all(str(entry.get("error", "")).endswith(EMPTY_ANSWER_ERROR) for entry in errors):
+        return None
+    return {str(entry["id"]) for entry in errors}
+
+
 @dataclass
 class Job:
     config: CvConfig
@@ -345,9 +371,39 @@ class Runner:
 
         return base / FINAL  # what predict submits and scores: its answers made consistent per clip where asked
 
+    def empty_answers_path(self, config: CvConfig, fold: Fold) -> Path:
+        return self.predictions_of(config, fold).parent.parent / EMPTY_ANSWERS
+
+    def empty_answers(self, config: CvConfig, fold: Fold) -> set[str]:
+        path = self.empty_answers_path(config, fold)
+        return set(json.loads(path.read_text(encoding="utf-8"))["ids"]) if path.is_file() else set()
+
+    def done_ids(self, config: CvConfig, fold: Fold) -> set[str]:
+        """Held-out rows predict answered, or whose empty answer is recorded."""
+        return answered_ids(self.predictions_of(config, fold)) | self.empty_answers(config, fold)
+
     def finished(self, config: CvConfig, fold: Fold) -> bool:
         return (self.fold_dir(config, fold) / "scores.json").is_file() and \
-            set(val_ids(fold)) <= answered_ids(self.predictions_of(config, fold))
+            set(val_ids(fold)) <= self.done_ids(config, fold)
+
+    def predict(self, job: Job, command: list[str], log_path: Path, gpu: str | None) -> None:
+        """Run mevqa predict; rows it could not answer only because the model answered them with nothing are
+        recorded as empty answers (module docstring), any other failure stops the job."""
+        predict_dir = self.predictions_of(job.config, job.folds[0]).parent
+        record = self.empty_answers_path(job.config, job.folds[0])
+        try:
+            run_step(f"{job.name} predict", command, log_path, gpu)
+        except StepFailed as failed:
+            # Status 1 is predict's "finished, some rows failed"; anything else (an error, a kill) stops the job.
+            empty = failed_only_by_empty_answers(predict_dir) if failed.status == 1 else None
+            if empty is None:
+                raise
+            write_json(record, {"ids": sorted(empty), "why": f"mevqa predict: {EMPTY_ANSWER_ERROR}; scored as an "
+                                                             "empty answer", "log": str(log_path)})
+            log.warning("%s: the model answered %d held-out row(s) with nothing (first: %s); they are scored as empty "
+                        "answers, listed in %s", job.name, len(empty), min(empty), record)
+        else:
+            record.unlink(missing_ok=True)   # answered now (sampling may differ between runs)
 
     def run(self, job: Job, gpu: str | None) -> str:
         """Train (unless done), predict (unless done) and score each fold of the job; returns what it did."""
@@ -359,10 +415,9 @@ class Runner:
             return "not started (an earlier run failed)"
         if config.zero_shot:
             predictions = self.predictions_of(config, todo[0])
-            if not {i for fold in job.folds for i in val_ids(fold)} <= answered_ids(predictions):
-                run_step(f"{job.name} predict", predict_command(config, [fold.val for fold in job.folds],
-                                                                 predictions.parent, None),
-                         self.out / config.name / "predict.log", gpu)
+            if not {i for fold in job.folds for i in val_ids(fold)} <= self.done_ids(config, todo[0]):
+                self.predict(job, predict_command(config, [fold.val for fold in job.folds], predictions.parent, None),
+                             self.out / config.name / "predict.log", gpu)
         else:
             (fold,) = todo
             folder = self.fold_dir(config, fold)
@@ -375,27 +430,47 @@ class Runner:
                 command = train_command(config, fold, model_dir, self.overrides, self.accelerate_config)
                 seconds = run_step(f"{job.name} train", command, folder / "train.log", gpu)
                 write_json(trained, {"command": command, "seconds": round(seconds, 1)})
-            if not set(val_ids(fold)) <= answered_ids(self.predictions_of(config, fold)):
-                run_step(f"{job.name} predict", predict_command(config, [fold.val], folder / "predict", model_dir),
-                         folder / "predict.log", gpu)
+            if not set(val_ids(fold)) <= self.done_ids(config, fold):
+                self.predict(job, predict_command(config, [fold.val], folder / "predict", model_dir),
+                             folder / "predict.log", gpu)
         for fold in todo:
             self.score_fold(config, fold)
         return "done"
 
+    def held_out_predictions(self, config: CvConfig, fold: Fold) -> list[dict]:
+        """The fold's predictions in held-out row order: predict's answers, and ``""`` for each recorded empty
+        answer (flagged ``empty_answer``)."""
+        path = self.predictions_of(config, fold)
+        answers = {row_id(row): row for row in read_rows(path)} if path.is_file() else {}  # none: all empty
+        empty = self.empty_answers(config, fold)
+        rows = []
+        for rid in val_ids(fold):
+            if rid in answers:
+                rows.append(answers[rid])
+            elif rid in empty:
+                rows.append({"id": rid, "answer": "", "empty_answer": True})
+        return rows
+
     def score_fold(self, config: CvConfig, fold: Fold) -> dict:
         gold = read_rows(fold.val)
-        wanted = set(val_ids(fold))
-        preds = [row for row in read_rows(self.predictions_of(config, fold)) if row_id(row) in wanted]
-        report = score(preds, gold)
+        preds = self.held_out_predictions(config, fold)
+        report = with_empty_count(score(preds, gold), preds)
+        predictions = self.predictions_of(config, fold)
         if report["counts"]["missing"]:
-            raise MevqaError(f"{self.predictions_of(config, fold)}: {report['counts']['missing']} held-out rows of "
-                             f"{fold.val} have no prediction after mevqa predict finished")
+            raise MevqaError(f"{predictions}: {report['counts']['missing']} held-out rows of {fold.val} have no "
+                             f"prediction after mevqa predict finished")
         folder = self.fold_dir(config, fold)
         write_json(folder / "scores.json", stamp(report, config=trained_config(config, folder / "model"),
                                                  seed=config.values["seed"],
-                                                 pred_files=[self.predictions_of(config, fold)],
+                                                 pred_files=[predictions] if predictions.is_file() else [],
                                                  gold_files=[fold.val]))
         return report
+
+
+def with_empty_count(report: dict, predictions: list[dict]) -> dict:
+    """``report`` with ``counts.empty_answers``: the rows whose answer is a recorded empty answer."""
+    report["counts"]["empty_answers"] = sum(bool(row.get("empty_answer")) for row in predictions)
+    return report
 
 
 def trained_config(config: CvConfig, model_dir: Path) -> dict:
@@ -459,12 +534,8 @@ def run_jobs(runner: Runner, jobs: list[Job], gpus: list[str]) -> None:
 # --- settings, pooling and the report ------------------------------------------------------------------------
 @contextlib.contextmanager
 def locked(out: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / LOCK).open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MevqaError(f"{out}: another mevqa cv is running there; wait for it or choose another --out") from None
+    """Make ``out`` and hold its lock while the block runs: a second mevqa cv there is refused."""
+    with folder_lock(ensure_dir(out), LOCK, "mevqa cv"):
         yield
 
 
@@ -498,16 +569,15 @@ def pool_config(runner: Runner, config: CvConfig, folds: list[Fold], *, resample
     ``OUT/<config>/predictions.jsonl`` and ``scores.json``. Returns the per-config scores."""
     pooled, gold, fold_scores = [], [], []
     for fold in folds:
-        fold_gold = read_rows(fold.val)
-        answers = {row_id(row): row for row in read_rows(runner.predictions_of(config, fold))}
-        pooled += [answers[row_id(row)] for row in fold_gold if row_id(row) in answers]
-        gold += fold_gold
+        pooled += runner.held_out_predictions(config, fold)
+        gold += read_rows(fold.val)
         report = json.loads((runner.fold_dir(config, fold) / "scores.json").read_text(encoding="utf-8"))
         report.pop("stamp", None)
         fold_scores.append({"fold": fold.index, "val_subjects": fold.val_subjects, "report": report})
     folder = runner.out / config.name
     write_jsonl(folder / "predictions.jsonl", pooled)
-    result = {"pooled": score(pooled, gold, bootstrap=resamples, seed=seed), "folds": fold_scores}
+    result = {"pooled": with_empty_count(score(pooled, gold, bootstrap=resamples, seed=seed), pooled),
+              "folds": fold_scores}
     write_json(folder / "scores.json", stamp(result, config=_jsonable(config.values), seed=seed,
                                              pred_files=[folder / "predictions.jsonl"],
                                              gold_files=[fold.val for fold in folds]))
@@ -578,11 +648,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mevqa.eval.bootstrap import check_resampling
     from mevqa.eval.report import pooled_markdown
     from mevqa.train.config import parse_overrides
 
-    if args.bootstrap < 1:
-        raise MevqaError(f"--bootstrap must be at least 1, got {args.bootstrap}")
+    check_resampling(args.bootstrap, args.seed)
     overrides = list(args.overrides)
     taken = sorted(set(parse_overrides(overrides)) & set(FOLD_FIELDS))
     if taken:

@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from mevqa import __version__
 from mevqa.errors import MevqaError
-from mevqa.jsonl import file_sha256, write_json
+from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
 from mevqa.rows import media_settings_of, read_rows, row_id
@@ -433,6 +433,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
         sources.append({"split": name, "file": str(path.resolve()), "sha256": file_sha256(path)})
     identity = {"settings": asdict(settings), "sources": sources}
     _check_out(out, identity)
+    ensure_dir(out.parent, "folder of --out")   # a file or a read-only folder: one line, before any work
 
     progress = progress and is_main_process()
     by_split: dict[str, list[Sample]] = {name: [] for name in names}
@@ -449,7 +450,6 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         if settings.format == "hf":

@@ -140,6 +140,7 @@ class InferenceSettings:
     trained_config: Path | None = None   # the train_config.yaml the defaults came from
     strategy: str = "direct"             # the answer strategy's canonical name (mevqa.strategies)
     options: StrategyOptions = field(default_factory=StrategyOptions)  # its options (generation comes from above)
+    trained_media: dict | None = None    # the media_settings the training config records (None: it records none)
 
     def record(self) -> dict:
         """The settings as ``run.json`` and ``mevqa answer --json`` report them."""
@@ -226,6 +227,7 @@ def resolve_settings(args: argparse.Namespace, *, model_and_adapter: tuple | Non
     from mevqa.messages import INPUT_MODES
 
     model, adapter = model_and_adapter or (args.model, args.adapter)
+    check_device(getattr(args, "device", None))
     config, path = read_train_config(model, adapter)
     trained = _trained(config, path)
     given = {"inputs": args.inputs, "max_frames": args.max_frames, "video_fps": args.video_fps,
@@ -277,7 +279,8 @@ def resolve_settings(args: argparse.Namespace, *, model_and_adapter: tuple | Non
     settings = InferenceSettings(
         inputs=chosen["inputs"], system_prompt=chosen["system_prompt"], max_frames=chosen["max_frames"],
         video_fps=chosen["video_fps"], pixels=pixels, media=media, fps=_positive(getattr(args, "fps", None), "--fps"),
-        generation=generation, trained_config=path, strategy=strategy, options=strategy_options)
+        generation=generation, trained_config=path, strategy=strategy, options=strategy_options,
+        trained_media=None if recorded is None else base)
     if path is not None:
         log.info("inputs %s (%s), system prompt %s%s, strategy %s; defaults from %s", settings.inputs,
                  ", ".join(f"{key} {value}" for key, value in media.record().items()), settings.system_prompt,
@@ -347,6 +350,43 @@ def generation_settings(args: argparse.Namespace) -> dict:
                 top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
 
 
+def check_device(device: str | None) -> None:
+    """A ``--device`` that names a device torch knows and this machine has (None: CUDA if present, else CPU)."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MevqaError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (parsed.index or 0) >= count:
+            raise MevqaError(f"--device {device}: this machine has {count or 'no'} CUDA device(s)"
+                             + ("; use --device cpu" if not count else ""))
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise MevqaError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+
+
+def check_weight_files(*folders) -> None:
+    """Read the header of every ``*.safetensors`` file in the local ``folders`` (model, adapter; a hub name or None
+    is skipped): a file cut short or damaged is one line naming it, before anything loads."""
+    from safetensors import SafetensorError, safe_open
+
+    for folder in folders:
+        path = Path(str(folder)).expanduser() if folder is not None else None
+        if path is None or not path.is_dir():
+            continue
+        for weights in sorted(path.glob("*.safetensors")):
+            try:
+                with safe_open(weights, framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                detail = str(exc).removeprefix("Error while deserializing header: ")
+                raise MevqaError(f"{weights}: damaged weights file ({detail}); save or copy it again") from None
+
+
 def load_model(args: argparse.Namespace, settings: InferenceSettings, *, model_and_adapter: tuple | None = None):
     """(model, processor) for the model arguments (``model_and_adapter``, default ``(args.model, args.adapter)``)
     and the settings' pixel budgets, seeded for sampling."""
@@ -355,22 +395,26 @@ def load_model(args: argparse.Namespace, settings: InferenceSettings, *, model_a
     from mevqa.model import load_model_and_processor
 
     model, adapter = model_and_adapter or (args.model, args.adapter)
+    check_weight_files(model, adapter)
     torch.manual_seed(settings.generation["seed"])
     return load_model_and_processor(model, adapter=adapter, dtype=args.dtype, device=args.device,
                                     attn_implementation=args.attn, **settings.pixels)
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
-def find_clip(clips_dir: Path, name: str, where: str = "") -> Path:
+def find_clip(clips_dir: Path, name: str, where: str = "", *, exclude: Path | None = None) -> Path:
     """The clip called ``name`` (one plain folder or file name): ``clips_dir/name`` (a folder or a video file
-    ``name.mp4``/...), else the one folder or video file of that name anywhere under ``clips_dir``."""
+    ``name.mp4``/...), else the one folder or video file of that name anywhere under ``clips_dir`` but outside
+    ``exclude`` (the folder the inputs are built in, which holds a folder per clip name when it lies below)."""
     clip_name(name, where or str(clips_dir))
     direct = [clips_dir / name] + [clips_dir / f"{name}{suffix}" for suffix in sorted(VIDEO_SUFFIXES)]
     found = [path for path in direct if path.exists()]
     if not found:
+        skip = exclude.resolve() if exclude is not None else None
         found = sorted(path for path in clips_dir.rglob(f"{name}*")
-                       if (path.is_dir() and path.name == name)
-                       or (path.is_file() and path.stem == name and path.suffix.lower() in VIDEO_SUFFIXES))
+                       if ((path.is_dir() and path.name == name)
+                           or (path.is_file() and path.stem == name and path.suffix.lower() in VIDEO_SUFFIXES))
+                       and not (skip is not None and path.resolve().is_relative_to(skip)))
     if not found:
         raise MevqaError(f"clip {name!r} not found: no folder or video file of that name under {clips_dir}")
     if len(found) > 1:
@@ -416,7 +460,8 @@ class ClipInputs:
             try:
                 if self.clips_dir is None:
                     raise MevqaError("--clips is needed for rows that name a clip")
-                self.built[key] = self.build(find_clip(self.clips_dir, name, here), self.media_dir / name,
+                self.built[key] = self.build(find_clip(self.clips_dir, name, here, exclude=self.media_dir),
+                                             self.media_dir / name,
                                              onset=onset, offset=offset, fps=self.settings.fps or _test_fps(row))
             except MevqaError as exc:
                 self.built[key] = exc

@@ -2,7 +2,8 @@
 
 Every file mevqa writes goes through :func:`atomic_path`: the content lands in a temporary file beside the target
 and is renamed over it only once complete, so an error or a kill never leaves a half-written output. Folders are made
-with :func:`ensure_dir`. Both turn what the file system refuses (a path that is a file where a folder is needed, a
+with :func:`ensure_dir`, and a command that must be the only one writing in its output folder holds
+:func:`folder_lock`. Both turn what the file system refuses (a path that is a file where a folder is needed, a
 folder where a file is needed, a folder without write permission) into one-line :class:`MevqaError` messages.
 
 :func:`read_jsonl` is the low-level line reader; QA rows are read with :func:`mevqa.rows.read_rows`, which adds the
@@ -101,6 +102,29 @@ def _make_dir(folder: Path, what: str) -> Path:
     except OSError as exc:
         raise MevqaError(f"{folder}: cannot create the {what} ({exc.strerror})") from None
     return folder
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str, who: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``fcntl.flock`` on ``folder/name``) while the block runs. A second
+    holder is refused with one line saying that another ``who`` writes there. The system drops the lock when the
+    process ends, even by ``kill -9``, so a killed run never leaves the folder locked."""
+    import fcntl
+
+    folder = Path(folder)
+    try:
+        handle = (folder / name).open("a")
+    except OSError as exc:
+        raise MevqaError(f"{folder}: cannot write in the output folder ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MevqaError(f"{folder}: another {who} is writing here ({folder / name} is locked); wait for it to "
+                             "finish or use another output folder") from None
+        yield
+    finally:
+        handle.close()
 
 
 @contextlib.contextmanager

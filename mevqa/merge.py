@@ -21,9 +21,11 @@ import argparse
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,11 @@ def _base_dtype(base: str) -> str:
     """The dtype the base checkpoint is stored in (its config.json), so merging neither loses nor invents precision."""
     config = Path(base) / "config.json"
     if config.is_file():
-        data = json.loads(config.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON and bad UTF-8 alike
+            raise MevqaError(f"{config}: unreadable model config ({type(exc).__name__}); expected the base model's "
+                             "config.json") from None
         dtype = data.get("dtype") or data.get("torch_dtype") or (data.get("text_config") or {}).get("dtype")
         if dtype:
             return dtype
@@ -60,6 +66,7 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
     if out.exists() and any(out.iterdir()):
         raise MevqaError(f"{out}: already exists and is not empty; remove it or choose another --out")
     ensure_dir(out.parent, "folder of --out")  # checked before the merge: a full model is slow to load
+    check_weight_files(base, adapter)
     dtype = dtype or _base_dtype(base)
     # Fold in float32 (a bf16 sum of base + low-rank update loses the update's small digits), then cast.
     model, processor = load_model_and_processor(base, adapter=adapter, dtype="float32", device="cpu")
@@ -71,9 +78,8 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
         processor = AutoProcessor.from_pretrained(adapter)
     processor.tokenizer.padding_side = "left"  # generation is the only use of a merged model's processor
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # A temporary folder of this run's own: a second merge into the same --out never writes into this one's.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
@@ -81,7 +87,11 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
             if (adapter / extra).is_file():
                 shutil.copy2(adapter / extra, tmp / extra)
         if out.exists():
-            out.rmdir()  # empty, checked above
+            try:
+                out.rmdir()  # empty, checked above
+            except OSError:
+                raise MevqaError(f"{out}: another merge wrote here meanwhile; remove it or choose another --out") \
+                    from None
         tmp.rename(out)
     finally:
         if tmp.exists():

@@ -3,7 +3,8 @@
 Question rows are either official test rows (``video_id``, ``video``, ``question``; the clip is the folder or video
 file named ``video`` under ``--clips``, ``video`` being one plain name) or training-style rows that carry ``media``
 from ``mevqa build-data`` (read and confined by :func:`mevqa.rows.read_rows`). Raw clips get their inputs built once,
-with the media settings the model was trained with (:mod:`mevqa.inference`), under ``OUT/media/<video>/``.
+with the media settings the model was trained with (:mod:`mevqa.inference`), under ``OUT/media/<video>/``; rows that
+carry media built with other settings are refused (:func:`check_row_media`).
 
 Answers come from the answer strategy (``--strategy``, :mod:`mevqa.strategies`; default: the one the model's
 ``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.consistency.clip_key`), so
@@ -32,7 +33,8 @@ Output folder::
     OUT/.predict.lock       held while a run writes here: a second run on the same folder is refused
 
 A failed row (missing clip, unreadable frame, no input for the mode, an empty answer) is recorded in
-``errors.jsonl`` and the run goes on; ``--strict`` stops at the first one. A rerun retries the failed rows.
+``errors.jsonl`` and the run goes on, ending with exit status 1; ``--strict`` stops at the first one (status 2). A
+rerun retries the failed rows. A model none of whose rows has its inputs is not loaded.
 
 The weights fingerprint is the SHA-256 of every weight file (``*.safetensors``, ``*model*.bin``) of the model and
 adapter folders (a hub name: its snapshot in the Hugging Face cache, whose blobs are named by their SHA-256, so
@@ -56,8 +58,8 @@ from mevqa import vocab
 from mevqa.consistency import clip_key, consistent_answers
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
-    answer_batch, load_model, resolve_settings
-from mevqa.jsonl import ensure_dir, file_sha256, strip_private, write_json, write_jsonl
+    answer_batch, check_weight_files, load_model, resolve_settings
+from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, strip_private, write_json, write_jsonl
 from mevqa.rows import clip_name, read_rows, row_id, where
 from mevqa.strategies import Answer, parse_dataset_items
 
@@ -80,21 +82,6 @@ def is_official(path) -> bool:
 
 
 # --- the output folder ------------------------------------------------------------------------------------------
-def lock_output(out: Path):
-    """Hold an exclusive lock on ``out`` for the life of the process (the returned handle); a second ``mevqa
-    predict`` on the same folder is refused rather than appending a second copy of every answer."""
-    import fcntl
-
-    handle = (out / LOCK).open("a")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise MevqaError(f"{out}: another mevqa predict is writing here ({out / LOCK} is locked); wait for it to "
-                         "finish or use another --out") from None
-    return handle
-
-
 def read_predictions(path: Path) -> dict[str, dict]:
     """Answered rows by id. A last line cut short by a kill is dropped (and cut from the file); rows with an empty
     answer (written by an older mevqa) are dropped from the file so that they are asked again; any other bad line
@@ -220,6 +207,24 @@ def plan_models(args: argparse.Namespace, rows: list[dict]) -> list[ModelRun]:
         key = (model_for.get(dataset, args.model), adapter_for.get(dataset)) if named else (args.model, args.adapter)
         runs[key].rows.append(row)
     return list(runs.values())
+
+
+def check_row_media(rows: list[dict], settings: InferenceSettings) -> None:
+    """Rows that carry inputs from ``mevqa build-data`` must have been built as the model's inputs are: the media
+    settings its ``train_config.yaml`` records, or the media flags given instead (with their warning). Checked only
+    for a model that records them, and for rows whose media record theirs."""
+    if settings.trained_media is None:
+        return
+    wanted = settings.media.record()
+    for row in rows:
+        built = (row.get("media") or {}).get("settings")
+        if built is not None and built != wanted:
+            differs = ", ".join(f"{key} {built.get(key)!r}" for key in wanted if built.get(key) != wanted.get(key))
+            shown = ", ".join(f"{key} {wanted.get(key)!r}" for key in wanted if built.get(key) != wanted.get(key))
+            raise MevqaError(f"{where(row)}: media built with {differs or built}, but the model is shown inputs built "
+                             f"with {shown or wanted} ({settings.trained_config}: media_settings); rebuild the rows "
+                             "with those settings, or give the media options that match the rows (e.g. "
+                             "--flow, --blend), which are used with a warning")
 
 
 def model_record(model, adapter, settings: InferenceSettings | None, previous: dict | None = None) -> dict:
@@ -470,17 +475,16 @@ def run(args: argparse.Namespace) -> int:
     for run in runs:
         try:
             run.settings = resolve_settings(args, model_and_adapter=run.key)
+            check_row_media(run.rows, run.settings)
+            check_weight_files(*run.key)  # a damaged file fails here, before anything is written
         except MevqaError as exc:
             raise MevqaError(f"{exc} (model {run.describe()})" if len(runs) > 1 else str(exc)) from None
     out = ensure_dir(args.out)
-    lock = lock_output(out)  # held until the process ends
-    try:
+    with folder_lock(out, LOCK, "mevqa predict"):  # a second run here would append a second copy of every answer
         previous = read_run_config(out)
         answered_before = (out / PREDICTIONS).is_file() and (out / PREDICTIONS).stat().st_size > 0
         check_run_config(out, run_config(args, runs, previous), previous, resuming=answered_before)
         return _answer_and_report(args, rows, rows_to_answer, runs, out)
-    finally:
-        lock.close()
 
 
 def _answer_and_report(args, rows, rows_to_answer, runs: list[ModelRun], out: Path) -> int:
@@ -493,10 +497,14 @@ def _answer_and_report(args, rows, rows_to_answer, runs: list[ModelRun], out: Pa
         if all(row_id(row) in done for row in todo):
             stats["skipped"] += len(todo)
             continue
-        start = time.perf_counter()
-        model, processor = load_model(args, run.settings, model_and_adapter=run.key)
-        log.info("model %s loaded in %.1f s", run.describe(), time.perf_counter() - start)
         inputs = ClipInputs(run.settings, out / "media", args.clips)
+        if any(_prepares(inputs, row) for row in todo if row_id(row) not in done):
+            start = time.perf_counter()
+            model, processor = load_model(args, run.settings, model_and_adapter=run.key)
+            log.info("model %s loaded in %.1f s", run.describe(), time.perf_counter() - start)
+        else:  # every row fails before the model is needed (its clips are missing, ...): its rows go to errors.jsonl
+            log.warning("no row for model %s has its inputs; the model is not loaded", run.describe())
+            model = processor = None
         try:
             run_stats = predict(model, processor, todo, out, run.settings, inputs=inputs, batch_size=args.batch_size,
                                 strict=args.strict, append_errors=True)
@@ -539,6 +547,15 @@ def _answer_and_report(args, rows, rows_to_answer, runs: list[ModelRun], out: Pa
                                        gold_files=args.gold))
         print(format_table(report))
     return 1 if stats["failed"] else 0
+
+
+def _prepares(inputs: ClipInputs, row: dict) -> bool:
+    """Whether the row's inputs can be made (built once; :class:`ClipInputs` keeps them, and failures, per clip)."""
+    try:
+        inputs.prepare(row)
+    except MevqaError:
+        return False
+    return True
 
 
 def _empty_device_cache() -> None:

@@ -23,13 +23,17 @@ Where media may live (checked on every read):
 - every path, joined to the root and normalised, must lie under the root: ``..`` or an absolute path that leaves it
   is an error, so a row file cannot make mevqa read files from elsewhere;
 - a root other than the file's own folder must be the output folder of a build (it holds ``build.json``): that is
-  how ``mevqa split`` writes folds whose rows keep their media in the build folder they came from.
+  how ``mevqa split`` writes folds whose rows keep their media in the build folder they came from. The row's
+  ``media.settings`` must be the ``media_settings`` that ``build.json`` records: a build rebuilt with other settings
+  after the folds were written has other media under the same paths.
 
 In memory, after reading, the root and the media paths are absolute; :func:`relative_media` turns them back.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 from typing import Iterable, TypedDict
@@ -117,9 +121,17 @@ def resolve_media(row: dict, base_dir, where: str) -> dict:
     if not isinstance(root_value, str) or not root_value:
         raise MevqaError(f"{where}: media.root must be a folder path, got {root_value!r}")
     root = os.path.normpath(os.path.join(base, root_value))
-    if root != base and not os.path.isfile(os.path.join(root, BUILD_RECORD)):
-        raise MevqaError(f"{where}: media.root {root_value} ({root}) is not the output folder of a build (no "
-                         f"{BUILD_RECORD}); media may only live beside the row file or in the build that made them")
+    if root != base:
+        record = os.path.join(root, BUILD_RECORD)
+        if not os.path.isfile(record):
+            raise MevqaError(f"{where}: media.root {root_value} ({root}) is not the output folder of a build (no "
+                             f"{BUILD_RECORD}); media may only live beside the row file or in the build that made "
+                             "them")
+        built = _build_settings(record, os.stat(record).st_mtime_ns)
+        if "settings" in media and media["settings"] != built:
+            raise MevqaError(f"{where}: media built with {_describe(media['settings'], built)}, but the build in "
+                             f"{root} now holds media built with {_describe(built, media['settings'])} (it was "
+                             "rebuilt after this file was written); split the build's new qa.jsonl again")
     resolved = _copy(media)
     resolved["root"] = root
     for key, name, index, path in list(media_paths(media)):
@@ -137,6 +149,16 @@ def resolve_media(row: dict, base_dir, where: str) -> dict:
         else:
             resolved[key][name][index] = full
     return {**row, "media": resolved}
+
+
+@functools.lru_cache(maxsize=64)
+def _build_settings(path: str, mtime_ns: int) -> dict | None:
+    """The ``media_settings`` a build's ``build.json`` records (read once per version of the file)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MevqaError(f"{path}: unreadable build record ({exc}); rebuild with mevqa build-data") from None
+    return record.get("media_settings") if isinstance(record, dict) else None
 
 
 def _copy(media: dict) -> dict:

@@ -9,8 +9,8 @@ Schemes (clips are grouped by ``(dataset, subject)``, so one subject never lands
 Rows are read with :func:`mevqa.rows.read_rows`: an id given twice (the same file twice, or one id with two answers)
 is an error, and subjects that differ only by surrounding spaces are one subject.
 
-Writes ``DIR/fold_K/train.jsonl`` and ``DIR/fold_K/val.jsonl`` and ``DIR/folds.json`` (subjects and coarse-class
-counts per fold). The rows keep their media where the build put them: each row records its build folder as
+Writes ``DIR/fold_K/train.jsonl`` and ``DIR/fold_K/val.jsonl``, ``DIR/folds.json`` (subjects and coarse-class
+counts per fold) and ``DIR/split.json`` (the scheme, seed, datasets and input files with their SHA-256). The rows keep their media where the build put them: each row records its build folder as
 ``media.root``, relative to the fold's folder (the rule is in :mod:`mevqa.rows`), so the folds stay valid wherever
 ``DIR`` is as long as the build folders stay beside them; the input files are not changed.
 """
@@ -23,15 +23,12 @@ from collections import Counter
 from pathlib import Path
 
 from mevqa import vocab
+from mevqa.consistency import clip_key
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
 from mevqa.rows import BUILD_RECORD, read_rows, relative_media, where
 
 log = logging.getLogger(__name__)
-
-
-def clip_key(row: dict) -> tuple[str, str]:
-    return str(row.get("dataset", "")), str(row.get("image_id", row.get("video", row.get("id"))))
 
 
 def subject_key(row: dict) -> str:
@@ -156,7 +153,13 @@ def run(args: argparse.Namespace) -> int:
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
     folds = make_folds(rows, args.scheme, seed=args.seed, train_datasets=split(args.train_datasets),
                        val_datasets=split(args.val_datasets))
-    summary = write_splits(rows, folds, args.out)
+    ensure_dir(args.out)
+    with folder_lock(args.out, ".split.lock", "mevqa split"):  # two splits at once would interleave their folds
+        summary = write_splits(rows, folds, args.out)
+        write_json(args.out / "split.json", {  # how the folds were made
+            "scheme": args.scheme, "seed": args.seed, "train_datasets": split(args.train_datasets),
+            "val_datasets": split(args.val_datasets), "data": {str(path): file_sha256(path) for path in args.data},
+            "folds": len(summary)})
     for entry in summary:
         counts = "  ".join(f"{name} {entry[name]['clips']} clips {entry[name]['coarse']}" for name in ("train", "val"))
         val = ", ".join(entry["val_subjects"][:4]) + (" ..." if len(entry["val_subjects"]) > 4 else "")

@@ -44,6 +44,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -157,15 +158,23 @@ def gray_frames(clip: Clip, size: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def unpack_video(clip: Clip, folder: Path, progress: bool = False) -> Clip:
-    """A video file's frames written once as ``folder/000000.jpg``... (numbered as the video's frames, from 0), so
-    that windows read only their own frames; a folder already holding every frame is reused."""
-    folder = Path(folder)
-    if folder.is_dir() and len(list(folder.glob("*.jpg"))) == len(clip.frame_numbers):
-        return read_clip(folder)
+    """A video file's frames written once as ``folder/<key>/000000.jpg``... (numbered as the video's frames, from 0),
+    so that windows read only their own frames. ``key`` is a digest of the video's path, size and modification time,
+    and ``source.json`` beside the frames, written last, names the video: a finished folder of this very video is
+    reused, never one of another video."""
+    import hashlib
+
     import av
 
-    from mevqa.jsonl import atomic_path, ensure_dir
+    from mevqa.jsonl import atomic_path, ensure_dir, write_json
 
+    stat = Path(clip.source).stat()
+    source = {"video": str(Path(clip.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+              "frames": len(clip.frame_numbers)}
+    folder = Path(folder) / hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
+    marker = folder / "source.json"
+    if marker.is_file():
+        return read_clip(folder)
     ensure_dir(folder)
     try:
         with av.open(str(clip.source)) as container:
@@ -182,6 +191,7 @@ def unpack_video(clip: Clip, folder: Path, progress: bool = False) -> Clip:
                     tmp.write_bytes(encoded.tobytes())
     except av.error.FFmpegError as exc:
         raise MevqaError(f"{clip.source}: unreadable video ({exc})") from None
+    write_json(marker, source)
     return read_clip(folder)
 
 
@@ -369,6 +379,18 @@ def recognise(model, processor, clip: Clip, fps: float, detections: list[Detecti
 
 # --- one video ----------------------------------------------------------------------------------------------------
 
+def check_fps(clip: Clip, fps: float | None) -> float:
+    """The frame rate to spot at: ``fps`` if given, else the video file's own; a positive finite number."""
+    if fps is None:
+        fps = clip.fps
+        if fps is None:
+            raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (SAMM 200, "
+                             "CAS(ME)^3 30, SMIC 100)")
+    if not 0 < fps < math.inf:
+        raise MevqaError(f"{clip.source}: the frame rate must be a positive number, got {fps}")
+    return float(fps)
+
+
 def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | None = None,
                vlm: VlmSettings | None = None, model=None, processor=None, inference=None, work_dir: Path,
                labels: str = "coarse", dataset: str | None = None, progress: bool = False) -> list[Detection]:
@@ -376,10 +398,7 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
     if method not in METHODS:
         raise MevqaError(f"unknown spotting method {method!r}; expected one of {', '.join(METHODS)}")
     clip = path if isinstance(path, Clip) else read_clip(path)
-    fps = fps or clip.fps
-    if fps is None:
-        raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (SAMM 200, "
-                         "CAS(ME)^3 30, SMIC 100)")
+    fps = check_fps(clip, fps)
     if method == "vlm" and model is None:
         raise MevqaError("--method vlm needs --model (a spotter trained on mevqa build-spot --windows rows)")
     work_dir, name = Path(work_dir), Path(clip.source).name
@@ -481,11 +500,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mevqa.jsonl import ensure_dir
+
     flow, vlm = settings_from_args(args)
-    clip = read_clip(args.video)  # a bad path or a missing frame rate fails before a model is loaded
-    if (args.fps or clip.fps) is None:
-        raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (SAMM 200, "
-                         "CAS(ME)^3 30, SMIC 100)")
+    clip = read_clip(args.video)  # a bad path, frame rate or --work folder fails before a model is loaded
+    check_fps(clip, args.fps)
+    if args.work is not None:
+        ensure_dir(args.work, "--work folder")
     model, processor, inference = load_for(args)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mevqa-spot-") as scratch:

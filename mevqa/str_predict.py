@@ -10,10 +10,11 @@ The output folder:
 | file | what |
 |---|---|
 | ``run.json`` | method, its settings, labels, model, adapter and inference settings; a rerun with others is refused |
+| ``.str-predict.lock`` | held while a run writes here: a second run on the same folder is refused |
 | ``videos.jsonl`` | one line per finished video (its detections and seconds), appended and synced as each ends; a rerun skips finished videos and drops a torn last line |
 | ``work/<subject>_<video>/`` | inputs built for the vlm method and for recognition, reused on reruns |
 | ``pred.csv`` | ``subject, video, onset, offset, emotion``, once every video is done |
-| ``scores.json`` | when ``gt.csv`` (``mevqa build-spot``) lies beside ``spot.jsonl``: the ``mevqa str-eval --json`` report |
+| ``scores.json`` | when ``gt.csv`` (``mevqa build-spot``) lies beside ``spot.jsonl``: the ``mevqa str-eval --json`` report, stamped with ``run.json`` and the files' hashes |
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from tqdm import tqdm
 
 from mevqa.data_builders.spot import GT_FILE, QA_DATASET, read_spot_rows
 from mevqa.errors import MevqaError
-from mevqa.jsonl import atomic_path, ensure_dir, write_json
+from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, write_json
 from mevqa.log import is_main_process
 from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
 
 log = logging.getLogger(__name__)
 
 RUN_FILE, VIDEOS_FILE, PRED_FILE, SCORES_FILE = "run.json", "videos.jsonl", "pred.csv", "scores.json"
+LOCK = ".str-predict.lock"
 PRED_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
 
 
@@ -115,7 +117,12 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise MevqaError(f"{args.spot_data}: no video of subject(s) {', '.join(sorted(unknown))}")
         videos = [row for row in videos if str(row["subject"]) in wanted]
-    out = ensure_dir(args.out)
+    settings_from_args(args)          # bad settings fail before the folder is made or a model loads
+    with folder_lock(ensure_dir(args.out), LOCK, "mevqa str-predict"):
+        return predict_videos(args, videos, Path(args.out))
+
+
+def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> int:
     flow, vlm = settings_from_args(args)
     model, processor, inference = load_for(args)
     record = run_record(args, inference)
@@ -153,11 +160,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(videos)} videos, {count} intervals -> {out / PRED_FILE}")
     gt = Path(args.spot_data).parent / GT_FILE
     if gt.is_file():
+        from mevqa.eval.stamp import stamp
         from mevqa.eval.strs import format_table, strs_files
 
         report = strs_files(out / PRED_FILE, gt)
         for warning in report["warnings"]:
             log.warning("%s", warning)
-        write_json(out / SCORES_FILE, report)
+        write_json(out / SCORES_FILE, stamp(report, config=record, pred_files=[out / PRED_FILE], gold_files=[gt]))
         print(format_table(report))
     return 0

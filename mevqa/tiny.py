@@ -180,7 +180,9 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MevqaError(f"{out_dir}: exists and is a file; expected a folder for the model")
-    ensure_dir(out_dir.parent, "folder of --out")
+    # The files land in out_dir itself when it exists (else the folder is renamed into its parent): check that one.
+    ensure_dir(out_dir if out_dir.is_dir() else out_dir.parent, "output folder" if out_dir.is_dir() else
+               "folder of --out")
     processor = build_tiny_processor()
     tokenizer = processor.tokenizer
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}

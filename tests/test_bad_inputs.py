@@ -123,6 +123,8 @@ CASES = [
                                                        f"{c.read_only / 'new'}: cannot create the output folder")),
     ("tiny-model below a read-only folder", lambda c: (["tiny-model", "--out", str(c.read_only / "m")],
                                                        f"{c.read_only}: cannot write")),
+    ("tiny-model into a read-only folder", lambda c: (["tiny-model", "--out", str(c.read_only)],
+                                                      f"{c.read_only}: cannot write in the output folder")),
     # --- files that are not UTF-8 -------------------------------------------------------------------------------------
     ("eval --pred in Latin-1", lambda c: (["eval", "--pred", str(c.latin1("p.jsonl")), "--gold",
                                            str(RANK1)], f"{c.tmp / 'p.jsonl'}:2: not UTF-8 text")),
@@ -133,6 +135,9 @@ CASES = [
                                             f"{c.tmp / 'p.jsonl'}:2: not UTF-8 text")),
     ("predict --questions in Latin-1", lambda c: (c.predict("--questions", c.latin1("q.jsonl"), "--out",
                                                             c.tmp / "out"), f"{c.tmp / 'q.jsonl'}:2: not UTF-8")),
+    ("AU rule table in Latin-1", lambda c: (c.answer("--strategy", "au-rules", "--dataset", "samm", "--au-rules",
+                                                     f"samm={_latin1_table(c)}"),
+                                            "rules.yaml: not UTF-8 text (byte 0xf3 at offset")),
     ("build-data --official in Latin-1", lambda c: (["build-data", "samm", "--official", str(c.latin1("q.jsonl")),
                                                      "--root", str(c.clips), "--out", str(c.tmp / "out")],
                                                     f"{c.tmp / 'q.jsonl'}:2: not UTF-8 text")),
@@ -143,6 +148,14 @@ CASES = [
                                       "CASME2-coding-20140508.xlsx: cannot read the annotation sheet")),
     ("workbook that is text", lambda c: (_damaged_workbook(c, b"Subject,Filename\n1,EP02_01f\n"),
                                          "cannot read the annotation sheet")),
+    ("build-data --root that does not exist", lambda c: (["build-data", "casme2", "--root", str(c.tmp / "nowhere"),
+                                                         "--annotations", str(c.raw["annotations"]), "--out",
+                                                         str(c.tmp / "out")],
+                                                        f"{c.tmp / 'nowhere'}: not found; expected the dataset's "
+                                                        "frame folder")),
+    ("build-data --annotations is a folder", lambda c: (["build-data", "casme2", "--root", str(c.raw["root"]),
+                                                         "--annotations", str(c.tmp), "--out", str(c.tmp / "out")],
+                                                        f"{c.tmp}: is a folder, expected the annotation file")),
     # --- damaged frames ---------------------------------------------------------------------------------------------
     ("truncated JPEG frame", lambda c: (["answer", "--clip", str(_broken_clip(c).parent), "--question", QUESTION,
                                          "--model", str(c.model)],
@@ -206,7 +219,14 @@ CASES = [
     ("answer --top-k 0", lambda c: (c.answer("--top-k", "0"), "--top-k must be a positive integer, got 0")),
     ("answer --repetition-penalty -1", lambda c: (c.answer("--repetition-penalty", "-1"),
                                                   "--repetition-penalty must be a positive number, got -1.0")),
+    ("answer --device cuda:99", lambda c: (c.answer("--device", "cuda:99"), "--device cuda:99: this machine has")),
+    ("predict --device gpu", lambda c: (c.predict("--out", c.tmp / "out", "--device", "gpu"),
+                                        "--device 'gpu' is not a device name")),
     ("answer --apex outside", lambda c: (c.answer("--apex", "999"), "apex 999 outside the clip 100..107")),
+    ("synth-data --size 0 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--size", "0", "0"],
+                                         "--size must give a width and height between 16 and 4096 pixels, got 0x0")),
+    ("synth-data --seed -1", lambda c: (["synth-data", "casme2", "--out", str(c.tmp / "out"), "--seed", "-1"],
+                                        "--seed must be a non-negative integer, got -1")),
     ("synth-data --clips 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--clips", "0"],
                                         "--clips must be at least 1, got 0")),
     ("split --scheme kfold:1", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--scheme", "kfold:1",
@@ -219,9 +239,30 @@ CASES = [
     ("train_config.yaml with an unknown media setting", lambda c: (
         c.answer("--adapter", _adapter_with_config(c, "media_settings: {speed: 2}\n")),
         "train_config.yaml: media_settings: unknown media setting(s) speed")),
+    ("predict with a damaged adapter file", lambda c: (c.predict("--out", c.tmp / "out", "--adapter",
+                                                                  _damaged_adapter(c)),
+                                                        "adapter_model.safetensors: damaged weights file")),
+    ("merge with a damaged adapter file", lambda c: (["merge", "--base", str(c.model), "--adapter",
+                                                      str(_damaged_adapter(c)), "--out", str(c.tmp / "merged")],
+                                                     "adapter_model.safetensors: damaged weights file")),
     ("--questions is a folder", lambda c: (c.predict("--questions", c.tmp, "--out", c.tmp / "out"),
                                            f"{c.tmp}: is a folder, expected a jsonl file")),
 ]
+
+
+def _latin1_table(case: Case) -> Path:
+    path = case.tmp / "rules.yaml"
+    path.write_bytes("rules:\n  - {fine: anger, any: [4]}  # c\xf3lera\n".encode("latin-1"))
+    return path
+
+
+def _damaged_adapter(case: Case) -> Path:
+    """An adapter folder whose weights file was cut short (its header is the first thing lost)."""
+    folder = case.tmp / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "target_modules": ["q_proj"]}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00")
+    return folder
 
 
 def _adapter_with_config(case: Case, text: str) -> Path:

@@ -122,6 +122,10 @@ def test_command_line_overrides_are_typed_and_win_over_the_yaml(tmp_path):
     (["--weight_decay", "nan"], "weight_decay=nan: expected a finite number >= 0"),
     (["--video_fps", "0"], "video_fps=0.0: expected a finite number > 0"),
     (["--min_pixels", "5000", "--max_pixels", "4000"], "min_pixels=5000 exceeds max_pixels=4000"),
+    (["--seed", "-1"], "seed=-1: expected an integer in [0, 2**32)"),
+    (["--seed", str(2 ** 32)], "seed=4294967296: expected an integer in [0, 2**32)"),
+    (["--lora_target_regex", "(q|k"], "lora_target_regex='(q|k': expected a regular expression"),
+    (["--config", "a.yaml", "--max_steps", "3", "--config=b.yaml"], "--config given twice"),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message):
     with pytest.raises(MevqaError, match=re.escape(message)):
@@ -194,4 +198,7 @@ def test_resume_compares_every_field_except_the_result_neutral_ones_and_the_run_
         else:
             assert len(differences) == 1 and differences[0].startswith(f"{item.name} ("), (item.name, differences)
     assert {"learning_rate", "seed", "model_name_or_path", "inputs", "train_file", "eval_file", "metric_for_best",
-            "eval_steps", "mixed_precision", "attn_implementation"}.isdisjoint(RESULT_NEUTRAL)
+            "eval_steps", "mixed_precision", "attn_implementation", "answer_strategy", "hierarchical_prompt",
+            "media_settings"}.isdisjoint(RESULT_NEUTRAL)
+    # A row longer than max_length stops a run (nothing is truncated): raising it must let the run go on.
+    assert resume_differences(saved, dataclasses.replace(saved, max_length=2 * saved.max_length)) == []

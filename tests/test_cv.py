@@ -27,11 +27,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def overrides(tiny_model_dir: Path) -> list[str]:
-    # A few steps with a checkpoint every two, so a kill lands between checkpoints of a fold that is still training;
-    # a learning rate that changes the answers but does not yet teach the random model to stop at once (mevqa
-    # predict counts an empty answer as a failed row).
+    # A few steps with a checkpoint every two, so a kill lands between checkpoints of a fold that is still training.
+    # At the tiny config's learning rate the random model learns to stop at once on some held-out rows: mevqa predict
+    # fails those rows (an empty answer) on every run, and cv must score them as the misses they are.
     return ["--model_name_or_path", str(tiny_model_dir), "--max_steps", "10", "--save_steps", "2",
-            "--learning_rate", "1e-3", "--eval_max_new_tokens", "8"]
+            "--eval_max_new_tokens", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,13 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def scored(pred_rows: list[dict], gold_rows: list[dict], **options) -> dict:
+    """What cv reports for these predictions: mevqa.eval.score plus the count of recorded empty answers."""
+    report = score(pred_rows, gold_rows, **options)
+    report["counts"]["empty_answers"] = sum(bool(row.get("empty_answer")) for row in pred_rows)
+    return report
+
+
 def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
     out = uninterrupted
     fold_dirs = sorted(folds.glob("fold_*"))
@@ -80,15 +87,29 @@ def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
         pooled = lines(out / name / "predictions.jsonl")
         assert [row["id"] for row in pooled] == [row["id"] for row in gold]
         scores = json.loads((out / name / "scores.json").read_text())
-        assert scores["pooled"] == score(read_rows(out / name / "predictions.jsonl"), gold, bootstrap=200, seed=0)
+        assert scores["pooled"] == scored(read_rows(out / name / "predictions.jsonl"), gold, bootstrap=200, seed=0)
         assert scores["pooled"]["bootstrap"]["clips"] == {"overall": 9, "casme2": 9}
         assert scores["stamp"]["gold_files"].keys() == {str(path) for path in val_files}
         assert scores["stamp"]["config"]["num_epochs"] == (0 if name == "zero_shot" else 1)
         for folder, entry in zip(fold_dirs, scores["folds"]):
             fold_scores = json.loads((out / name / folder.name / "scores.json").read_text())
             ids = {row["id"] for row in read_rows(folder / "val.jsonl")}
-            expected = score([row for row in pooled if row["id"] in ids], read_rows(folder / "val.jsonl"))
+            expected = scored([row for row in pooled if row["id"] in ids], read_rows(folder / "val.jsonl"))
             assert entry["report"] == {k: v for k, v in fold_scores.items() if k != "stamp"} == expected
+    # rows the trained model answered with nothing: recorded per fold, pooled as empty answers, scored as misses
+    empty_ids = set()
+    for folder in fold_dirs:
+        record = out / "lora" / folder.name / "empty_answers.json"
+        ids = set(json.loads(record.read_text())["ids"]) if record.is_file() else set()
+        answered = {row["id"] for row in lines(out / "lora" / folder.name / "predict" / "final_predictions.jsonl")}
+        assert not ids & answered
+        assert json.loads((out / "lora" / folder.name / "scores.json").read_text())["counts"]["empty_answers"] \
+            == len(ids)
+        empty_ids |= ids
+    assert empty_ids, "the trained tiny model was expected to answer some rows with nothing"
+    assert {row["id"] for row in lines(out / "lora" / "predictions.jsonl") if row.get("empty_answer")} == empty_ids
+    assert all(row["answer"] == "" for row in lines(out / "lora" / "predictions.jsonl") if row["id"] in empty_ids)
+    assert f"scored as misses: lora {len(empty_ids)}." in (out / "report.md").read_text()
     # trained: one recipe run per fold, its final weights answered; the recipe's own config stamps the fold scores
     for folder in fold_dirs:
         run = out / "lora" / folder.name
@@ -278,3 +299,27 @@ def test_folds_must_hold_each_row_out_once(folds, tmp_path, capsys):
     assert main(["cv", "--config", str(TINY_LORA), "--folds", str(tmp_path / "folds"), "--out", str(out)]) == 2
     assert f"{val}:{len(val.read_text().splitlines())}: row " in capsys.readouterr().err
     assert not out.exists()
+    val.write_text(val.read_text().splitlines()[0] + "\n" + val.read_text())      # twice in one fold
+    assert main(["cv", "--config", str(TINY_LORA), "--folds", str(tmp_path / "folds"), "--out", str(out)]) == 2
+    assert f"{val}:2: row " in capsys.readouterr().err and not out.exists()
+
+
+def test_a_folder_another_cv_runs_in_is_refused(folds, tmp_path, capsys):
+    out = tmp_path / "out"
+    with cv.locked(out):
+        assert main(["cv", "--config", str(TINY_LORA), "--folds", str(folds), "--out", str(out)]) == 2
+    assert "another mevqa cv is writing here" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [cv.LOCK]
+
+
+@pytest.mark.parametrize("errors, expected", [
+    ([], None),                                                               # predict failed before any row
+    ([("a_1", "q.jsonl:1: the model gave an empty answer"), ("b_2", "q.jsonl:2: the model gave an empty answer")],
+     {"a_1", "b_2"}),
+    ([("a_1", "q.jsonl:1: the model gave an empty answer"), ("b_2", "q.jsonl:2: unreadable image")], None),
+])
+def test_only_rows_failed_by_an_empty_answer_are_taken_as_answered(tmp_path, errors, expected):
+    if errors:
+        (tmp_path / "errors.jsonl").write_text("".join(json.dumps({"id": i, "where": "q", "error": e}) + "\n"
+                                                       for i, e in errors))
+    assert cv.failed_only_by_empty_answers(tmp_path) == expected

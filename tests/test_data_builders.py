@@ -452,6 +452,7 @@ def test_rebuild_with_other_settings_sets_the_old_rows_aside_first(synthetic, tm
     assert not (out / "qa.jsonl").exists()
     [aside] = out.glob("qa.jsonl.stale-*")
     assert aside.read_text() == old
+    assert not (out / "build.json").exists() and len(list(out.glob("build.json.stale-*"))) == 1
     # some clips' media were rebuilt with the new settings before the failure: they are not listed by any qa.jsonl
     rebuilt = [json.loads(p.read_text())["media"]["settings"] for p in out.glob("media/casme2/*/media.json")]
     assert sum(r["head_motion"] == "median" and r["blend"] == 0.5 for r in rebuilt) == len(rebuilt) - 1
@@ -464,6 +465,19 @@ def test_rebuild_with_other_settings_sets_the_old_rows_aside_first(synthetic, tm
         {"frames": 8, "size": 64, "flow": "farneback", "head_motion": "median", "blend": 0.5, "face_crop": False},
         sort_keys=True)}
     assert json.loads((out / "build.json").read_text())["media_settings"]["head_motion"] == "median"
+
+
+def test_a_second_build_into_the_same_folder_is_refused_while_one_runs(synthetic, tmp_path, capsys):
+    """Two builds with other settings in one folder would overwrite each other's media: the folder is locked."""
+    from mevqa.jsonl import folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out, ".build.lock", "test"):  # as a running build holds it
+        assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "oao", "--size", 32)) == 2
+    assert f"{out}: another mevqa build-data is writing here" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [".build.lock"]
+    assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "oao", "--size", 32)) == 0
 
 
 def test_a_rebuild_killed_mid_way_never_leaves_rows_over_other_media(tmp_path):
@@ -512,3 +526,38 @@ def test_duplicate_ids_in_an_official_file_are_refused(tmp_path, capsys):
     assert cli("build-data", "samm", "--official", questions, "--root", tmp_path, "--out", tmp_path / "out") == 2
     assert f"{questions}:4: duplicate id 'samm_test_SAMM-1_2' (first at {questions}:2)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- the token summary ---------------------------------------------------------------------------------------------
+
+def test_build_data_prints_the_inspect_summary_with_the_model_given(synthetic, tmp_path, capsys, tiny_model_dir):
+    """--inspect-model prints what `mevqa inspect --data OUT/qa.jsonl --model MODEL` prints; the input mode falls
+    back to one the build made inputs for; without the option, the command that gives the summary is printed."""
+    from mevqa.inspect import inspect_files
+
+    out = tmp_path / "out"
+    assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "video", "--size", 32,
+                           "--inspect-model", tiny_model_dir)) == 0
+    printed = capsys.readouterr().out
+    expected = inspect_files([out / "qa.jsonl"], model=str(tiny_model_dir), overrides=["inputs=video"],
+                             progress=False).format()
+    assert expected in printed and "text + visual tokens per row (video)" in printed
+    assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "video", "--size", 32)) == 0
+    assert f"mevqa inspect --data {out / 'qa.jsonl'} --config" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--inspect-model", "{tmp}/nowhere"], "{tmp}/nowhere: model folder does not exist"),
+    (["--inputs", "none", "--inspect-model", "{model}"], "--inputs none builds none"),
+    (["--inputs", "video", "--inspect-config", "{repo}/recipes/configs/tiny/lora.yaml"],
+     "lora.yaml: inputs oao needs media that --inputs video does not build"),
+])
+def test_a_token_summary_that_cannot_be_made_fails_before_the_build(synthetic, tmp_path, capsys, tiny_model_dir,
+                                                                     extra, message):
+    from conftest import REPO_ROOT
+
+    names = {"tmp": tmp_path, "model": tiny_model_dir, "repo": REPO_ROOT}
+    out = tmp_path / "out"
+    assert cli(*build_args("casme2", synthetic["casme2"], out, *[e.format(**names) for e in extra])) == 2
+    assert message.format(**names) in capsys.readouterr().err
+    assert not out.exists()

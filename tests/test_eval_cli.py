@@ -185,7 +185,32 @@ def test_missing_file_exits_nonzero(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_negative_bootstrap_is_refused(tmp_path, capsys):
-    gold, pred = write(tmp_path / "gold.jsonl", GOLD), write(tmp_path / "pred.jsonl", PRED)
-    assert main(["eval", "--pred", str(pred), "--gold", str(gold), "--bootstrap", "-5"]) == 2
-    assert "--bootstrap must be 0 (no intervals) or a number of resamples, got -5" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--pred", "{pred}", "--gold", "{gold}", "--bootstrap", "-5"],
+     "--bootstrap must be 0 (no intervals) or a number of resamples, got -5"),
+    (["eval", "--pred", "{pred}", "--gold", "{gold}", "--seed", "-1"], "--seed must be 0 or more, got -1"),
+    (["compare", "--gold", "{gold}", "--a", "{pred}", "--b", "{pred}", "--seed", "-1"],
+     "--seed must be 0 or more, got -1"),
+    (["compare", "--gold", "{gold}", "--a", "{pred}", "--b", "{pred}", "--bootstrap", "0"],
+     "--bootstrap must be at least 1, got 0"),
+    (["cv", "--config", "{config}", "--folds", "{tmp}", "--out", "{out}", "--seed", "-3"],
+     "--seed must be 0 or more, got -3"),
+    (["cv", "--config", "{config}", "--folds", "{tmp}", "--out", "{out}", "--bootstrap", "0"],
+     "--bootstrap must be at least 1, got 0"),
+])
+def test_bad_resampling_settings_are_refused(tmp_path, capsys, argv, message):
+    values = {"gold": write(tmp_path / "gold.jsonl", GOLD), "pred": write(tmp_path / "pred.jsonl", PRED),
+              "config": tmp_path / "zs.yaml", "tmp": tmp_path, "out": tmp_path / "out"}
+    values["config"].write_text("model_name_or_path: m\nnum_epochs: 0\n")
+    assert main([part.format(**values) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_interval_plot_takes_a_value_outside_its_percentile_interval():
+    """A percentile interval need not hold the full-data value (a skewed figure on few clips); the plot still draws."""
+    from mevqa.eval.report import intervals_png
+
+    report = {"overall": {"uf1_coarse": 0.5, "uf1_coarse_ci": [0.55, 0.7], "avg": 0.4, "avg_ci": [0.1, 0.35]}}
+    assert intervals_png({"a": report}).startswith(b"\x89PNG\r\n\x1a\n")

@@ -296,3 +296,29 @@ def test_export_command(qa_files, tmp_path, capsys):
                  "--out", str(tmp_path / "x")])
     assert code == 2
     assert "missing.jsonl: file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("out is a file", "afile: exists and is not a folder"),
+    ("out under a file", "afile: cannot be the folder of --out"),
+    ("out in a folder nothing can be written to", "locked: cannot write in the folder of --out"),
+])
+def test_unusable_output_folder_is_a_one_line_error(qa_files, tmp_path, capsys, case, message):
+    """Checked before any work, with nothing left behind (chattr +i makes a folder unwritable even for root)."""
+    import subprocess
+
+    (tmp_path / "afile").write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = {"out is a file": tmp_path / "afile", "out under a file": tmp_path / "afile" / "out",
+           "out in a folder nothing can be written to": locked / "out"}[case]
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        assert main(["export", "--data", str(qa_files[0]), "--inputs", "oao", "--format", "swift",
+                     "--out", str(out)]) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not list(locked.iterdir()) and (tmp_path / "afile").read_text() == "x"

@@ -306,6 +306,21 @@ def test_media_of_another_copy_of_a_clip_is_not_reused(tmp_path):
     assert np.abs(first.astype(int) + second.astype(int) - 255).mean() < 3  # the inverted picture was written
 
 
+def test_a_rebuild_stopped_half_way_never_hands_out_the_old_record(tmp_path):
+    """Files of other settings overwrite the old ones before the new record is written: a build stopped in between
+    (here: a file where the video folder goes) must leave no record, so a later build with the old settings
+    rebuilds instead of taking the old record over the new files."""
+    clip = read_clip(write_clip(tmp_path / "frames"))
+    span, out = Span(46, 52, 55, "annotated"), tmp_path / "media"
+    build_media(clip, span, settings(["oao"], size=64), out)
+    (out / "video").write_text("in the way")
+    with pytest.raises(MevqaError, match="video.*is a file"):
+        build_media(clip, span, settings(["oao", "video"], size=32), out, fps=200.0)
+    assert read_frame(out / "apex.jpg").shape == (24, 32, 3) and not (out / "media.json").exists()
+    build_media(clip, span, settings(["oao"], size=64), out)
+    assert read_frame(out / "apex.jpg").shape == (48, 64, 3)
+
+
 def test_face_crop_uses_one_box_and_falls_back_to_centre_square(tmp_path):
     clip = read_clip(write_clip(tmp_path / "frames"))
     assert detect_face_box(clip.load([46])[46]) is None  # a texture has no face: fallback

@@ -112,6 +112,20 @@ def test_limit_then_rerun(tmp_path, tiny_model_dir, test_clips, full_run, capsys
     assert (out / "me_vqa_samm_test_pred.jsonl").read_bytes() == (full_run / "me_vqa_samm_test_pred.jsonl").read_bytes()
 
 
+def test_an_out_folder_inside_the_clips_folder(tmp_path, tiny_model_dir, test_clips):
+    """OUT/media/<video> lies under --clips here: the search for a clip by name below --clips must not take it for
+    the clip when a rerun looks the clip up again."""
+    import shutil
+
+    clips = tmp_path / "clips"
+    shutil.copytree(test_clips / "SAMM", clips / "SAMM")
+    argv = ["predict", "--questions", str(some_questions(tmp_path, ("SAMM-1",))), "--clips", str(clips), "--model",
+            str(tiny_model_dir), "--out", str(clips / "out"), *COMMON]
+    assert main(argv + ["--limit", "2"]) == 0 and (clips / "out" / "media" / "SAMM-1").is_dir()
+    assert main(argv) == 0
+    assert len(read_lines(clips / "out" / "final_predictions.jsonl")) == 5
+
+
 def test_failed_rows_are_recorded_and_retried(tmp_path, tiny_model_dir, capsys):
     """A clip that is missing and one with an unreadable frame: their rows go to errors.jsonl, the rest are answered,
     no submission is written; --strict stops at the first; once the clips are fixed a rerun answers just those."""
@@ -274,6 +288,27 @@ def test_raw_clips_are_built_with_the_models_media_settings(tmp_path, trained_mo
                            fps=200.0)
     assert (out / "media" / "SAMM-1" / "flow.jpg").read_bytes() == (tmp_path / "ref" / "flow.jpg").read_bytes()
     assert expected["flow"]["head_motion"] == "median"
+
+
+def test_rows_built_otherwise_than_the_model_was_trained_are_refused(tmp_path, trained_model, capsys):
+    """Rows from build-data carry their media: built with other settings than the model's, they are an error naming
+    the row and both settings; the media options matching the rows are the way through (with the usual warning)."""
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    assert main(["synth-data", "casme2", "--out", str(raw), "--clips", "1"]) == 0
+    assert main(["build-data", "casme2", "--root", str(raw / "CASME2_RAW_selected"), "--annotations",
+                 str(raw / "CASME2-coding-20140508.xlsx"), "--out", str(data), "--inputs", "oao,flow", "--size",
+                 "64", "--frames", "4"]) == 0
+    capsys.readouterr()
+    argv = ["predict", "--questions", str(data / "qa.jsonl"), "--model", str(trained_model), "--out",
+            str(tmp_path / "out"), "--max-new-tokens", "4", "--limit", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (f"{data / 'qa.jsonl'}:1: media built with head_motion 'nose', blend 0.0, but the model is shown inputs "
+            f"built with head_motion 'median', blend 0.5 ({trained_model / 'train_config.yaml'}: media_settings)"
+            in err) and sum("error:" in line for line in err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert main(argv + ["--head-motion", "nose", "--blend", "0"]) == 0
+    assert "--blend 0.0 differs from the 0.5 the model was trained with" in capsys.readouterr().err
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, tiny_model_dir, test_clips, capsys):

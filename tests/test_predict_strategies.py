@@ -163,6 +163,11 @@ def test_vote_through_predict_is_reproducible(tmp_path, tiny_model_dir, test_cli
     again = run("b", *vote, "--seed", "3", "--batch-size", "1")
     assert {k: (r["answer"], r["votes"]) for k, r in again.items()} == \
         {k: (r["answer"], r["votes"]) for k, r in first.items()}
+    # Stopped after 3 rows (mid-clip), then finished: the votes of an uninterrupted run, row for row.
+    assert len(run("resumed", *vote, "--seed", "3", "--limit", "3")) == 3
+    resumed = run("resumed", *vote, "--seed", "3")
+    assert {k: (r["answer"], r["votes"]) for k, r in resumed.items()} == \
+        {k: (r["answer"], r["votes"]) for k, r in first.items()}
     assert len(first) == 10
     assert all(len(row["votes"]) == 3 and row["answer"] == vote_answer(row["votes"], row["question"])
                for row in first.values())
@@ -240,6 +245,25 @@ def test_each_dataset_is_answered_by_its_own_model(tmp_path, tiny_model_dir, oth
     samm_adapted = run("samm-adapted", [samm], "--model", tiny_model_dir, "--adapter", adapter)
     assert {k: v for k, v in adapted.items() if k.startswith("samm")} == samm_adapted != samm_alone
     assert {k: v for k, v in adapted.items() if k.startswith("casme3")} == cas_by_the_first
+
+
+def test_a_dataset_whose_clips_are_missing_fails_its_rows_without_loading_its_model(tmp_path, tiny_model_dir,
+                                                                                   test_clips, capsys):
+    """The CAS(ME)^3 clips are not there: its rows go to errors.jsonl and its model is never loaded (here a folder
+    that holds no model, which loading would refuse); the SAMM rows are answered by theirs."""
+    samm, cas = questions_of(tmp_path, {"samm": ("SAMM-1",), "casme3": ("CAS-1", "CAS-2")})
+    clips = shutil.copytree(test_clips / "SAMM", tmp_path / "clips" / "SAMM")
+    (tmp_path / "no-model").mkdir()
+    out = tmp_path / "out"
+    assert main(["predict", "--questions", str(samm), str(cas), "--clips", str(clips.parent), "--out", str(out),
+                 "--model", str(tiny_model_dir), "--model-for", f"casme3={tmp_path / 'no-model'}",
+                 "--max-new-tokens", "4"]) == 1
+    answered = {row["video_id"] for row in read_lines(out / "predictions.jsonl")}
+    errors = read_lines(out / "errors.jsonl")
+    assert answered == {row["video_id"] for row in read_lines(samm)}
+    assert {row["id"] for row in errors} == {row["video_id"] for row in read_lines(cas)}
+    assert all("clip 'CAS-" in row["error"] and "not found" in row["error"] for row in errors)
+    assert "submission: not written" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -249,6 +249,10 @@ def run_copy(lora_run, tmp_path) -> Path:
     (["--lora_r", "4", "--gradient_accumulation_steps", "1"], "lora_r (8 -> 4); gradient_accumulation_steps (2 -> 1)"),
     (["--model_name_or_path", "OTHER"], "model_name_or_path ("),
     (["--max_steps", "6"], "checkpoint-8: at step 8, past this run's 6 steps"),
+    (["--answer_strategy", "constrained"], "answer_strategy ('direct' -> 'constrained')"),
+    (["--hierarchical_prompt", "true"], "hierarchical_prompt (False -> True)"),
+    (["--train_file", "REBUILT"], "'blend': 0.0, 'face_crop': False} -> {'frames': 4, 'size': 112, 'flow': "
+                                  "'farneback', 'head_motion': 'nose', 'blend': 0.5"),
 ])
 def test_resume_never_mixes_two_configurations(run_copy, lora_args, tiny_model_dir, change, message, capsys):
     argv = lora_args(run_copy, *change)
@@ -256,6 +260,13 @@ def test_resume_never_mixes_two_configurations(run_copy, lora_args, tiny_model_d
         other = run_copy.parent / "other-model"
         shutil.copytree(tiny_model_dir, other)
         argv[argv.index("OTHER")] = str(other)
+    if "REBUILT" in change:  # the same rows, their inputs rebuilt with --blend 0.5 (media.settings records it)
+        train = Path(argv[argv.index("--train_file") + 1])  # the first: the one the run was trained on
+        rebuilt = train.with_name("rebuilt-blend.jsonl")
+        write_jsonl(rebuilt, [{**row, "media": {**row["media"], "settings": {**row["media"]["settings"],
+                                                                              "blend": 0.5}}}
+                              for row in read_jsonl(train)])
+        argv[argv.index("REBUILT")] = str(rebuilt)
     status, err = recipe_in_process("lora", argv, capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert message in err, err
@@ -288,20 +299,22 @@ def test_a_checkpoint_that_cannot_be_loaded_in_full_is_an_error_naming_the_file(
 
 def test_a_second_run_in_the_same_output_dir_is_refused_while_the_first_holds_it(run_copy, lora_args, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write('4242'); f.flush(); print('locked', "
-         "flush=True); time.sleep(60)", str(run_copy / ".train.lock")], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(run_copy / ".train.lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         status, err = recipe_in_process("lora", lora_args(run_copy), capsys)
-        assert status == 2 and "another training run is using this output_dir (process 4242)" in err, err
+        assert status == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{run_copy}: another training run is writing here" in err, err
     finally:
         holder.kill()  # like kill -9: the system releases the lock with the process
         holder.wait()
-    from mevqa.train.run import lock_output_dir, release_output_dir
+    from mevqa.jsonl import folder_lock
+    from mevqa.train.run import LOCK_NAME
 
-    lock_output_dir(run_copy)  # free again
-    release_output_dir()
+    with folder_lock(run_copy, LOCK_NAME, "training run"):  # free again
+        pass
 
 
 def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, capsys, monkeypatch):
@@ -321,7 +334,10 @@ def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, ca
 @pytest.mark.parametrize("case", ["output_dir_is_a_file", "read_only_output_dir", "non_utf8_train_file",
                                   "learning_rate_nan", "negative_learning_rate", "lora_alpha_zero",
                                   "duplicate_train_id", "duplicate_eval_id", "non_string_id", "missing_answer",
-                                  "typo_key", "full_recipe_with_lora", "metric_the_eval_file_cannot_give"])
+                                  "typo_key", "full_recipe_with_lora", "metric_the_eval_file_cannot_give",
+                                  "negative_seed", "bad_lora_target_regex", "row_lacks_the_input_modes_media",
+                                  "hierarchical_prompt_on_a_non_fine_answer", "config_given_twice",
+                                  "output_dir_holding_someone_elses_logs"])
 def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, tmp_path, capsys, request):
     """Each case fails with one line naming what is wrong. The model path does not exist: reaching the model load
     would fail with another message."""
@@ -338,10 +354,10 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
 
     if case == "output_dir_is_a_file":
         out.write_text("")
-        expected = "out: output_dir is a file"
+        expected = "out: cannot be the output_dir: " + str(out) + " is a file"
     elif case == "read_only_output_dir":
         out = request.getfixturevalue("read_only")  # for root too: the immutable attribute (tests/conftest.py)
-        expected = "read-only: output_dir is not writable"
+        expected = "read-only: cannot write in the output_dir"
     elif case == "non_utf8_train_file":
         train = media_dir / "latin1.jsonl"
         train.write_bytes(synth["mixed"].read_bytes().replace(b"coarse", "c\xf6arse".encode("latin-1"), 1))
@@ -368,6 +384,26 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
         extra, expected = ["--learning_rat", "1e-4"], "unknown config key 'learning_rat' (did you mean learning_rate?)"
     elif case == "full_recipe_with_lora":
         recipe, expected = "full", "vision, merger=lora is not allowed in recipes/full.py"
+    elif case == "negative_seed":
+        extra, expected = ["--seed", "-1"], "seed=-1: expected an integer in [0, 2**32)"
+    elif case == "bad_lora_target_regex":
+        extra, expected = ["--lora_target_regex", "(q|k"], "lora_target_regex='(q|k': expected a regular expression"
+    elif case == "row_lacks_the_input_modes_media":
+        without_oao = {key: value for key, value in rows[2]["media"].items() if key != "oao"}
+        train = rows_file("train", [*rows[:2], {**rows[2], "media": without_oao}])
+        expected = f"{case}-train.jsonl:3: inputs=oao needs media.oao (the row has: "
+    elif case == "hierarchical_prompt_on_a_non_fine_answer":
+        k = next(i for i, row in enumerate(rows) if row["question"] == vocab.Q_FINE)
+        train = rows_file("train", [*rows[:k], {**rows[k], "answer": "others"}])
+        extra = ["--hierarchical_prompt", "true"]
+        expected = f"{case}-train.jsonl:{k + 1}: hierarchical_prompt states the coarse class of the gold fine " \
+                   "answer, but 'others' is not a fine label"
+    elif case == "config_given_twice":
+        extra, expected = ["--config", "recipes/configs/tiny/full.yaml"], "--config given twice"
+    elif case == "output_dir_holding_someone_elses_logs":  # starting over there would delete them
+        (out / "logs").mkdir(parents=True)
+        (out / "logs" / "notes.txt").write_text("mine")
+        expected = "out: holds logs but no train_config.yaml, so not the outputs of a training run"
     else:
         extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best", "avg"]
         expected = "metric_for_best=avg needs fine expression questions, which the validation file lacks"
@@ -379,6 +415,8 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
     assert status == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"recipes/{recipe}.py: error: "), err
     assert expected in err, err
+    if case == "output_dir_holding_someone_elses_logs":
+        assert (out / "logs" / "notes.txt").read_text() == "mine"
 
 
 def test_help_lists_every_field_and_errors_read_as_one_line_under_accelerate(tmp_path):

@@ -52,6 +52,9 @@ def test_loso_one_fold_per_subject_no_leak(built, tmp_path):
     assert sorted(held_out) == sorted(subjects)
     summary = json.loads((tmp_path / "folds.json").read_text())
     assert sum(entry["val"]["clips"] for entry in summary) == 16
+    record = json.loads((tmp_path / "split.json").read_text())
+    assert record["scheme"] == "loso" and record["folds"] == 5 and list(record["data"]) == list(map(str, files))
+    assert all(len(digest) == 64 for digest in record["data"].values())
     assert all(sum(entry["val"]["coarse"].values()) == entry["val"]["clips"] for entry in summary)
 
 
@@ -172,3 +175,28 @@ def test_split_output_is_readable_from_a_moved_tree(built, tmp_path):
     moved = shutil.move(str(tree), str(tmp_path / "moved"))
     rows = read_rows(Path(moved) / "folds" / "fold_0" / "val.jsonl")
     assert all(Path(p).is_file() and p.startswith(moved) for r in rows for p in r["media"]["oao"]["frames"])
+
+
+def test_folds_of_a_build_rebuilt_with_other_settings_are_refused(tmp_path, capsys):
+    """The folds keep their media in the build; a rebuild there with other settings puts other media under the same
+    paths. From the moment the rebuild starts (build.json set aside) until the folds are split again, reading them
+    is an error naming the row, not a silent mixture."""
+    raw = write_synthetic_dataset("samm", tmp_path / "raw", clips=4, frames=6)
+    build = ["build-data", "samm", "--root", str(raw["root"]), "--annotations", str(raw["annotations"]), "--out",
+             str(tmp_path / "built"), "--inputs", "oao", "--size", "48"]
+    assert main(build) == 0
+    assert main(["split", "--data", str(tmp_path / "built" / "qa.jsonl"), "--out", str(tmp_path / "folds")]) == 0
+    fold = tmp_path / "folds" / "fold_0" / "train.jsonl"
+    assert read_rows(fold)
+    clip = sorted(raw["root"].rglob("*.jpg"))[0].parent
+    for frame in clip.glob("*.jpg"):  # the rebuild stops at this clip
+        frame.write_bytes(frame.read_bytes()[:100])
+    assert main(build[:-1] + ["32"]) == 2
+    assert sorted(p.name.split(".stale")[0] for p in (tmp_path / "built").glob("*.stale-*")) == ["build.json",
+                                                                                                  "qa.jsonl"]
+    with pytest.raises(MevqaError, match=rf"{fold}:1: media.root .* is not the output folder of a build"):
+        read_rows(fold)
+    assert main(build[:-1] + ["32", "--skip-bad"]) == 0
+    with pytest.raises(MevqaError, match=rf"{fold}:1: media built with size 48, but the build in .*built now holds "
+                                         r"media built with size 32 \(it was rebuilt after this file was written\)"):
+        read_rows(fold)

@@ -191,14 +191,107 @@ def test_spot_on_a_video_file_finds_the_planted_movements(tmp_path, capsys):
      "samm-lv needs --emotions"),
     (["spot", "--video", "{frames}", "--method", "flow"], "a frame folder has no frame rate; give it with --fps"),
     (["spot", "--video", "{frames}", "--method", "vlm", "--fps", "200"], "--method vlm needs --model"),
+    (["spot", "--video", "{frames}", "--method", "flow", "--fps", "nan"], "the frame rate must be a positive number"),
+    (["spot", "--video", "{frames}", "--method", "flow", "--fps", "-200"], "the frame rate must be a positive number"),
+    (["spot", "--video", "{frames}", "--method", "flow", "--fps", "200", "--window", "inf"],
+     "window and stride must be positive seconds"),
+    (["spot", "--video", "{frames}", "--method", "flow", "--fps", "200", "--work", "{lv}"],
+     "cannot be the --work folder"),
+    (["build-spot", "samm-lv", "--annotations", "{lv}", "--emotions", "{emotions}", "--root", "{root}", "--out",
+      "{out}", "--fps", "inf"], "--fps must be a positive number, got inf"),
+    (["build-spot", "samm-lv", "--annotations", "{lv}", "--emotions", "{emotions}", "--root", "{root}", "--out",
+      "{out}", "--windows", "--negatives", "nan"], "--negatives must be zero or more, got nan"),
+    (["build-spot", "samm-lv", "--annotations", "{lv}", "--emotions", "{emotions}", "--root", "{root}", "--out",
+      "{out}", "--windows", "--stride", "inf"], "window and stride must be positive seconds"),
+    (["build-spot", "samm-lv", "--annotations", "{lv}", "--emotions", "{emotions}", "--root", "{root}", "--out",
+      "{out}", "--windows", "--window", "0.01"], "no 0.01 s window overlaps a micro interval at IoU >= 0.5"),
+    (["synth-data", "samm-lv", "--out", "{lv}"], "cannot be the output folder"),
+    (["synth-data", "samm-lv", "--out", "{root}", "--videos", "1", "--video-frames", "900"],
+     "not empty; write synthetic long videos into a new or empty folder"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
     paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
-    values = {"lv": paths["annotations"], "root": paths["root"], "out": tmp_path / "out",
-              "frames": paths["root"] / "006_1"}
+    values = {"lv": paths["annotations"], "emotions": paths["emotions"], "root": paths["root"],
+              "out": tmp_path / "out", "frames": paths["root"] / "006_1"}
     assert main([part.format(**values) for part in argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if " INFO " not in line]  # progress logs
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()          # nothing written, not even the folder
+
+
+def test_sheet_names_cannot_leave_the_output_folder(tmp_path, capsys):
+    """A Filename that names a path (../x_1) would put the windows' media outside OUT: refused before anything."""
+    from openpyxl import load_workbook
+
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    book = load_workbook(paths["annotations"])
+    sheet = book["FACS_Movement_Only"]
+    header = next(row for row in sheet.iter_rows() if any(cell.value == "Filename" for cell in row))
+    column = {cell.value: cell.column for cell in header}
+    macro = next(row[0].row for row in sheet.iter_rows(min_row=header[0].row + 1)
+                 if str(row[column["Type"] - 1].value).startswith("Macro"))   # a row that needs no emotion
+    sheet.cell(macro, column["Filename"]).value = "../../escape_1"
+    book.save(paths["annotations"])
+    assert main(["build-spot", "samm-lv", "--root", str(paths["root"]), "--annotations", str(paths["annotations"]),
+                 "--emotions", str(paths["emotions"]), "--out", str(tmp_path / "out"), "--windows"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if " INFO " not in line]
+    assert len(err) == 1 and "video name '../../escape' must be one plain folder or file name" in err[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
+def test_rebuild_with_other_window_settings_sets_the_old_rows_aside(tmp_path):
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    out = tmp_path / "out"
+
+    def build(size):
+        return build_spot("samm-lv", out, root=paths["root"], annotations=paths["annotations"],
+                          emotions=paths["emotions"], windows=WindowOptions(media=MediaSettings(modes=("oao",),
+                                                                                                size=size)),
+                          progress=False)
+
+    build(32)
+    first = (out / "windows.jsonl").read_text()
+    build(32)                                         # the same settings: rebuilt in place, nothing set aside
+    assert not list(out.glob("windows.jsonl.stale-*")) and (out / "windows.jsonl").read_text() == first
+    build(48)
+    (aside,) = out.glob("windows.jsonl.stale-*")
+    assert aside.read_text() == first
+    assert {row["media"]["settings"]["size"] for row in read_rows(out / "windows.jsonl")} == {48}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda row: {**row, "video": "../../x"}, "video name '../../x' must be one plain folder or file name"),
+    (lambda row: {**row, "subject": None}, "subject name None must be one plain folder or file name"),
+    (lambda row: {**row, "fps": 0}, "fps must be a positive number, got 0"),
+    (lambda row: {**row, "frames": 3}, "frames must be the path of a frame folder or video file, got 3"),
+    (lambda row: None, "no video (expected one line per long video"),
+])
+def test_bad_spot_data_is_a_one_line_error(tmp_path, capsys, edit, message):
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    row = {"subject": "6", "video": "006_1", "fps": 200, "frames": str(paths["root"] / "006_1")}
+    edited = edit(row)
+    spot = tmp_path / "spot.jsonl"
+    spot.write_text("" if edited is None else json.dumps(edited) + "\n")
+    assert main(["str-predict", "--spot-data", str(spot), "--method", "flow", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "spot.jsonl" in err[0]
+    assert not (tmp_path / "p").exists()
+
+
+def test_str_predict_refuses_a_folder_another_run_writes(tmp_path, capsys):
+    from mevqa import str_predict
+    from mevqa.jsonl import folder_lock
+
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
+    spot = tmp_path / "spot.jsonl"
+    spot.write_text(json.dumps({"subject": "6", "video": "006_1", "fps": 200,
+                                "frames": str(paths["root"] / "006_1")}) + "\n")
+    out = tmp_path / "p"
+    out.mkdir()
+    with folder_lock(out, str_predict.LOCK, "mevqa str-predict"):      # a run in progress
+        assert main(["str-predict", "--spot-data", str(spot), "--method", "flow", "--out", str(out)]) == 2
+    assert "another mevqa str-predict is writing here" in capsys.readouterr().err
+    assert not (out / "videos.jsonl").exists()
 
 
 def test_a_micro_row_without_emotion_is_an_error(tmp_path, capsys):
@@ -214,3 +307,23 @@ def test_a_micro_row_without_emotion_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "SAMM_LongVideos_V3_Release.xlsx row" in err and "has no row in SAMM_Micro_FACS_Codes_v2.xlsx" in err
     assert not (tmp_path / "out" / "spot.jsonl").exists()
+
+
+def test_unpacked_frames_belong_to_their_video(tmp_path):
+    """Two videos of the same length unpacked into one folder keep their own frames; a rerun reuses them."""
+    from mevqa.media import read_clip
+    from mevqa.spot import unpack_video
+
+    width, height, gray = FRAME_SIZES["casme3"]
+    clips = []
+    for subject in (1, 2):
+        video = plan_video("casme3", subject, 1, 90, random.Random(subject), first=0, macro=False)
+        clips.append(read_clip(write_mp4(tmp_path / f"v{subject}.mp4",
+                                         render_frames(video, width, height, gray, seed=subject), 30.0)))
+    first, second = (unpack_video(clip, tmp_path / "frames") for clip in clips)
+    assert first.source != second.source and len(first.frame_numbers) == len(second.frame_numbers) == 90
+    assert (tmp_path / "frames" / first.source.name / "000005.jpg").read_bytes() != \
+        (tmp_path / "frames" / second.source.name / "000005.jpg").read_bytes()
+    written = {p: p.stat().st_mtime_ns for p in first.source.glob("*.jpg")}
+    assert unpack_video(clips[0], tmp_path / "frames").source == first.source
+    assert written == {p: p.stat().st_mtime_ns for p in first.source.glob("*.jpg")}

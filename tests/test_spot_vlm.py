@@ -80,7 +80,9 @@ def test_spot_vlm_runs_on_a_video_file(spotter, tiny_model_dir, tmp_path, capsys
                  str(spotter), "--work", str(tmp_path / "work"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "vlm" and report["frames"] == 150
-    assert len(list((tmp_path / "work" / "frames").glob("*.jpg"))) == 150  # unpacked once for the windows
+    (unpacked,) = (tmp_path / "work" / "frames").iterdir()            # unpacked once for the windows
+    assert len(list(unpacked.glob("*.jpg"))) == 150
+    assert json.loads((unpacked / "source.json").read_text())["video"] == str(path.resolve())
     assert len(list((tmp_path / "work" / "windows").iterdir())) == 48  # 9-frame windows every 3 frames
     for d in report["detections"]:
         assert 0 <= d["onset"] <= d["apex"] <= d["offset"] <= 149 and d["score"] >= 0.5

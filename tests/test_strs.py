@@ -10,6 +10,7 @@ and STRS) or an exception (D: KeyError 'gt' on empty predictions); mevqa reports
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -167,7 +168,9 @@ def test_str_eval_command_prints_table_and_writes_json(tmp_path, capsys):
     assert lines[0].split()[:6] == ["Split", "GT", "Pred", "TP", "FP", "FN"]
     assert [line.split()[0] for line in lines[2:5]] == ["SAMM", "CAS", "Overall"]
     assert lines[4].split()[-1] == f"{EXPECTED['G']['STRS']:.4f}"
-    assert json.loads(out.read_text()) == json.loads(json.dumps(strs_files(pred, gt)))
+    written = json.loads(out.read_text())
+    assert written.pop("stamp")["gold_files"] == {str(gt): hashlib.sha256(gt.read_bytes()).hexdigest()}
+    assert written == json.loads(json.dumps(strs_files(pred, gt)))
     assert "CAS: 1 subject(s) with no prediction (spNO.2)" in captured.err
 
 
@@ -186,10 +189,14 @@ def test_unknown_video_is_warned(tmp_path, capsys):
     (HEADER + "1,v,10,20,\n", "pred.csv:2: emotion is empty"),
     (HEADER + "1,v,10\n", "pred.csv:2: 3 fields, expected 5"),
     ("", "pred.csv: empty file"),
+    (HEADER + "1,v,10,1e400,others\n", "pred.csv:2: offset is '1e400', expected an integer frame number"),
+    ((HEADER + "1,v,10,20,others\n1,v,30,40,d\xe9go\xfbt\n").encode("latin-1"),
+     "pred.csv:3: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("subject,video,onset,offset,emotion,onset\n1,v,10,20,others,5\n", "pred.csv:1: column onset appears 2 times"),
 ])
 def test_bad_csv_is_a_one_line_error(tmp_path, capsys, body, message):
     pred = tmp_path / "pred.csv"
-    pred.write_text(body)
+    pred.write_bytes(body if isinstance(body, bytes) else body.encode("utf-8"))
     assert main(["str-eval", "--pred", str(pred), "--gt", str(STRS_FIXTURE / "gt.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mevqa str-eval: error: ") and message in err and "\n" not in err

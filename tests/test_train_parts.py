@@ -196,7 +196,7 @@ def test_missing_data_files_fail_before_the_model_is_loaded(tmp_path):
     base = ["--model_name_or_path", absent, "--output_dir", str(tmp_path / "out")]
     with pytest.raises(MevqaError, match="config: train_file is required"):
         main("lora", base)
-    with pytest.raises(MevqaError, match=r"train\.jsonl: training file not found"):
+    with pytest.raises(MevqaError, match=r"train\.jsonl: file not found"):
         main("lora", [*base, "--train_file", str(tmp_path / "train.jsonl")])
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(MevqaError, match=r"train\.jsonl: the training file has no rows"):

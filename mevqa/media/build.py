@@ -243,6 +243,12 @@ def build_media(clip: Clip | str | Path, span: Span, settings: MediaSettings, ou
     frames, box, detector = _load_frames(clip, needed, onset, settings)
     _add(timings, "decode", start)
 
+    # The files are about to be overwritten: drop the old record first, so that a build stopped half-way can never
+    # hand out the old record over a mixture of old and new files.
+    try:
+        (out_dir / CACHE).unlink(missing_ok=True)
+    except OSError as exc:
+        raise MevqaError(f"{out_dir / CACHE}: cannot replace the media record ({exc.strerror})") from None
     media: dict = {}
     files: list[Path] = []
     if "flow" in settings.modes:

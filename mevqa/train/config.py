@@ -3,9 +3,9 @@
 Both recipes read the same :class:`TrainConfig`; ``recipes/lora.py`` trains parts marked ``lora`` through PEFT,
 ``recipes/full.py`` accepts only ``frozen`` and ``full`` parts. Each field carries its one line of help
 (``field(metadata={"help": ...})``), which ``--help`` prints. Unknown keys, in the YAML or on the command line, are
-errors that name the key; values are checked against the field's type (bool, int, float, str, list of str, a mapping of plain
-values, or optional of those) and then by :func:`validate`. The resolved config is written as ``train_config.yaml`` beside
-every checkpoint, so a run can be reproduced or resumed from what it actually used.
+errors that name the key; values are checked against the field's type (bool, int, float, str, list of str, a mapping
+of plain values, or optional of those) and then by :func:`validate`. The resolved config is written as
+``train_config.yaml`` beside every checkpoint, so a run can be reproduced or resumed from what it actually used.
 
 Resuming compares a checkpoint's config with the current one on every field except :data:`RESULT_NEUTRAL`
 (fields that change neither the weights nor which evaluation is best) and the run length
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -166,10 +167,11 @@ class TrainConfig:
 # other values. Evaluation settings that change the scores (eval_file, eval_steps, eval_generate,
 # eval_max_new_tokens, metric_for_best) are not here: best/ would compare scores of two set-ups. Gradient
 # checkpointing recomputes the same activations with the same dropout masks (torch.utils.checkpoint restores the
-# RNG state), so it changes memory and speed only.
+# RNG state), so it changes memory and speed only. max_length only refuses rows (nothing is truncated), so a run
+# stopped by a long row goes on from its last checkpoint once max_length is raised.
 RESULT_NEUTRAL = frozenset({
     "output_dir", "run_name", "report_to", "logging_steps", "save_steps", "save_total_limit", "stop_after_steps",
-    "resume_from_checkpoint", "dataloader_num_workers", "eval_batch_size", "gradient_checkpointing",
+    "resume_from_checkpoint", "dataloader_num_workers", "eval_batch_size", "gradient_checkpointing", "max_length",
 })
 # The run's length may change (to train on); a checkpoint past the new end is an error.
 RUN_LENGTH = frozenset({"max_steps", "num_epochs"})
@@ -330,6 +332,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise bad(name, "a fraction in [0, 1)")
     if cfg.save_total_limit < 1:
         raise bad("save_total_limit", "at least 1")
+    if not 0 <= cfg.seed < 2 ** 32:  # numpy's and torch's seed range
+        raise bad("seed", "an integer in [0, 2**32)")
+    if cfg.lora_target_regex is not None:
+        try:
+            re.compile(cfg.lora_target_regex)
+        except re.error as exc:
+            raise bad("lora_target_regex", f"a regular expression ({exc})") from None
     for tracker in cfg.report_to:
         if tracker not in ("auto", "tensorboard", "wandb", "none"):
             raise MevqaError(f"config: report_to: unknown tracker {tracker!r} (expected auto, tensorboard, wandb "
@@ -372,17 +381,18 @@ def parse_args(argv: list[str]) -> TrainConfig:
     """A recipe's command line: ``[--config FILE] [--field value ...]``."""
     argv = list(argv)
     config_file = None
-    for i, arg in enumerate(argv):
-        if arg == "--config":
-            if i + 1 >= len(argv):
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--config" or argv[i].startswith("--config="):
+            if config_file is not None:
+                raise MevqaError("command line: --config given twice (one YAML file; override its fields with "
+                                 "--field value)")
+            if argv[i] == "--config" and i + 1 >= len(argv):
                 raise MevqaError("command line: --config needs a file")
-            config_file = argv[i + 1]
-            del argv[i:i + 2]
-            break
-        if arg.startswith("--config="):
-            config_file = arg.split("=", 1)[1]
-            del argv[i]
-            break
+            config_file = argv[i + 1] if argv[i] == "--config" else argv[i].split("=", 1)[1]
+            del argv[i:i + 2 if argv[i] == "--config" else i + 1]
+            continue
+        i += 1
     return load_config(config_file, argv)
 
 
@@ -412,10 +422,6 @@ def help_text(prog: str, summary: str) -> str:
     return "\n".join(lines)
 
 
-def to_dict(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def resume_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:
     """``field (saved -> current)`` for every field that makes a checkpoint of ``saved`` unfit to resume now."""
     return [f"{item.name} ({getattr(saved, item.name)!r} -> {getattr(current, item.name)!r})"
@@ -430,5 +436,5 @@ def save_config(cfg: TrainConfig, directory: str | Path) -> Path:
 
     target = Path(directory) / CONFIG_NAME
     with atomic_path(target) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+        tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), encoding="utf-8")
     return target

@@ -13,7 +13,6 @@ Trainer's own random sampler would give each epoch a shorter last step whose row
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,24 +61,31 @@ class RunOrder(torch.utils.data.Sampler):
             left -= len(order)
 
 
-def shard(items: list, rank: int, world_size: int) -> list:
-    """Process ``rank``'s share of ``items`` (strided, so shares differ in size by at most one)."""
-    return items[rank::world_size]
-
-
-def read_rows(paths, what: str) -> list[dict]:
+def read_rows(paths, what: str, cfg) -> list[dict]:
     """The training or validation rows of ``paths`` (one file, or several read as one), checked before the model
-    loads by the one row reader (:func:`mevqa.rows.read_rows`: UTF-8, media present and confined, unique string ids),
-    plus a non-empty answer on every row. ``what`` ("training", "validation") goes into the messages."""
+    loads: by the one row reader (:func:`mevqa.rows.read_rows`: UTF-8, media present and confined, unique string ids),
+    then, for the config ``cfg``, a non-empty answer, the media its input mode needs, and under
+    ``hierarchical_prompt`` a fine label answering every fine question. ``what`` ("training", "validation") goes
+    into the messages."""
+    from mevqa import vocab
+    from mevqa.messages import INPUT_MODES
     from mevqa.rows import read_rows as read_qa_rows, where
 
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        if not Path(path).is_file():
-            raise MevqaError(f"{path}: {what} file not found")
     rows = read_qa_rows(paths)
     if not rows:
         raise MevqaError(f"{paths}: the {what} file has no rows")
+    needs = INPUT_MODES[cfg.inputs].needs
     for row in rows:
         if not row.get("answer", "").strip():
             raise MevqaError(f"{where(row)}: {what} rows need an answer (is this a question file?)")
+        missing = [key for key in needs if key not in (row.get("media") or {})]
+        if missing:
+            raise MevqaError(f"{where(row)}: inputs={cfg.inputs} needs media.{', media.'.join(missing)} (the row "
+                             f"has: {', '.join(row.get('media') or {}) or 'none'}); build it with mevqa build-data "
+                             f"--inputs, or train on another input mode")
+        if cfg.hierarchical_prompt and row.get("coarse_hint") is None \
+                and vocab.question_kind(row["question"]) == vocab.FINE \
+                and row["answer"].strip().lower() not in vocab.FINE_TO_COARSE:
+            raise MevqaError(f"{where(row)}: hierarchical_prompt states the coarse class of the gold fine answer, "
+                             f"but {row['answer']!r} is not a fine label ({', '.join(vocab.FINE_LABELS)})")
     return rows

@@ -1,24 +1,18 @@
 """What ``recipes/lora.py`` and ``recipes/full.py`` run: :func:`main`.
 
-Everything that can be checked is checked before the model loads, each failure one line: the config (types, ranges,
-the recipe's part modes), the train and eval files (UTF-8, media, unique string ids, answers), the output folder (a
-folder, writable, and not in use: the main process holds an ``fcntl.flock`` on ``<output_dir>/.train.lock`` for the
-whole run, which the system releases when the process ends, even by ``kill -9``), and the checkpoint to resume.
-
-Resume rule. ``resume_from_checkpoint: auto`` takes the latest checkpoint in ``output_dir`` (a folder whose
-``trainer_state.json`` exists: Trainer writes it after every other file). Resuming is allowed only when the
-checkpoint's ``train_config.yaml`` equals the current config on every field except
-:data:`mevqa.train.config.RESULT_NEUTRAL` and the run length (``max_steps``, ``num_epochs``; the checkpoint must
-not lie past the new end), and its ``run_state.json`` equals the current launch and data: process count, distributed
-backend, mixed precision, and the content of the train and eval files. Anything else stops with one line naming the
-differing fields and the two ways out (``--resume_from_checkpoint none``, or a new ``output_dir``). Every file the
-checkpoint needs must be present and intact (torch files: their zip directory; safetensors: header and size), else an
-error names the file. ``none`` starts over, removing the previous run's checkpoints, ``final/``, ``best/`` and logs.
+Everything that can be checked is checked before the model loads, each failure one line: the config, the train and
+eval files, the output folder (a folder, writable, and not in use: the main process holds
+:func:`mevqa.jsonl.folder_lock` on it for the whole run), and the checkpoint to resume. The resume rule
+(docs/design.md, "Training engine"): ``auto`` takes the latest checkpoint whose ``trainer_state.json`` exists
+(Trainer writes it last); it is resumed only when its ``train_config.yaml`` equals the current config outside
+:data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the current launch and
+data, it lies within the run, and every file it needs is intact. ``none`` starts over, removing the previous run's
+outputs.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import importlib.util
 import json
 import logging
@@ -32,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mevqa.errors import MevqaError
-from mevqa.jsonl import file_sha256
+from mevqa.jsonl import ensure_dir, file_sha256, folder_lock
 from mevqa.log import is_main_process
 from mevqa.train import data as train_data
 from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
@@ -43,7 +37,6 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".train.lock"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-_held_lock = None  # the open lock file of this process's run (closing it, or exiting, releases the lock)
 
 
 def main(recipe: str, argv: list[str], summary: str = "") -> int:
@@ -61,8 +54,8 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
     check_parts(cfg, recipe)
     if not cfg.train_file:
         raise MevqaError("config: train_file is required")
-    train_rows = train_data.read_rows(cfg.train_file, "training")
-    eval_rows = train_data.read_rows(cfg.eval_file, "validation") if cfg.eval_file else None
+    train_rows = train_data.read_rows(cfg.train_file, "training", cfg)
+    eval_rows = train_data.read_rows(cfg.eval_file, "validation", cfg) if cfg.eval_file else None
     if eval_rows is not None:
         check_metric_available(cfg, eval_rows)
     cfg.media_settings = media_settings(cfg, train_rows + (eval_rows or []))
@@ -71,42 +64,46 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
                                            cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.num_epochs * per_epoch
     output_dir = Path(cfg.output_dir)
-    if is_main_process():
-        lock_output_dir(output_dir)
-    try:
-        resume = resume_point(cfg, output_dir)
-        if cfg.load_in_4bit:
-            check_4bit()
-        args = training_arguments(cfg, total_steps, has_eval=eval_rows is not None)  # forms the process group
-        if args.world_size != world:
-            raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
-                             f"accelerate sees; launch with accelerate launch or torchrun")
-        backend = backend_of(args)
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
-            raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and this "
-                             f"launch runs {backend}: it would silently be plain data parallel; launch FSDP on GPUs, "
-                             f"or DDP here (--multi_gpu)")
-        if backend == "FSDP" and eval_rows is not None and cfg.eval_generate and cfg.answer_strategy != "direct":
-            # FSDP gathers each layer inside its forward, a collective every process must join: generate keeps
-            # the processes in step (synced_gpus), but the other strategies run different numbers of forward
-            # passes per process, which would hang.
-            raise MevqaError(f"config: answer_strategy={cfg.answer_strategy!r} cannot evaluate under FSDP (only "
-                             f"direct can); evaluate with --answer_strategy direct and answer with the strategy "
-                             f"after training (mevqa predict --strategy ...), or train with DeepSpeed or DDP")
-        run_state = {"world_size": args.world_size, "backend": backend, "mixed_precision": args.mixed_precision,
-                     "train_file_sha256": file_sha256(cfg.train_file),
-                     "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
-        if resume is not None:
-            check_resume(resume, cfg, run_state, total_steps)
-        if is_main_process():
-            clear_previous_run(output_dir, keep=resume)
-            save_config(cfg, output_dir)
-        args.distributed_state.wait_for_everyone()
-        return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        release_output_dir()
+    with contextlib.ExitStack() as held:
+        if is_main_process():  # the lock lives as long as this process: the system drops it even on kill -9
+            ensure_dir(output_dir, "output_dir")
+            held.enter_context(folder_lock(output_dir, LOCK_NAME, "training run"))
+        try:
+            resume = resume_point(cfg, output_dir)
+            if cfg.load_in_4bit:
+                check_4bit()
+            # Trainer's arguments form the process group (and, under ZeRO-3, let the model load sharded)
+            args = training_arguments(cfg, total_steps, has_eval=eval_rows is not None)
+            if args.world_size != world:
+                raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
+                                 f"accelerate sees; launch with accelerate launch or torchrun")
+            backend = backend_of(args)
+            if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
+                raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and "
+                                 f"this launch runs {backend}: it would silently be plain data parallel; launch FSDP "
+                                 f"on GPUs, or DDP here (--multi_gpu)")
+            if backend == "FSDP" and eval_rows is not None and cfg.eval_generate \
+                    and cfg.answer_strategy != "direct":
+                # FSDP gathers each layer inside its forward, a collective every process must join: generate keeps
+                # the processes in step (synced_gpus), but the other strategies run different numbers of forward
+                # passes per process, which would hang.
+                raise MevqaError(f"config: answer_strategy={cfg.answer_strategy!r} cannot evaluate under FSDP "
+                                 f"(only direct can); evaluate with --answer_strategy direct and answer with the "
+                                 f"strategy after training (mevqa predict --strategy ...), or train with DeepSpeed "
+                                 f"or DDP")
+            run_state = {"world_size": args.world_size, "backend": backend,
+                         "mixed_precision": args.mixed_precision, "train_file_sha256": file_sha256(cfg.train_file),
+                         "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
+            if resume is not None:
+                check_resume(resume, cfg, run_state, total_steps)
+            if is_main_process():
+                clear_previous_run(output_dir, keep=resume)
+                save_config(cfg, output_dir)
+            args.distributed_state.wait_for_everyone()
+            return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch)
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch) -> int:
@@ -196,42 +193,6 @@ def media_settings(cfg: TrainConfig, rows: list[dict]) -> dict | None:
     return found
 
 
-def lock_output_dir(output_dir: Path) -> None:
-    """Create ``output_dir`` and hold its lock for the life of this process; refuse a folder in use."""
-    global _held_lock
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise MevqaError(f"{output_dir}: output_dir is a file (or lies under one); choose a folder") from None
-    except OSError as exc:
-        raise MevqaError(f"{output_dir}: cannot create output_dir ({exc.strerror})") from None
-    path = output_dir / LOCK_NAME
-    try:
-        handle = path.open("a+", encoding="utf-8")
-    except OSError as exc:
-        raise MevqaError(f"{output_dir}: output_dir is not writable ({exc.strerror})") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise MevqaError(f"{output_dir}: another training run is using this output_dir (process {holder}); wait for "
-                         f"it to end, or choose another output_dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    _held_lock = handle
-
-
-def release_output_dir() -> None:
-    global _held_lock
-    if _held_lock is not None:
-        _held_lock.close()
-        _held_lock = None
-
-
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of the ``checkpoint-N`` folders in ``output_dir``, by step."""
     if not output_dir.is_dir():
@@ -243,6 +204,7 @@ def resume_point(cfg: TrainConfig, output_dir: Path) -> Path | None:
     """The checkpoint this launch resumes from, or None to start over (see the module docstring)."""
     choice = cfg.resume_from_checkpoint
     if choice is None or choice.lower() in ("none", "no", "false"):
+        _check_start_over(output_dir)
         return None
     if choice != "auto":
         path = Path(choice)
@@ -256,7 +218,24 @@ def resume_point(cfg: TrainConfig, output_dir: Path) -> Path | None:
     if earlier:
         raise MevqaError(f"{output_dir}: holds a previous run's {earlier[0]}/ but no checkpoint to resume from; "
                          f"choose a new output_dir, or start over there with --resume_from_checkpoint none")
+    _check_start_over(output_dir)
     return None
+
+
+def _previous_outputs(output_dir: Path) -> list[Path]:
+    """What a training run writes in ``output_dir``, as far as it is there (what starting over removes)."""
+    names = (FINAL_DIR, BEST_DIR, "logs", LOG_NAME, CONFIG_NAME)
+    return [path for _, path in checkpoints(output_dir)] + [output_dir / n for n in names if (output_dir / n).exists()]
+
+
+def _check_start_over(output_dir: Path) -> None:
+    """Starting over removes only a training run's own outputs: a folder holding such names without the
+    ``train_config.yaml`` every run writes first is someone else's."""
+    found = _previous_outputs(output_dir)
+    if found and not (output_dir / CONFIG_NAME).is_file():
+        raise MevqaError(f"{output_dir}: holds {', '.join(sorted(p.name for p in found))} but no {CONFIG_NAME}, so "
+                         f"not the outputs of a training run, which starting over would remove; choose a new "
+                         f"output_dir")
 
 
 def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> None:
@@ -347,8 +326,7 @@ def clear_previous_run(output_dir: Path, keep: Path | None) -> None:
     written, and unfinished result folders."""
     names = [p for p in output_dir.iterdir() if p.name in (".final.tmp", ".best.tmp")]
     if keep is None:
-        names += [path for _, path in checkpoints(output_dir)]
-        names += [output_dir / name for name in (FINAL_DIR, BEST_DIR, "logs", LOG_NAME, CONFIG_NAME)]
+        names += _previous_outputs(output_dir)
     else:
         names += [path for _, path in checkpoints(output_dir) if not (path / TRAINER_STATE_NAME).is_file()]
     removed = []

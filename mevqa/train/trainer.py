@@ -10,10 +10,11 @@ FSDP (wrapping, DeepSpeed's "auto" sizes, their checkpoint formats), checkpoint 
   would average per micro-batch and over-weight short answers.
 - optimizer: AdamW with one group per part and decay (:func:`mevqa.train.parts.param_groups`).
 - evaluation: the loss over every answer token, and answers from one :func:`mevqa.strategies.answer_rows` call per
-  process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by ``metric_for_best``. Generation sees whole weights:
-  ZeRO-3 gathers them once per evaluation (DeepSpeed's ``unwrap_model_for_generation``, which also lifts its
-  per-layer hooks), FSDP1 generates inside the root's ``summon_full_params``, FSDP2 through the ``generate`` Trainer
-  registers as an FSDP forward method; gradient checkpointing is off meanwhile.
+  process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by
+  ``metric_for_best``. Generation sees whole weights: ZeRO-3 gathers them once per evaluation (DeepSpeed's
+  ``unwrap_model_for_generation``, which also lifts its per-layer hooks), FSDP1 generates inside the root's
+  ``summon_full_params``, FSDP2 through the ``generate`` Trainer registers as an FSDP forward method; gradient
+  checkpointing is off meanwhile.
 - checkpoints hold what trains. Plain / DDP: ``model.safetensors`` of the trainable parameters under their in-memory
   names (Trainer would save the whole model under Qwen's checkpoint names, which its own non-strict
   ``load_state_dict`` then misses without a word). DeepSpeed: its checkpoint without frozen weights. FSDP:
@@ -25,6 +26,7 @@ FSDP (wrapping, DeepSpeed's "auto" sizes, their checkpoint formats), checkpoint 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -84,7 +86,7 @@ def padded_shard(n: int, rank: int, world: int) -> tuple[list[int], list[bool]]:
     as many batches (ZeRO-3 and FSDP gather weights inside forward: all processes must take part); the second list
     is False for the padding."""
     size = math.ceil(n / world)
-    mine = train_data.shard(list(range(n)), rank, world)
+    mine = list(range(rank, n, world))
     filler = mine[-1] if mine else 0
     return mine + [filler] * (size - len(mine)), [True] * len(mine) + [False] * (size - len(mine))
 
@@ -234,7 +236,14 @@ class MevqaTrainer(Trainer):
                 from deepspeed.runtime.zero import unwrap_model_for_generation
 
                 with unwrap_model_for_generation(wrapped):
-                    yield unwrapped
+                    # Whole weights, DeepSpeed's hooks lifted: generating needs no collective. transformers' default
+                    # under ZeRO-3 (synced_gpus: an all-reduce per token) would hang strategies that generate a
+                    # different number of times on each process.
+                    unwrapped.generate = functools.partial(unwrapped.generate, synced_gpus=False)
+                    try:
+                        yield unwrapped
+                    finally:
+                        del unwrapped.generate
             elif plugin is not None and plugin.fsdp_version == 1:
                 from torch.distributed.fsdp import FullyShardedDataParallel
 

@@ -2,11 +2,12 @@
 evaluation (generated answers scored), checkpoints, a resume from the middle checkpoint that must end where the
 uninterrupted run ended, and the saved result loaded back (a LoRA adapter also merged with ``mevqa merge``).
 
-    pytest -m gpu tests/gpu          # skipped without CUDA; about 4-5 minutes on one H100/H200
+    pytest -m gpu tests/gpu          # skipped without CUDA; about 4 minutes on one H100/H200
 
 Configs written for several GPUs run with ``--num_processes 1``: DeepSpeed and FSDP still wrap, shard (over one
 process), gather for generation and for saving, and write their own checkpoint formats, which is what this checks.
-DeepSpeed configs need ``pip install "mevqa[deepspeed]"`` and are skipped without it. Full fine-tuning (vision frozen)
+DeepSpeed configs need ``pip install "mevqa[deepspeed]"`` and are skipped without it (``benchmarks/gpu_check.sh``,
+which runs this file, refuses to start without DeepSpeed unless told to skip it). Full fine-tuning (vision frozen)
 runs under DeepSpeed ZeRO-3 and FSDP as well, the two backends whose checkpoints would otherwise hold frozen weights.
 GPU kernels are not bit-exact run to run, so "same weights" means: the resumed run's distance to the uninterrupted
 run's weights is under 5% of how far training moved them.
@@ -35,17 +36,13 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 pytestmark = pytest.mark.gpu
 
 
-def _tool(name: str) -> list[str]:
-    beside = Path(sys.executable).with_name(name)
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", {"accelerate": "accelerate.commands.launch",
-                                                                            "mevqa": "mevqa"}[name]]
-
-
 def launch(config: Path, recipe: str, *args: str) -> subprocess.CompletedProcess:
-    accelerate = _tool("accelerate")
-    command = [*accelerate, *(["launch"] if accelerate[-1].endswith("accelerate") else []), "--config_file",
-               str(config), "--num_processes", "1", f"recipes/{recipe}.py", *args]
-    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    """``accelerate launch`` (the console script beside this Python, else its module) with ``config`` on one GPU;
+    a launch that hangs (a collective one process never joins) fails after 2 minutes, leaving time for the rest."""
+    beside = Path(sys.executable).with_name("accelerate")
+    accelerate = [str(beside), "launch"] if beside.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
+    command = [*accelerate, "--config_file", str(config), "--num_processes", "1", f"recipes/{recipe}.py", *args]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr[-5000:]}"
     return result
 
@@ -134,12 +131,13 @@ def test_backend_trains_evaluates_saves_resumes_and_loads(config, recipe, tiny_m
         uninterrupted = lora_b(run / "final")
         assert_same_end(uninterrupted, lora_b(resumed / "final"),
                         {k: torch.zeros_like(v) for k, v in uninterrupted.items()})
-        # The adapter folds into a standalone checkpoint that plain transformers loads.
-        merged = tmp_path / "merged"
-        subprocess.run([*_tool("mevqa"), "merge", "--base", str(tiny_model_dir), "--adapter", str(run / "final"),
-                        "--out", str(merged)], check=True, env=ENV, capture_output=True, timeout=300)
+        # The adapter folds into a standalone checkpoint that plain transformers loads (mevqa merge's own function,
+        # in this process: the launch is what differs between backends, not the merge).
         from transformers import AutoModelForImageTextToText
 
+        from mevqa.merge import merge_adapter
+
+        merged = merge_adapter(str(tiny_model_dir), run / "final", tmp_path / "merged")
         AutoModelForImageTextToText.from_pretrained(merged)
     else:
         base = weights_of(tiny_model_dir, "full")

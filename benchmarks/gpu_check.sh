@@ -45,7 +45,7 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
     [[ ${#built[@]} -eq 0 ]] \
         || DS_BUILD_OPS=0 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w .whl "${built[@]}"
     ls -1 .whl
-    echo "carry .whl (and add /.whl/ to .git/info/exclude); this script installs it on the GPU machine"
+    echo "carry .whl (it is git-ignored); this script installs it on the GPU machine"
     exit 0
 fi
 

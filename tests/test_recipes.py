@@ -510,20 +510,15 @@ def test_two_processes_form_one_group_shard_the_data_and_save_once(tiny_model_di
 
 
 def test_fsdp_is_refused_on_cpu_rather_than_run_as_plain_data_parallel(tiny_model_dir, synth, tmp_path):
-    """recipes/accelerate/fsdp.yaml on this CPU machine: accelerate would quietly run DDP (see the next test)."""
+    """recipes/accelerate/fsdp.yaml on this CPU machine. FSDP cannot run on CPU processes here: accelerate 1.15
+    (state.py, AcceleratorState) turns FSDP on only for GPU-like distributed types (MULTI_GPU, NPU, XPU, HPU, ...), so
+    a CPU launch stays MULTI_CPU and would quietly train plain DDP over gloo. The recipes refuse that launch;
+    tests/gpu runs FSDP on a GPU."""
     result = launch("lora", ["--config_file", "recipes/accelerate/fsdp.yaml", *TWO_PROCESSES[1:]],
                     *tiny_args("lora", tiny_model_dir, synth["mixed"], tmp_path / "fsdp"), ok=False)
     assert result.returncode != 0
     assert "recipes/lora.py: error: FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and " \
            "this launch runs MULTI_CPU" in result.stderr, result.stderr[-3000:]
-
-
-@pytest.mark.skip(reason="FSDP cannot run on CPU processes here: accelerate 1.15 (state.py, AcceleratorState) turns "
-                         "FSDP on only for GPU-like distributed types (MULTI_GPU, NPU, XPU, HPU, MLU, SDAA, MUSA, "
-                         "NEURON); a CPU launch stays MULTI_CPU, so fsdp.yaml would train plain DDP over gloo. The "
-                         "recipes refuse that launch (test above); tests/gpu runs FSDP on a GPU.")
-def test_fsdp_on_two_cpu_processes():
-    pass
 
 
 def test_qlora_quantises_the_language_model_only_and_trains_with_a_full_vision_tower(tiny_model_dir, synth,

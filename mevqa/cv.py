@@ -70,7 +70,7 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.stamp import file_sha256
-from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, read_jsonl, write_json, write_jsonl
+from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +160,7 @@ def read_folds(folds_dir: Path) -> list[Fold]:
     summary_path = folds_dir / "folds.json"
     if not summary_path.is_file():
         raise MevqaError(f"{folds_dir}: not a mevqa split folder (no folds.json); make one with mevqa split")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MevqaError(f"{summary_path}: malformed JSON ({exc.msg})") from None
+    summary = read_json(summary_path)
     if not isinstance(summary, list) or not summary:
         raise MevqaError(f"{summary_path}: expected a non-empty list of folds")
     folds = []

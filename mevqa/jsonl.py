@@ -158,6 +158,18 @@ def _current_umask() -> int:
     return mask
 
 
+def read_json(path: str | os.PathLike):
+    """One JSON document (a mevqa record, an adapter's config): malformed JSON or text that is not UTF-8 is one line
+    naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MevqaError(f"{path}: malformed JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise MevqaError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); expected a JSON file") from None
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Write rows atomically as JSON lines (UTF-8, non-ASCII kept, private ``_`` keys dropped)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:

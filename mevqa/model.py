@@ -27,7 +27,6 @@ processors (the 5.x form of Qwen's ``min_pixels``/``max_pixels``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -150,10 +149,9 @@ def _check_adapter(adapter: Path, model) -> dict:
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise MevqaError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MevqaError(f"{config_file}: malformed JSON ({exc.msg})") from None
+    from mevqa.jsonl import read_json
+
+    config = read_json(config_file)
     names = [name for name, _ in model.named_modules()]
     targets = config.get("target_modules")
     if isinstance(targets, str):

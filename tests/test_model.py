@@ -143,6 +143,15 @@ def test_adapter_that_does_not_fit_is_a_clear_error(tiny_model_dir, adapter_dir,
         load_model_and_processor(tiny_model_dir, adapter=tmp_path / "missing")
     with pytest.raises(MevqaError, match="not a PEFT adapter folder"):
         load_model_and_processor(tiny_model_dir, adapter=tmp_path)
+    # A damaged adapter_config.json: malformed JSON, or not UTF-8.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "adapter_config.json").write_text('{"r": 8,')
+    with pytest.raises(MevqaError, match=r"damaged/adapter_config\.json: malformed JSON"):
+        load_model_and_processor(tiny_model_dir, adapter=damaged)
+    (damaged / "adapter_config.json").write_bytes('{"note": "gr\u00f6\u00dfer"}'.encode("latin-1"))
+    with pytest.raises(MevqaError, match=r"adapter_config\.json: not UTF-8 text \(byte 0xf6\)"):
+        load_model_and_processor(tiny_model_dir, adapter=damaged)
     # Target modules another architecture has.
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -15,6 +15,7 @@ from inference_clips import write_test_clips
 from mevqa import vocab
 from mevqa.au_rules import parse_au_names
 from mevqa.cli import main
+from mevqa.consistency import consistent_answers
 from mevqa.eval import score
 from mevqa.messages import KIND_SYSTEM_PROMPTS, system_prompt_for
 from mevqa.strategies import analysis_parts, label_of, vote_answer
@@ -84,6 +85,24 @@ def test_the_analysis_template_reads_back_as_its_parts():
                "Lip corner puller and nothing else; the fine-grained expression class is happiness.",
                "Lip corner puller shows disgust."]
     assert vote_answer(samples, vocab.Q_ANALYSIS[0]) == samples[1]
+
+
+def test_consistency_keeps_an_agreeing_analysis_and_rewrites_the_others():
+    rows = read_lines(V2_TEST[0])[:5]              # SAMM-1: coarse, fine, "What is the action unit?", presence, analysis
+    agreeing = "Only the cheek raiser moves: the fine-grained expression class is disgust, a negative reaction."
+    kept = consistent_answers(rows, ["negative", "disgust", "cheek raiser", "yes", agreeing])
+    assert [answer.text for answer in kept] == ["negative", "disgust", "cheek raiser", "yes", agreeing]
+    assert all(answer.consistency is None for answer in kept)
+    # The analysis names another AU and class than the clip's answers (after coarse follows fine): rewritten.
+    made = consistent_answers(rows, ["positive", "disgust", "lip corner puller", "no",
+                                     "The brow lowerer shows happiness."])
+    assert [answer.text for answer in made] == ["negative", "disgust", "lip corner puller", "no",
+                                                vocab.analysis_answer(["lip corner puller"], "disgust", "negative")]
+    assert made[4].consistency == "analysis in mevqa's template from the clip's AU, fine and coarse answers"
+    assert [answer.text for answer in consistent_answers(rows, made)] == [answer.text for answer in made]
+    # Without the clip's other rows, the analysis answer's own parts stand.
+    alone = consistent_answers(rows[4:], ["The brow lowerer shows happiness."])
+    assert alone[0].text == vocab.analysis_answer(["brow lowerer"], "happiness", "positive")
 
 
 # --- build-data --questions 2026 ----------------------------------------------------------------------------------

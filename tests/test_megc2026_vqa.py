@@ -212,6 +212,17 @@ def test_clips(tmp_path_factory) -> Path:
     return write_test_clips(tmp_path_factory.mktemp("v2-clips"), n_frames=6)
 
 
+def test_build_from_the_v2_test_questions_attaches_inputs(test_clips, tmp_path):
+    out = tmp_path / "out"
+    assert main(["build-data", "samm", "--official", str(V2_TEST[0]), "--root", str(test_clips / "SAMM"), "--out",
+                 str(out), "--inputs", "oao", "--size", "64"]) == 0
+    rows = read_lines(out / "qa.jsonl")
+    assert [(row["video_id"], row["question"], row["answer"]) for row in rows] == \
+        [(row["video_id"], row["question"], row["answer"]) for row in read_lines(V2_TEST[0])]
+    assert all(len(row["media"]["oao"]["frames"]) == 3 for row in rows)
+    assert json.loads((out / "build.json").read_text())["options"]["questions"] == "2026"
+
+
 def assert_analysis_agrees(rows: list[dict]) -> None:
     """Each clip's analysis answer names the clip's AU list, fine and coarse class, as its other answers give them
     (read as the scorer reads labels). Where a random model's answers name no AU or no class, there is nothing to

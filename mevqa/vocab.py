@@ -2,7 +2,8 @@
 
 Everything here is taken from the official MEGC2025 ME-VQA training file (see ``docs/scoring.md``):
 the data builders generate with it, the prompts constrain with it, and the scorer parses with it, so a question or
-label is spelled the same everywhere.
+label is spelled the same everywhere. The MEGC2026 ME-VQA-v2 analysis prompts come from the public v2 test questions;
+the answer template for them is mevqa's own (``docs/megc2026.md``).
 """
 
 from __future__ import annotations

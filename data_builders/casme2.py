@@ -12,9 +12,10 @@ from pathlib import Path
 
 from mevqa.data_builders.qa import ClipRecord, coarse_of, normalise_emotion
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, number_in, read_sheet
+from mevqa.dataset_facts import FPS as FPS_OF
 
 NAME = "casme2"
-FPS = 200.0
+FPS = FPS_OF["casme2"]
 QUESTIONS = "CFALYX"
 MISSING_APEX = "max_diff"
 ANNOTATIONS = "CASME2-coding-20140508.xlsx"

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from mevqa.data_builders.qa import ClipRecord, coarse_of, normalise_emotion
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, find_dir, number_in, read_sheet
+from mevqa.dataset_facts import FPS as FPS_OF
 from mevqa.errors import MevqaError
 
 NAME = "casme3"
-FPS = 30.0
+FPS = FPS_OF["casme3"]
 QUESTIONS = "CFALYX"
 MISSING_APEX = "max_diff"
 ANNOTATIONS = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"

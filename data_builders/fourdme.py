@@ -14,10 +14,11 @@ from pathlib import Path
 
 from mevqa.data_builders.qa import ClipRecord
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, read_sheet
+from mevqa.dataset_facts import FPS as FPS_OF
 from mevqa.errors import MevqaError
 
 NAME = "4dme"
-FPS = 60.0
+FPS = FPS_OF["4dme"]
 QUESTIONS = "CALY"
 MISSING_APEX = "max_diff"
 ANNOTATIONS = "4DME_Labelling_Micro_release v1.xlsx"

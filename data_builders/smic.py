@@ -15,17 +15,18 @@ from pathlib import Path
 
 from mevqa.data_builders.qa import ClipRecord
 from mevqa.data_builders.sheets import SheetRow
+from mevqa.dataset_facts import FPS as FPS_OF, SMIC_MODALITY_FPS
 from mevqa.errors import MevqaError
 from mevqa.media import list_frames
 
 NAME = "smic"
-FPS = 100.0
+FPS = FPS_OF["smic"]
 QUESTIONS = "C"
 MISSING_APEX = "midpoint"
 ANNOTATIONS = None
 EXCLUDED: set[str] = set()
 CLASSES = {"negative": "ne", "positive": "po", "surprise": "sur"}
-MODALITY_FPS = {"hs": 100.0, "vis": 25.0, "nir": 25.0}
+MODALITY_FPS = SMIC_MODALITY_FPS
 _CLIP = re.compile(r"^s(\d+)_(ne|po|sur)_(\d+)$", re.IGNORECASE)
 _SUBJECT = re.compile(r"^s(\d+)$", re.IGNORECASE)
 

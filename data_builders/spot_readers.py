@@ -38,6 +38,7 @@ from pathlib import Path
 from mevqa.data_builders import casme3, samm
 from mevqa.data_builders.qa import coarse_of, normalise_emotion, parse_aus
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, find_dir, number_in, read_sheet
+from mevqa.dataset_facts import LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
 from mevqa.media import list_frames
 from mevqa.rows import clip_name
@@ -158,7 +159,7 @@ def read_samm_lv(root: Path, annotations: Path, *, emotions: Path | None) -> lis
                                  "is unknown)")
             emotion = labels[filename]
             coarse = coarse_of(emotion)
-        video = _video(videos, "samm-lv", subject, parts[0], 200.0, find_dir(root, parts[0]), where)
+        video = _video(videos, "samm-lv", subject, parts[0], LONG_VIDEO_FPS["samm-lv"], find_dir(root, parts[0]), where)
         interval = SpotInterval(onset, apex, offset, kind, emotion, coarse, _aus(v.get("aus"), where), apex_method,
                                 where)
         _check(interval, video.frame_numbers, where)
@@ -180,7 +181,7 @@ def _casme3_video(videos, root: Path, entry: SheetRow) -> LongVideoRecord:
     v, where = entry.values, entry.where
     subject = f"spNO.{number_in(cell_text(v['subject']), where, 'Subject')}"
     letter = cell_text(v["filename"]).lower()
-    return _video(videos, "casme3", subject, letter, casme3.FPS, find_dir(root, subject, letter, "color"), where)
+    return _video(videos, "casme3", subject, letter, LONG_VIDEO_FPS["casme3"], find_dir(root, subject, letter, "color"), where)
 
 
 def read_casme3(root: Path, annotations: Path, *, macro: Path | None = None) -> list[LongVideoRecord]:
@@ -236,7 +237,7 @@ def read_smic_e(root: Path, annotations: Path) -> list[LongVideoRecord]:
         if (subject, filename) in videos:
             raise MevqaError(f"{where}: clip {filename} appears twice in the sheet")
         emotion = normalise_emotion(v["emotion"], SMIC_EMOTIONS, where)
-        video = _video(videos, "smic-e", subject, filename, 100.0, _smic_folder(root, subject, filename), where)
+        video = _video(videos, "smic-e", subject, filename, LONG_VIDEO_FPS["smic-e"], _smic_folder(root, subject, filename), where)
         first, last = cell_int(v["first"], where, "FirstF"), cell_int(v["last"], where, "LastF")
         numbers = video.frame_numbers
         if numbers[0] == first:
@@ -262,4 +263,4 @@ def read_smic_e(root: Path, annotations: Path) -> list[LongVideoRecord]:
 
 
 READERS = {"samm-lv": read_samm_lv, "casme3": read_casme3, "smic-e": read_smic_e}
-FPS = {"samm-lv": 200.0, "casme3": casme3.FPS, "smic-e": 100.0}
+FPS = LONG_VIDEO_FPS

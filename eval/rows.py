@@ -6,13 +6,13 @@ import functools
 import re
 
 from mevqa import vocab
+from mevqa.dataset_facts import ALIASES, DATASETS, split_name
 from mevqa.errors import MevqaError
 from mevqa.rows import row_id, where  # noqa: F401 (the one row id, re-exported for scoring)
 
-# Dataset names (the `dataset` field or the id prefix) -> the split they are reported under. CAS(ME)^3 test rows
-# are reported as "CAS" on the leaderboard, and their ids start with "casme3".
-SPLIT_OF_DATASET = {"samm": "samm", "cas": "cas", "casme3": "cas", "casme2": "casme2", "smic": "smic",
-                    "4dme": "4dme", "fourdme": "4dme"}
+# Dataset names (the `dataset` field or the id prefix) -> the split they are reported under, from the one table of
+# dataset names (CAS(ME)^3 test rows are reported as "CAS" on the leaderboard, and their ids start with "casme3").
+SPLIT_OF_DATASET = {name: split_name(name) for name in (*DATASETS, *ALIASES)}
 # Leaderboard order first; any other split follows alphabetically.
 SPLIT_ORDER = ("samm", "cas", "casme2", "smic", "4dme")
 SPLIT_TITLES = {"samm": "SAMM", "cas": "CAS", "casme2": "CASME II", "smic": "SMIC", "4dme": "4DME",
@@ -36,7 +36,7 @@ def split_of(row: dict) -> str:
         if not isinstance(dataset, str) or not dataset.strip():
             raise MevqaError(f"{where(row)}: expected 'dataset' to be a non-empty string, got {dataset!r}")
         name = dataset.strip().lower()
-        split = SPLIT_OF_DATASET.get(name, name)
+        split = split_name(name)
     else:
         prefix = row_id(row).split("_", 1)[0].lower()
         split = SPLIT_OF_DATASET.get(prefix)

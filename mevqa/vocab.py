@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from mevqa.dataset_facts import row_dataset  # noqa: F401 (the dataset rule lives there; re-exported)
 from mevqa.errors import MevqaError
 
 # --- question kinds -------------------------------------------------------------------------------------------
@@ -133,7 +134,8 @@ PRESENCE_ANSWERS = ("yes", "no")
 # The fine classes each dataset's annotation allows (its convention; "others" is left out, as in the training file).
 # CASME II and SAMM: the classes of their rows in the official training file; CAS(ME)^3: the six classes the 2025
 # paper names for the test set; SMIC and 4DME: coarse labels only. Keyed by dataset name as rows spell it (the
-# ``dataset`` field or the id prefix, see :func:`row_dataset`). Users may set their own (:func:`fine_labels_for`).
+# ``dataset`` field or the id prefix, see :func:`mevqa.dataset_facts.row_dataset`). Users may set their own
+# (:func:`fine_labels_for`).
 DATASET_FINE_LABELS = {
     "casme2": ("happiness", "surprise", "disgust", "repression"),
     "samm": ("happiness", "surprise", "disgust", "anger", "contempt", "fear", "sadness"),
@@ -141,20 +143,6 @@ DATASET_FINE_LABELS = {
     "smic": (),
     "4dme": (),
 }
-_DATASET_ALIASES = {"cas": "casme3", "fourdme": "4dme"}
-
-
-def row_dataset(row: dict) -> str | None:
-    """The dataset a row belongs to: its ``dataset`` field, else its id prefix (``samm_test_SAMM-1_1`` -> ``samm``,
-    ``casme3_test_CAS-1_1`` -> ``casme3``); None when neither names a dataset of :data:`DATASET_FINE_LABELS`."""
-    name = row.get("dataset")
-    if not isinstance(name, str) or not name.strip():
-        row_id = row.get("id", row.get("video_id"))
-        name = row_id.split("_", 1)[0] if isinstance(row_id, str) and "_" in row_id else None
-    if name is None:
-        return None
-    name = _DATASET_ALIASES.get(name.strip().lower(), name.strip().lower())
-    return name if name in DATASET_FINE_LABELS else None
 
 
 def fine_labels_for(dataset: str | None, overrides: dict | None = None) -> tuple[str, ...]:

@@ -16,18 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
-from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options
-
-
-def parse_inputs(text: str) -> tuple[str, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    modes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:  # argparse turns this into a usage error (exit 2) naming --inputs
-        raise argparse.ArgumentTypeError(f"unknown input mode(s) {', '.join(unknown)}; expected some of "
-                                         f"{', '.join(MODES)} (or none)")
-    return modes
+from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options, parse_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mevqa.errors import MevqaError
-from mevqa.rows import clip_name
+from mevqa.rows import cell_int, clip_name  # noqa: F401 (cell_int: the builders read sheet cells with it)
 
 HEADER_SCAN_ROWS = 40
 
@@ -84,19 +84,6 @@ def read_sheet(path: str | Path, columns: dict[str, tuple[str, ...]], *, sheet: 
             continue
         rows.append(SheetRow(values, f"{path.name} row {index + 1}"))
     return rows
-
-
-def cell_int(value, where: str, what: str) -> int:
-    """An integer cell (``46``, ``46.0``, ``"46"``)."""
-    if isinstance(value, bool) or value is None:
-        raise MevqaError(f"{where}: {what} is empty, expected an integer frame number")
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise MevqaError(f"{where}: {what} is {value!r}, expected an integer frame number") from None
-    if not number.is_integer():
-        raise MevqaError(f"{where}: {what} is {value!r}, expected an integer frame number")
-    return int(number)
 
 
 def cell_text(value) -> str:

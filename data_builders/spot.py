@@ -43,11 +43,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mevqa import vocab
+from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.data_builders.spot_readers import FPS, MICRO, READERS, LongVideoRecord
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, read_jsonl, write_json, write_jsonl
 from mevqa.log import is_main_process
-from mevqa.media import MediaSettings, Span, add_media_arguments, build_media, estimate_apex, read_clip
+from mevqa.media import MediaSettings, add_media_arguments, build_media, parse_inputs, read_clip
+from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window,
+                                 sliding_windows, span_iou, window_frames, window_span)
 
 log = logging.getLogger(__name__)
 
@@ -56,54 +59,20 @@ LABEL_SETS = ("coarse", "fine")
 GT_COLUMNS = ("subject", "video", "onset", "offset", "emotion", "dataset")
 IOU_POSITIVE = 0.5
 # The name windows' QA rows carry in ``dataset``: the dataset's QA name, so mevqa eval reports them under its split.
-QA_DATASET = {"samm-lv": "samm", "casme3": "casme3", "smic-e": "smic"}
-
-
-# --- windows (shared with mevqa spot --method vlm) -----------------------------------------------------------------
-
-def window_frames(fps: float, seconds: float, stride_seconds: float) -> tuple[int, int]:
-    """(length, stride) in frames of windows of ``seconds`` sliding by ``stride_seconds`` at ``fps``."""
-    if not (0 < seconds < math.inf and 0 < stride_seconds < math.inf):
-        raise MevqaError(f"window and stride must be positive seconds, got {seconds} and {stride_seconds}")
-    return max(3, round(seconds * fps)), max(1, round(stride_seconds * fps))
-
-
-def sliding_windows(frame_numbers: list[int], length: int, stride: int) -> list[tuple[int, int]]:
-    """``(first, last)`` frame numbers of windows of ``length`` existing frames every ``stride`` frames; the last
-    window ends on the last frame, so the whole video is covered."""
-    count = len(frame_numbers)
-    if count <= length:
-        return [(frame_numbers[0], frame_numbers[-1])]
-    starts = list(range(0, count - length + 1, stride))
-    if starts[-1] != count - length:
-        starts.append(count - length)
-    return [(frame_numbers[i], frame_numbers[i + length - 1]) for i in starts]
-
-
-def span_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
-    """IoU of two inclusive frame ranges (the STRS rule)."""
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-    union = (a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter
-    return inter / union if union else 0.0
-
-
-def window_span(clip, first: int, last: int) -> Span:
-    """A window's onset, apex and offset: its first frame, the frame most different from it, its last frame."""
-    apex, method = estimate_apex(clip, first, last, "max_diff")
-    return Span(first, apex, last, method)
+QA_DATASET = LONG_VIDEO_DATASETS
 
 
 @dataclass
 class WindowOptions:
-    seconds: float = 0.3          # window length (micro-expressions last at most 0.5 s)
-    stride_seconds: float = 0.1
+    seconds: float = WINDOW_SECONDS   # window length (micro-expressions last at most 0.5 s)
+    stride_seconds: float = STRIDE_SECONDS
     negatives: float = 1.0        # negative windows per positive
     seed: int = 0
     media: MediaSettings = field(default_factory=MediaSettings)
 
     def __post_init__(self):
-        window_frames(30.0, self.seconds, self.stride_seconds)
-        if self.seconds > 0.5:
+        check_window(self.seconds, self.stride_seconds)
+        if self.seconds > MAX_ME_SECONDS:
             log.warning("windows of %.2f s are longer than a micro-expression (at most 0.5 s)", self.seconds)
         if not 0 <= self.negatives < math.inf:
             raise MevqaError(f"--negatives must be zero or more, got {self.negatives}")
@@ -337,12 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     windows = parser.add_argument_group("spotting windows (--windows)")
     windows.add_argument("--windows", action="store_true", help="also write OUT/windows.jsonl: QA rows with inputs "
                          "for training a spotter")
-    windows.add_argument("--window", type=float, default=0.3, help="window length in seconds (default 0.3)")
-    windows.add_argument("--stride", type=float, default=0.1, help="window stride in seconds (default 0.1)")
+    windows.add_argument("--window", type=float, default=WINDOW_SECONDS, help="window length in seconds")
+    windows.add_argument("--stride", type=float, default=STRIDE_SECONDS, help="window stride in seconds")
     windows.add_argument("--negatives", type=float, default=1.0, help="negative windows per positive (default 1)")
     windows.add_argument("--seed", type=int, default=0, help="seed of the negative draw (default 0)")
-    from mevqa.data_builders.cli import parse_inputs
-
     windows.add_argument("--inputs", type=parse_inputs, default=MediaSettings().modes,
                          help="comma-separated input modes to build: video,oao,flow (default all)")
     add_media_arguments(parser)

@@ -19,7 +19,6 @@ head-motion removal leaves the blob's flow intact.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 from dataclasses import dataclass
@@ -306,31 +305,3 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
     if size is not None:
         width, height = size
     return WRITERS[dataset](out, plan, extra, (width, height, gray), seed)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mevqa.data_builders import synth_long
-
-    parser.add_argument("dataset", choices=list(dict.fromkeys([*WRITERS, *synth_long.LONG_DATASETS])),
-                        help="whose on-disk layout to write (samm-lv, smic-e and casme3 --long: long videos)")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write the dataset into")
-    parser.add_argument("--clips", type=int, default=12, help="usable clips (default 12)")
-    parser.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
-                        help="frame size (default 96x72; SAMM 96x65)")
-    parser.add_argument("--seed", type=int, default=0)
-    synth_long.add_long_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.long or args.dataset not in WRITERS:  # long videos for spotting: mevqa.data_builders.synth_long
-        from mevqa.data_builders import synth_long
-
-        return synth_long.run(args)
-    paths = write_synthetic_dataset(args.dataset, args.out, clips=args.clips, seed=args.seed, frames=args.frames,
-                                    size=tuple(args.size) if args.size else None)
-    command = f"mevqa build-data {args.dataset} --root {paths['root']}"
-    if paths["annotations"] is not None:
-        command += f" --annotations '{paths['annotations']}'"
-    print(f"wrote a synthetic {args.dataset} dataset under {args.out}\nbuild it with: {command} --out OUT")
-    return 0

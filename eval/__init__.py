@@ -9,12 +9,13 @@ pass to ``evaluate.load``.
 
 from pathlib import Path
 
-from mevqa.eval.bootstrap import clip_of
 from mevqa.eval.compare import compare
-from mevqa.eval.metrics import PRIMARY_KEYS, JoinedRows, join, leaderboard_avg, read_rows, score, score_files
+from mevqa.eval.metrics import PRIMARY_KEYS, JoinedRows, join, leaderboard_avg, read_rows
 from mevqa.eval.rows import UNKNOWN, extract_label, row_id, split_of
 from mevqa.eval.samples import row_samples
+from mevqa.eval.scoring import score, score_files
 from mevqa.eval.stamp import stamp
+from mevqa.rows import clip_of
 
 METRIC_PATH = Path(__file__).resolve().parent / "metric" / "mevqa_vqa"
 

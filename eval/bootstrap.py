@@ -1,7 +1,7 @@
 """Confidence intervals by resampling clips, and paired differences of two systems over the same resamples.
 
 The unit of resampling is the clip, never the row: a clip's questions are all answered from the same frames, so their
-errors go together, and resampling rows would give intervals that are too narrow. The clip rule (:func:`clip_of`),
+errors go together, and resampling rows would give intervals that are too narrow. The clip rule (:func:`mevqa.rows.clip_of`),
 read from the gold row: its ``image_id`` (training-style rows), else its ``video`` (official test rows), else the row
 id without its trailing ``_<k>``; clips are told apart per split. Clips are drawn with replacement within each split,
 so every resample keeps each split's number of clips, as a fixed test set does; Overall pools the resampled rows of
@@ -27,6 +27,7 @@ import numpy as np
 from mevqa.errors import MevqaError
 from mevqa.eval.metrics import CLASS_KINDS, PRIMARY_KEYS, JoinedRows
 from mevqa.eval.rows import LABELS_OF_KIND, row_id
+from mevqa.rows import clip_of  # noqa: F401 (the clip rule, read from the gold row; mevqa.eval re-exports it)
 
 CONFIDENCE = 0.95
 FIGURES = (*PRIMARY_KEYS, "avg")
@@ -42,17 +43,6 @@ def check_resampling(resamples: int, seed: int, *, least: int = 1) -> None:
         raise MevqaError(f"--bootstrap must be at least {least}, got {resamples}")
     if seed < 0:
         raise MevqaError(f"--seed must be 0 or more, got {seed}")
-
-
-def clip_of(row: dict) -> str:
-    """The clip a gold row belongs to: ``image_id``, else ``video``, else its id without the trailing ``_<k>``."""
-    for key in ("image_id", "video"):
-        value = row.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    rid = row_id(row)
-    stem, sep, k = rid.rpartition("_")
-    return stem if sep and stem and k.isdigit() else rid
 
 
 def _columns() -> dict[str, slice]:

@@ -30,6 +30,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.eval.rows import LABELS_OF_KIND, UNKNOWN, extract_label, row_id, split_of, split_sort_key, where
+from mevqa.rows import read_rows as read_qa_rows
 
 logger = logging.getLogger(__name__)
 
@@ -257,29 +258,6 @@ def report_of(joined: JoinedRows) -> dict:
     return result
 
 
-def score(pred_rows: Iterable[dict], gold_rows: Iterable[dict], *, bootstrap: int = 0, seed: int = 0) -> dict:
-    """Score predictions against gold rows as the leaderboard does. Pure: reads and writes nothing.
-
-    Rows are joined by id (``id`` or ``video_id``), see :func:`join`. Returns ``{"overall": {...}, "<split>": {...},
-    ..., "avg": x, "counts": {...}}``. Each split object has ``uf1_coarse, uar_coarse, uf1_fine, uar_fine, bleu,
-    rouge1`` (floats in [0, 1]; ``None`` where the split has no rows of that question kind, e.g. fine on SMIC),
-    ``avg`` (mean of those six, ``None`` if one is undefined), ``rouge1_f``, ``sentence_bleu`` (mean sacrebleu
-    sentence BLEU / 100), ``coarse``/``fine`` (per-class F1, recall, support, confusion matrix) and ``counts``.
-    The top-level ``avg`` is the leaderboard's Avg (the Overall one).
-
-    With ``bootstrap=N`` (> 0), clips are resampled N times (:mod:`mevqa.eval.bootstrap`, seeded with ``seed``)
-    and every split object gets ``<metric>_ci: [lo, hi]`` (percentile 95% interval) beside each of the six
-    metrics and ``avg_ci`` beside ``avg``; the top level gets ``avg_ci`` and ``bootstrap`` (resamples, seed, clips).
-    """
-    joined = join(pred_rows, gold_rows)
-    result = report_of(joined)
-    if bootstrap:
-        from mevqa.eval.bootstrap import add_intervals
-
-        add_intervals(result, joined, resamples=bootstrap, seed=seed)
-    return round_floats(result)
-
-
 def round_floats(obj):
     """Round to 12 decimals: sacrebleu computes BLEU as exp(mean log precision), so a perfect corpus comes out
     as 1.0000000000000004 rather than 1.0."""
@@ -296,11 +274,4 @@ def read_rows(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[di
     """Rows of one or more jsonl files, each tagged with ``_file`` and ``_line`` for error messages: the one row
     reader (:func:`mevqa.rows.read_rows`), which checks ids, without opening media; duplicate ids are left to
     :func:`join`, which names both lines."""
-    from mevqa.rows import read_rows as read_qa_rows
-
     return read_qa_rows(paths, required=(), unique=False, check_media=False)
-
-
-def score_files(pred_paths, gold_paths, *, bootstrap: int = 0, seed: int = 0) -> dict:
-    """Read prediction and gold jsonl files (one path or several each), validate, join by id and :func:`score`."""
-    return score(read_rows(pred_paths), read_rows(gold_paths), bootstrap=bootstrap, seed=seed)

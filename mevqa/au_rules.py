@@ -187,7 +187,7 @@ def parse_au_names(text: str) -> list[str]:
 def gold_clips(rows: list[dict]) -> list[dict]:
     """``{"dataset", "clip", "aus", "fine"}`` for every clip of QA rows (e.g. the official training file) that has
     a gold AU answer and a gold fine answer."""
-    from mevqa.consistency import clip_key
+    from mevqa.rows import clip_key
 
     clips: dict = {}
     for row in rows:

@@ -2,7 +2,7 @@
 
 Public API::
 
-    clip_key(row) -> tuple                          # which clip a QA row asks about
+    clip_key(row) -> tuple                          # which clip a QA row asks about (mevqa.rows, re-exported)
     consistent_answers(rows, answers) -> list[Answer]   # pure; answers are Answer objects or strings
 
 The leaderboard reads each answer on its own, so a composite answer whose fine class differs from the fine answer,
@@ -43,15 +43,8 @@ from dataclasses import replace
 
 from mevqa import vocab
 from mevqa.au_rules import parse_au_names
-from mevqa.eval.bootstrap import clip_of
+from mevqa.rows import clip_key  # noqa: F401 (the one clip rule lives in mevqa.rows; re-exported for callers)
 from mevqa.strategies import Answer, analysis_parts, composite_parts, label_of
-
-
-def clip_key(row: dict) -> tuple:
-    """The clip a row asks about: ``(dataset, clip)``, the clip by the scorer's clip rule
-    (:func:`mevqa.eval.bootstrap.clip_of`: its ``image_id``, else its ``video``, else its id without the trailing
-    ``_<k>`` question number), with the row's dataset, so equal names in two datasets differ."""
-    return (vocab.row_dataset(row) or str(row.get("dataset", "")), clip_of(row))
 
 
 def _coarse_confidence(fine_probs: dict[str, float], coarse: str) -> float:

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, add_media_arguments, given_media_options
-from mevqa.rows import clip_name, resolve_media, where
+from mevqa.rows import cell_int, clip_name, resolve_media, where
 from mevqa.strategies import StrategyOptions
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ TRAIN_CONFIG = "train_config.yaml"
 PIXEL_SETTINGS = ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels")
 # What the model sees and is told, and mevqa's default where neither the model nor the command line says.
 DEFAULTS = {"inputs": "oao", "system_prompt": "default", "max_frames": None, "video_fps": None}
-# Frame rates of the official test clips (docs/datasets.md): SAMM Challenge 200 fps, CAS(ME)^3 30 fps.
-TEST_CLIP_FPS = {"samm": 200.0, "cas": 30.0}
 # Strategy options: the command-line name (args attribute) -> the training config field that records it.
 STRATEGY_FIELDS = {"strategy": "answer_strategy", "votes": "answer_votes",
                    "vote_temperature": "answer_vote_temperature", "fine_labels": "answer_fine_labels",
@@ -450,8 +449,6 @@ class ClipInputs:
         return row
 
     def _named_clip(self, row: dict, here: str) -> dict:
-        from mevqa.data_builders.sheets import cell_int
-
         name = clip_name(row["video"], here, "video")
         onset, offset = (None if row.get(key) in (None, "") else cell_int(row[key], here, key)
                          for key in ("onset_frame", "offset_frame"))
@@ -462,7 +459,8 @@ class ClipInputs:
                     raise MevqaError("--clips is needed for rows that name a clip")
                 self.built[key] = self.build(find_clip(self.clips_dir, name, here, exclude=self.media_dir),
                                              self.media_dir / name,
-                                             onset=onset, offset=offset, fps=self.settings.fps or _test_fps(row))
+                                             onset=onset, offset=offset,
+                                             fps=self.settings.fps or official_test_fps(row))
             except MevqaError as exc:
                 self.built[key] = exc
         built = self.built[key]
@@ -492,16 +490,6 @@ class ClipInputs:
         return {"clip": info, "media": media}
 
 
-def _test_fps(row: dict) -> float | None:
-    """The frame rate of an official test clip, from the row's split (SAMM or CAS), else None."""
-    from mevqa.eval import split_of
-
-    try:
-        return TEST_CLIP_FPS.get(split_of(row))
-    except MevqaError:
-        return None
-
-
 # --- answers ------------------------------------------------------------------------------------------------------
 def answer_batch(model, processor, batch: list[dict], settings: InferenceSettings, *, batch_size: int | None = None
                  ) -> Iterator[tuple[dict, "Answer | MevqaError"]]:
@@ -510,7 +498,7 @@ def answer_batch(model, processor, batch: list[dict], settings: InferenceSetting
     generation batch and candidates per scoring pass. Pass whole clips (:func:`mevqa.consistency.clip_key`): the
     strategies share answers within a clip. A batch that fails is answered clip by clip, then row by row, so a bad
     row fails alone; a row's failure, and an empty answer, come back as a :class:`MevqaError`."""
-    from mevqa.consistency import clip_key
+    from mevqa.rows import clip_key
     from mevqa.strategies import answer_rows
 
     try:

@@ -5,6 +5,8 @@ Public API::
     QARow                                   # the row type (a TypedDict: rows stay plain dicts for every consumer)
     read_rows(paths, *, required=("question",), unique=True) -> list[QARow]
     row_id(row) -> str                      # "id", else "video_id"
+    clip_of(row) -> str, clip_key(row) -> tuple     # the clip a row asks about (the one clip rule)
+    cell_int(value, where, what) -> int     # an integer frame number from a sheet cell or a row field
     where(row) -> str                       # "file:line" for messages
     resolve_media(row, base_dir, where) -> row      # media paths made absolute, confined and checked
     relative_media(media, target_dir) -> dict       # the inverse, for writing rows into another folder
@@ -38,6 +40,7 @@ import os
 from pathlib import Path
 from typing import Iterable, TypedDict
 
+from mevqa.dataset_facts import row_dataset
 from mevqa.errors import MevqaError
 from mevqa.jsonl import read_jsonl
 
@@ -74,6 +77,39 @@ def row_id(row: dict) -> str:
     if not isinstance(value, str) or not value.strip():
         raise MevqaError(f"{where(row)}: expected a non-empty string 'id' or 'video_id', got {value!r}")
     return value
+
+
+def clip_of(row: dict) -> str:
+    """The clip a row belongs to: ``image_id``, else ``video``, else its id without the trailing ``_<k>``.
+
+    The one clip rule: the scorer resamples these clips (:mod:`mevqa.eval.bootstrap`), the answer strategies and
+    folds group by them (:func:`clip_key`)."""
+    for key in ("image_id", "video"):
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    rid = row_id(row)
+    stem, sep, k = rid.rpartition("_")
+    return stem if sep and stem and k.isdigit() else rid
+
+
+def clip_key(row: dict) -> tuple:
+    """The clip a row asks about: ``(dataset, clip)``, the clip by :func:`clip_of`, with the row's dataset
+    (:func:`mevqa.dataset_facts.row_dataset`), so equal names in two datasets differ."""
+    return (row_dataset(row) or str(row.get("dataset", "")), clip_of(row))
+
+
+def cell_int(value, where: str, what: str) -> int:
+    """An integer frame number written in a sheet cell or a row field (``46``, ``46.0``, ``"46"``)."""
+    if isinstance(value, bool) or value is None:
+        raise MevqaError(f"{where}: {what} is empty, expected an integer frame number")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise MevqaError(f"{where}: {what} is {value!r}, expected an integer frame number") from None
+    if not number.is_integer():
+        raise MevqaError(f"{where}: {what} is {value!r}, expected an integer frame number")
+    return int(number)
 
 
 def clip_name(value, where: str, what: str = "clip") -> str:

@@ -57,11 +57,14 @@ import numpy as np
 from tqdm import tqdm
 
 from mevqa import vocab
-from mevqa.data_builders.spot import sliding_windows, window_frames, window_span
+from mevqa.dataset_facts import LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
 from mevqa.log import is_main_process
 from mevqa.media import (FLOW_METHODS, HEAD_MOTION, Clip, Span, build_media, compute_flow, decode_image,
                          output_size, read_clip, remove_head_motion)
+from mevqa.media.flow import DEFAULT_FLOW_METHOD, DEFAULT_HEAD_MOTION
+from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window, sliding_windows, window_frames,
+                                 window_span)
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,11 @@ JPEG_QUALITY = 95
 @dataclass
 class FlowSettings:
     me_seconds: float = 0.3        # typical ME length: k is half of it
-    max_seconds: float = 0.5       # runs above the threshold longer than this are macro-expressions
+    max_seconds: float = MAX_ME_SECONDS  # runs above the threshold longer than this are macro-expressions
     threshold: float = 0.2         # p in T = median + p (max - median)
     flow_size: int = 128           # longer side of the frames the flow is computed on
-    flow_method: str = "farneback"
-    head_motion: str = "nose"
+    flow_method: str = DEFAULT_FLOW_METHOD
+    head_motion: str = DEFAULT_HEAD_MOTION
 
     def __post_init__(self):
         if not self.me_seconds > 0 or not self.max_seconds > 0:
@@ -98,14 +101,14 @@ class FlowSettings:
 
 @dataclass
 class VlmSettings:
-    window: float = 0.3            # seconds, as mevqa build-spot --windows
-    stride: float = 0.1
+    window: float = WINDOW_SECONDS  # seconds, as mevqa build-spot --windows
+    stride: float = STRIDE_SECONDS
     threshold: float = 0.5         # smoothed P(yes) a detection needs
     smooth: int = 3                # windows averaged (odd)
     batch_size: int = 8            # candidate answers per forward pass
 
     def __post_init__(self):
-        window_frames(30.0, self.window, self.stride)
+        check_window(self.window, self.stride)
         if not 0 <= self.threshold <= 1:
             raise MevqaError(f"the vlm threshold must be a probability, got {self.threshold}")
         if self.smooth < 1 or self.smooth % 2 == 0:
@@ -384,8 +387,8 @@ def check_fps(clip: Clip, fps: float | None) -> float:
     if fps is None:
         fps = clip.fps
         if fps is None:
-            raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (SAMM 200, "
-                             "CAS(ME)^3 30, SMIC 100)")
+            raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps ("
+                             + ", ".join(f"{name} {rate:g}" for name, rate in LONG_VIDEO_FPS.items()) + ")")
     if not 0 < fps < math.inf:
         raise MevqaError(f"{clip.source}: the frame rate must be a positive number, got {fps}")
     return float(fps)
@@ -469,8 +472,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> tuple[FlowSettings, VlmSettings]:
     # --flow and --head-motion (the media options) also choose the baseline's flow and head-motion removal.
     flow = FlowSettings(me_seconds=args.me_seconds, max_seconds=args.max_seconds, threshold=args.flow_threshold,
-                        flow_size=args.flow_size, flow_method=args.flow or "farneback",
-                        head_motion=args.head_motion or "nose")
+                        flow_size=args.flow_size, flow_method=args.flow or DEFAULT_FLOW_METHOD,
+                        head_motion=args.head_motion or DEFAULT_HEAD_MOTION)
     vlm = VlmSettings(window=args.window, stride=args.stride, threshold=args.threshold, smooth=args.smooth,
                       batch_size=args.batch_size)
     return flow, vlm

@@ -591,7 +591,7 @@ def answer_rows(model, processor, rows: list[dict], mode: str, strategy: str | S
     """Answer ``rows`` (absolute media, as for :func:`mevqa.generation.generate_answers`) with ``strategy``; one
     :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.collate`;
     ``batch_size`` is rows per generation batch and candidate answers per scoring pass. Pass the unwrapped model."""
-    from mevqa.consistency import clip_key
+    from mevqa.rows import clip_key
 
     if batch_size < 1:
         raise MevqaError(f"batch_size must be at least 1, got {batch_size}")

@@ -12,10 +12,11 @@ import pytest
 
 from mevqa import vocab
 from mevqa.cli import main
-from mevqa.data_builders.spot import IOU_POSITIVE, WindowOptions, build_spot, sliding_windows, span_iou
+from mevqa.data_builders.spot import IOU_POSITIVE, WindowOptions, build_spot
 from mevqa.data_builders.synth_long import FPS, FRAME_SIZES, plan_video, render_frames, write_long_dataset, write_mp4
 from mevqa.jsonl import read_jsonl
 from mevqa.media import MediaSettings
+from mevqa.media.windows import sliding_windows, span_iou
 from mevqa.rows import read_rows
 from mevqa.spot import FlowSettings, flow_detections
 

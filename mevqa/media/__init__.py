@@ -12,7 +12,7 @@ and inference see inputs built the same way. One module per job:
 """
 
 from mevqa.media.build import (CACHE, JPEG_QUALITY, MODES, MediaSettings, add_media_arguments, build_media,
-                               given_media_options, output_size, sample_fps, sample_uniform)
+                               given_media_options, output_size, parse_inputs, sample_fps, sample_uniform)
 from mevqa.media.clips import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, Clip, damage, decode_image, frame_number,
                                image_size, list_frames, read_clip, read_frame)
 from mevqa.media.face import centre_box, detect_face_box, face_detector_name
@@ -22,6 +22,6 @@ from mevqa.media.span import APEX_METHODS, Span, estimate_apex, resolve_span
 __all__ = ["APEX_METHODS", "CACHE", "Clip", "FLOW_METHODS", "HEAD_MOTION", "IMAGE_SUFFIXES", "JPEG_QUALITY",
            "MODES", "MediaSettings", "Span", "VIDEO_SUFFIXES", "add_media_arguments", "build_media", "centre_box",
            "compute_flow", "damage", "decode_image", "detect_face_box", "estimate_apex", "face_detector_name",
-           "frame_number", "given_media_options", "image_size", "list_frames", "nose_box", "output_size",
+           "frame_number", "given_media_options", "image_size", "list_frames", "nose_box", "output_size", "parse_inputs",
            "read_clip", "read_frame", "remove_head_motion", "render_flow", "resolve_span", "sample_fps",
            "sample_uniform"]

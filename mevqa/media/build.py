@@ -34,8 +34,8 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path
 from mevqa.media.clips import Clip, read_clip
 from mevqa.media.face import centre_box, detect_face_box, face_detector_name
-from mevqa.media.flow import FLOW_METHODS, HEAD_MOTION, check_flow_method, compute_flow, remove_head_motion, \
-    render_flow
+from mevqa.media.flow import (DEFAULT_FLOW_METHOD, DEFAULT_HEAD_MOTION, FLOW_METHODS, HEAD_MOTION, check_flow_method,
+                              compute_flow, remove_head_motion, render_flow)
 from mevqa.media.span import Span
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class MediaSettings:
     modes: tuple[str, ...] = MODES
     num_frames: int = 8                 # video frames sampled uniformly onset..offset
     size: int | None = 448              # longer side of the written images; None (or 0) keeps the source size
-    flow_method: str = "farneback"      # farneback | tvl1
-    head_motion: str = "nose"           # nose | median | none
+    flow_method: str = DEFAULT_FLOW_METHOD  # farneback | tvl1
+    head_motion: str = DEFAULT_HEAD_MOTION  # nose | median | none
     blend: float = 0.0                  # weight of the grey onset frame under the flow colours
     face_crop: bool = False
     face_model: str | None = None       # YuNet .onnx; implies face_crop
@@ -152,6 +152,19 @@ def add_media_arguments(parser: argparse.ArgumentParser, *, as_trained: bool = F
                             + told(defaults.face_crop))
     group.add_argument("--face-model", default=default(defaults.face_model),
                        help="YuNet face detector .onnx for --face-crop (OpenCV FaceDetectorYN)")
+
+
+def parse_inputs(text: str) -> tuple[str, ...]:
+    """``--inputs video,oao`` -> the input modes to build (``none`` or empty: none); argparse turns the error into a
+    usage error naming the option (exit 2)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    modes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown input mode(s) {', '.join(unknown)}; expected some of "
+                                         f"{', '.join(MODES)} (or none)")
+    return modes
 
 
 def given_media_options(args: argparse.Namespace) -> dict:

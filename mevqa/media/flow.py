@@ -18,6 +18,8 @@ from mevqa.errors import MevqaError
 
 FLOW_METHODS = ("farneback", "tvl1")
 HEAD_MOTION = ("nose", "median", "none")
+# The defaults of the whole package (build-data, answer/predict, build-spot, spot): the first of each list.
+DEFAULT_FLOW_METHOD, DEFAULT_HEAD_MOTION = FLOW_METHODS[0], HEAD_MOTION[0]
 
 
 def gray(image: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def check_flow_method(method: str) -> None:
                          "farneback")
 
 
-def compute_flow(onset: np.ndarray, apex: np.ndarray, method: str = "farneback") -> np.ndarray:
+def compute_flow(onset: np.ndarray, apex: np.ndarray, method: str = DEFAULT_FLOW_METHOD) -> np.ndarray:
     """Dense flow (H, W, 2) float32 from ``onset`` to ``apex`` (RGB or grey uint8 arrays of the same size):
     ``flow[y, x] = (dx, dy)`` moves the onset pixel at (x, y) to where it is at apex."""
     check_flow_method(method)
@@ -56,7 +58,7 @@ def nose_box(height: int, width: int) -> tuple[slice, slice]:
     return slice(max(0, cy - half_h), cy + half_h), slice(max(0, cx - half_w), cx + half_w)
 
 
-def remove_head_motion(flow: np.ndarray, region: str = "nose") -> np.ndarray:
+def remove_head_motion(flow: np.ndarray, region: str = DEFAULT_HEAD_MOTION) -> np.ndarray:
     """Subtract the flow of a stable region (see the module docstring) so a global head shift cancels."""
     if region == "none":
         return flow

@@ -30,7 +30,6 @@ lock on ``OUT`` (``OUT/.build.lock``): a second build into the same folder is re
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import multiprocessing
@@ -44,12 +43,12 @@ from tqdm import tqdm
 from mevqa import vocab
 from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
 from mevqa.data_builders.qa import QUESTION_SETS, ClipRecord, clip_rows, questions_of_set
-from mevqa.data_builders.sheets import cell_int
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, folder_lock, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
-from mevqa.rows import clip_name, read_rows
+from mevqa.rows import build_record, cell_int, clip_name, read_rows
+from mevqa.runfolder import folder_lock, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -291,29 +290,13 @@ def set_aside_stale_rows(out: Path, settings: MediaSettings) -> list[Path]:
     readers check the build's record against the rows', :func:`mevqa.rows.resolve_media`)."""
     qa, record = out / QA_FILE, out / BUILD_FILE
     try:
-        recorded = json.loads(record.read_text(encoding="utf-8")).get("media_settings")
-    except (OSError, ValueError, AttributeError):
+        recorded = (build_record(out) or {}).get("media_settings")
+    except (OSError, MevqaError):
         recorded = None  # no readable build.json: the settings of what is there are unknown
-    if recorded == settings.record() or not (qa.is_file() or record.is_file()):
+    if recorded == settings.record():
         return []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    suffix = f"stale-{stamp}"
-    for n in range(1, 1000):
-        if not any(path.with_name(f"{path.name}.{suffix}").exists() for path in (qa, record)):
-            break
-        suffix = f"stale-{stamp}-{n}"
-    moved = []
-    for path in (qa, record):
-        if path.is_file():
-            aside = path.with_name(f"{path.name}.{suffix}")
-            try:
-                path.rename(aside)
-            except OSError as exc:
-                raise MevqaError(f"{path}: cannot set it aside before rebuilding ({exc.strerror})") from None
-            moved.append(aside)
-    log.warning("%s: built with other media settings (%s); set aside %s before rebuilding", out,
-                "unrecorded" if recorded is None else recorded, ", ".join(path.name for path in moved))
-    return moved
+    return set_aside([qa, record], "built with other media settings "
+                     f"({'unrecorded' if recorded is None else recorded})")
 
 
 def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = None,

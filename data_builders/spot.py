@@ -23,7 +23,7 @@ Writes, atomically and only when the whole build succeeds:
   their media root).
 
 Nothing is written when the sheets or the options are wrong. A rebuild with other window or media settings first
-sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``), before any media is touched, so a rebuild that
+sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``, :func:`mevqa.runfolder.set_aside`), before any media is touched, so a rebuild that
 is stopped never leaves rows whose recorded settings differ from the media they point at.
 """
 
@@ -43,14 +43,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mevqa import vocab
-from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.data_builders.spot_readers import FPS, MICRO, READERS, LongVideoRecord
+from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, read_jsonl, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import MediaSettings, add_media_arguments, build_media, parse_inputs, read_clip
 from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window,
                                  sliding_windows, span_iou, window_frames, window_span)
+from mevqa.rows import build_record, clip_name
+from mevqa.runfolder import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def read_spot_rows(path: str | Path) -> list[dict]:
     """Rows of a ``spot.jsonl``, checked, with ``frames`` made absolute against the file's folder. ``subject`` and
     ``video`` must be plain names (they name folders of inputs built for the video), ``fps`` a positive number,
     ``frames`` a string; (subject, video) may not repeat."""
-    from mevqa.rows import clip_name
-
     path = Path(path)
     rows = read_jsonl(path, required=("subject", "video", "fps", "frames"))
     if not rows:
@@ -209,16 +209,13 @@ def set_aside_stale_windows(out: Path, identity: dict) -> Path | None:
     if not rows.is_file():
         return None
     try:
-        build = json.loads((out / BUILD_FILE).read_text(encoding="utf-8"))
+        build = build_record(out) or {}
         recorded = {key: build.get(key) for key in identity}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, MevqaError):
         recorded = None  # no readable build.json: the rows' settings are unknown
     if recorded == json.loads(json.dumps(identity)):
         return None
-    aside = rows.with_name(f"{WINDOWS_FILE}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    rows.rename(aside)
-    log.warning("%s: built with other window settings; set aside as %s before rebuilding", rows, aside.name)
-    return aside
+    return set_aside([rows], "built with other window settings")[0]
 
 
 # --- the build ------------------------------------------------------------------------------------------------------

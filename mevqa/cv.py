@@ -70,7 +70,8 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.stamp import file_sha256
-from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, read_json, read_jsonl, write_json, write_jsonl
+from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
+from mevqa.runfolder import folder_lock, read_log
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +313,7 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 def answered_ids(path: Path) -> set[str]:
     """Ids answered in a ``mevqa predict`` predictions file; a last line cut short by a kill is not counted."""
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    ids = set()
-    for number, line in enumerate(data[:data.rfind(b"\n") + 1].decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                ids.add(row_id(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise MevqaError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
-    return ids
+    return {row_id(record) for _, record in read_log(path, repair=False)}  # predict repairs its own log
 
 
 def val_ids(fold: Fold) -> list[str]:

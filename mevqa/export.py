@@ -58,7 +58,6 @@ import os
 import re
 import shutil
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -71,6 +70,7 @@ from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
 from mevqa.rows import media_settings_of, read_rows, row_id
+from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -450,8 +450,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:  # a finished export replaces the old one whole
         if settings.format == "hf":
             fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
             files = _write_hf(tmp, by_split, settings, fingerprint, progress)
@@ -462,36 +461,9 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                     "splits": {name: {"rows": len(samples), "file": files[name]} for name, samples in by_split.items()},
                     "video_sample_fps": _fps_summary(all_samples)}
         write_json(tmp / MANIFEST, manifest)
-        os.chmod(tmp, 0o777 & ~_umask())
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("exported %d rows (%s) to %s", len(all_samples),
              ", ".join(f"{name}: {len(s)}" for name, s in by_split.items()), out)
     return manifest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put the finished folder ``new`` at ``out``; an old ``out`` is moved aside first and removed after."""
-    if not out.exists():
-        new.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    try:
-        new.rename(out)
-    except OSError:
-        old.rename(out)
-        raise
-    shutil.rmtree(old)
 
 
 # --- command line ------------------------------------------------------------------------------------------------

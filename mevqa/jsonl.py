@@ -3,7 +3,7 @@
 Every file mevqa writes goes through :func:`atomic_path`: the content lands in a temporary file beside the target
 and is renamed over it only once complete, so an error or a kill never leaves a half-written output. Folders are made
 with :func:`ensure_dir`, and a command that must be the only one writing in its output folder holds
-:func:`folder_lock`. Both turn what the file system refuses (a path that is a file where a folder is needed, a
+:func:`mevqa.runfolder.folder_lock`. Both turn what the file system refuses (a path that is a file where a folder is needed, a
 folder where a file is needed, a folder without write permission) into one-line :class:`MevqaError` messages.
 
 :func:`read_jsonl` is the low-level line reader; QA rows are read with :func:`mevqa.rows.read_rows`, which adds the
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from mevqa.errors import MevqaError
+from mevqa.runfolder import current_umask, folder_lock  # noqa: F401 (folder_lock: its old import path)
 
 
 def _refuse_constant(name: str):
@@ -105,29 +106,6 @@ def _make_dir(folder: Path, what: str) -> Path:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, name: str, who: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (``fcntl.flock`` on ``folder/name``) while the block runs. A second
-    holder is refused with one line saying that another ``who`` writes there. The system drops the lock when the
-    process ends, even by ``kill -9``, so a killed run never leaves the folder locked."""
-    import fcntl
-
-    folder = Path(folder)
-    try:
-        handle = (folder / name).open("a")
-    except OSError as exc:
-        raise MevqaError(f"{folder}: cannot write in the output folder ({exc.strerror})") from None
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MevqaError(f"{folder}: another {who} is writing here ({folder / name} is locked); wait for it to "
-                             "finish or use another output folder") from None
-        yield
-    finally:
-        handle.close()
-
-
-@contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds."""
     target = Path(target)
@@ -143,19 +121,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         # mkstemp creates the file private (0600); give the result the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         try:
             os.replace(tmp, target)
         except OSError as exc:
             raise MevqaError(f"{target}: cannot write ({exc.strerror})") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_json(path: str | os.PathLike):

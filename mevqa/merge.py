@@ -21,12 +21,12 @@ import argparse
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 from mevqa.errors import MevqaError
 from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
+from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +78,14 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
         processor = AutoProcessor.from_pretrained(adapter)
     processor.tokenizer.padding_side = "left"  # generation is the only use of a merged model's processor
 
-    # A temporary folder of this run's own: a second merge into the same --out never writes into this one's.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # A temporary folder of this run's own: a second merge into the same --out never writes into this one's, and
+    # only an empty --out (checked above) is replaced.
+    with atomic_folder(out, replace=False) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         for extra in ("train_config.yaml",):
             if (adapter / extra).is_file():
                 shutil.copy2(adapter / extra, tmp / extra)
-        if out.exists():
-            try:
-                out.rmdir()  # empty, checked above
-            except OSError:
-                raise MevqaError(f"{out}: another merge wrote here meanwhile; remove it or choose another --out") \
-                    from None
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("merged %s + %s (%s) into %s", base, adapter, dtype, out)
     return out
 

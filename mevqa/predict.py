@@ -59,8 +59,9 @@ from mevqa.consistency import clip_key, consistent_answers
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
     answer_batch, check_weight_files, load_model, resolve_settings
-from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, strip_private, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, file_sha256, read_json, strip_private, write_json, write_jsonl
 from mevqa.rows import clip_name, read_rows, row_id, where
+from mevqa.runfolder import differences, drop_torn_line, folder_lock
 from mevqa.strategies import Answer, parse_dataset_items
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,9 @@ def read_predictions(path: Path) -> dict[str, dict]:
     """Answered rows by id. A last line cut short by a kill is dropped (and cut from the file); rows with an empty
     answer (written by an older mevqa) are dropped from the file so that they are asked again; any other bad line
     is an error, since that file was not written by a run of this command."""
+    drop_torn_line(path)
     if not path.is_file():
         return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        log.warning("%s: dropping an unfinished last line (the previous run was stopped while writing)", path)
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
     rows = read_rows(path, required=("answer",))
     answered = [row for row in rows if row["answer"].strip()]
     if len(answered) < len(rows):
@@ -265,39 +261,18 @@ NEUTRAL = ("consistent",)
 def check_run_config(out: Path, config: dict, previous: dict | None, resuming: bool) -> None:
     """Refuse to mix answers from different models, weights or settings in one output folder."""
     if resuming and previous is not None:
-        changed = [name for name in _differences(previous, config) if name not in NEUTRAL]
+        changed = [name for name in differences(previous, config, by_digest=("weights",)) if name not in NEUTRAL]
         if changed:
             raise MevqaError(f"{out}: holds answers made with other settings ({', '.join(changed)} differ, see "
                              f"{out / RUN_CONFIG}); use another --out, or delete {out / PREDICTIONS} to start over")
     write_json(out / RUN_CONFIG, config)
 
 
-def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ (the weights compared by digest only)."""
-    changed = []
-    for key in sorted(set(before) | set(now), key=str):
-        a, b = before.get(key), now.get(key)
-        name = f"{prefix}{key}"
-        in_weights = prefix.startswith("weights.") or ".weights." in prefix
-        if in_weights and isinstance(a, dict) and isinstance(b, dict) and "sha256" in b:
-            if a.get("sha256") != b["sha256"]:
-                changed.append(name)
-        elif isinstance(a, dict) and isinstance(b, dict):
-            changed += _differences(a, b, f"{name}.")
-        elif a != b:
-            changed.append(name)
-    return changed
-
-
 def read_run_config(out: Path) -> dict | None:
     path = out / RUN_CONFIG
     if not path.is_file():
         return None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MevqaError(f"{path}: unreadable run record ({exc}); delete the folder's predictions to start over") \
-            from None
+    config = read_json(path)
     return config if isinstance(config, dict) else None
 
 

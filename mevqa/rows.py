@@ -35,14 +35,13 @@ In memory, after reading, the root and the media paths are absolute; :func:`rela
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Iterable, TypedDict
 
 from mevqa.dataset_facts import row_dataset
 from mevqa.errors import MevqaError
-from mevqa.jsonl import read_jsonl
+from mevqa.jsonl import read_json, read_jsonl
 
 BUILD_RECORD = "build.json"          # marks a build-data output folder (a valid media root)
 MEDIA_PATH_FIELDS = ("frames", "image", "arrays")
@@ -187,14 +186,26 @@ def resolve_media(row: dict, base_dir, where: str) -> dict:
     return {**row, "media": resolved}
 
 
+def build_record(folder: str | os.PathLike) -> dict | None:
+    """What a build folder's ``build.json`` records (``build-data``, ``build-spot``), None when there is none; a
+    damaged one is one line naming it (:func:`mevqa.jsonl.read_json`)."""
+    path = Path(folder) / BUILD_RECORD
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise MevqaError(f"{path}: expected a JSON object (a build record), got {type(record).__name__}; rebuild")
+    return record
+
+
 @functools.lru_cache(maxsize=64)
 def _build_settings(path: str, mtime_ns: int) -> dict | None:
     """The ``media_settings`` a build's ``build.json`` records (read once per version of the file)."""
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MevqaError(f"{path}: unreadable build record ({exc}); rebuild with mevqa build-data") from None
-    return record.get("media_settings") if isinstance(record, dict) else None
+        record = build_record(Path(path).parent)
+    except OSError as exc:
+        raise MevqaError(f"{path}: unreadable build record ({exc.strerror}); rebuild with mevqa build-data") from None
+    return record.get("media_settings") if record is not None else None
 
 
 def _copy(media: dict) -> dict:

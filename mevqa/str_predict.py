@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from mevqa.data_builders.spot import GT_FILE, QA_DATASET, read_spot_rows
+from mevqa.data_builders.spot import GT_FILE, read_spot_rows
+from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.errors import MevqaError
-from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, write_json
+from mevqa.jsonl import atomic_path, ensure_dir, read_json, write_json
 from mevqa.log import is_main_process
+from mevqa.runfolder import append_record, differences, folder_lock, read_log
 from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,14 @@ PRED_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
 
 
 def read_done(path: Path) -> dict[tuple[str, str], dict]:
-    """Finished videos of ``videos.jsonl`` by (subject, video); a torn last line (a kill mid-write) is dropped."""
-    if not path.is_file():
-        return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """Finished videos of ``videos.jsonl`` by (subject, video): the log read by :func:`mevqa.runfolder.read_log`
+    (a torn last line, a kill mid-write, is dropped). The resumable-log rules live in :mod:`mevqa.runfolder`."""
     done = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                log.warning("%s: dropping a torn last line (the previous run was stopped while writing it)", path)
-                with atomic_path(path) as tmp:
-                    tmp.write_text("".join(f"{kept}\n" for kept in lines[:-1]), encoding="utf-8")
-                break
-            raise MevqaError(f"{path}:{number}: malformed JSON; delete the file to start over") from None
+    for number, record in read_log(path):
+        if not isinstance(record.get("subject"), str) or not isinstance(record.get("video"), str):
+            raise MevqaError(f"{path}:{number}: expected 'subject' and 'video' strings; delete the file to start over")
         done[(record["subject"], record["video"])] = record
     return done
-
-
-def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(set(before) | set(now)):
-        a, b = before.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}")
-    return changed
 
 
 def run_record(args: argparse.Namespace, inference) -> dict:
@@ -129,7 +107,7 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
     done = read_done(out / VIDEOS_FILE)
     previous = out / RUN_FILE
     if done and previous.is_file():
-        changed = _differences(json.loads(previous.read_text(encoding="utf-8")), record)
+        changed = differences(read_json(previous), record)
         if changed:
             raise MevqaError(f"{out}: holds videos spotted with other settings ({', '.join(changed)} differ, see "
                              f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
@@ -146,14 +124,12 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
                 detections = spot_video(row["frames"], args.method, fps=float(row["fps"]), flow=flow, vlm=vlm,
                                         model=model, processor=processor, inference=inference,
                                         work_dir=out / "work" / key, labels=args.labels,
-                                        dataset=QA_DATASET.get(row.get("dataset")), progress=True)
+                                        dataset=LONG_VIDEO_DATASETS.get(row.get("dataset")), progress=True)
             except MevqaError as exc:
                 raise MevqaError(f"{row['_where']}: video {row['video']}: {exc}") from None
             line = {"subject": str(row["subject"]), "video": str(row["video"]), "dataset": row.get("dataset"),
                     "seconds": round(time.perf_counter() - start, 3), "detections": [asdict(d) for d in detections]}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            append_record(handle, line)
             done[(line["subject"], line["video"])] = line
     ordered = [done[(str(row["subject"]), str(row["video"]))] for row in videos]
     count = write_pred_csv(out / PRED_FILE, ordered)

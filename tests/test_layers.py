@@ -17,7 +17,7 @@ import pytest
 # Lowest first. A module may import from its own layer and from the layers before it.
 LAYERS: dict[str, tuple[str, ...]] = {
     # what every part needs: errors, logging, files, the run folder, the vocabulary and dataset facts, QA rows
-    "base": ("mevqa", "mevqa.errors", "mevqa.log", "mevqa.jsonl", "mevqa.vocab",
+    "base": ("mevqa", "mevqa.errors", "mevqa.log", "mevqa.jsonl", "mevqa.runfolder", "mevqa.vocab",
              "mevqa.dataset_facts", "mevqa.rows"),
     # the model's inputs and the model: clip media, prompts, batching, loading, generation, label scoring
     "inputs": ("mevqa.media", "mevqa.media.build", "mevqa.media.clips", "mevqa.media.face", "mevqa.media.flow",

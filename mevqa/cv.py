@@ -364,7 +364,7 @@ class Runner:
 
     def empty_answers(self, config: CvConfig, fold: Fold) -> set[str]:
         path = self.empty_answers_path(config, fold)
-        return set(json.loads(path.read_text(encoding="utf-8"))["ids"]) if path.is_file() else set()
+        return set(read_json(path)["ids"]) if path.is_file() else set()
 
     def done_ids(self, config: CvConfig, fold: Fold) -> set[str]:
         """Held-out rows predict answered, or whose empty answer is recorded."""
@@ -531,7 +531,7 @@ def check_settings(out: Path, folds_dir: Path, configs: list[CvConfig], override
     """Record the runs' settings in ``OUT/cv.json``; refuse configs that resolve differently from earlier runs."""
     path = out / SETTINGS
     folds = {"folder": str(folds_dir.resolve()), "folds_json_sha256": file_sha256(folds_dir / "folds.json")}
-    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"configs": {}}
+    previous = read_json(path) if path.is_file() else {"configs": {}}
     if previous.get("folds") not in (None, folds):
         raise MevqaError(f"{out}: holds runs over other folds ({previous['folds']['folder']}, see {path}); use "
                          f"another --out")
@@ -559,7 +559,7 @@ def pool_config(runner: Runner, config: CvConfig, folds: list[Fold], *, resample
     for fold in folds:
         pooled += runner.held_out_predictions(config, fold)
         gold += read_rows(fold.val)
-        report = json.loads((runner.fold_dir(config, fold) / "scores.json").read_text(encoding="utf-8"))
+        report = read_json(runner.fold_dir(config, fold) / "scores.json")
         report.pop("stamp", None)
         fold_scores.append({"fold": fold.index, "val_subjects": fold.val_subjects, "report": report})
     folder = runner.out / config.name

@@ -13,6 +13,7 @@ from pathlib import Path
 from mevqa.data_builders.qa import ClipRecord, coarse_of, normalise_emotion
 from mevqa.data_builders.sheets import SheetRow, cell_int, cell_text, clip_dir, number_in, read_sheet
 from mevqa.dataset_facts import FPS as FPS_OF
+from mevqa.errors import MevqaError
 
 NAME = "casme2"
 FPS = FPS_OF["casme2"]
@@ -34,8 +35,6 @@ EMOTIONS = {label: label for label in ("happiness", "disgust", "repression", "su
 
 
 def entries(root: Path, annotations: Path | None) -> list[SheetRow]:
-    from mevqa.errors import MevqaError
-
     if annotations is None:
         raise MevqaError(f"casme2 needs --annotations (the coding sheet, e.g. {ANNOTATIONS})")
     return read_sheet(annotations, COLUMNS)

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
+from mevqa.errors import MevqaError
+from mevqa.inspect import Settings, inspect_rows, load_processor_and_config
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options, parse_inputs
+from mevqa.messages import INPUT_MODES
+from mevqa.rows import read_rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +67,6 @@ def token_summary(args: argparse.Namespace, modes: tuple[str, ...]) -> Callable[
     the build makes inputs for."""
     if args.inspect_model is None and args.inspect_config is None:
         return None
-    from mevqa.errors import MevqaError
-    from mevqa.inspect import Settings, inspect_rows, load_processor_and_config
-    from mevqa.messages import INPUT_MODES
-    from mevqa.rows import read_rows
-
     if not modes:
         raise MevqaError("--inspect-model/--inspect-config count the tokens of inputs, and --inputs none builds none")
     settings = Settings.from_config(args.inspect_config)

@@ -23,8 +23,8 @@ Writes, atomically and only when the whole build succeeds:
   their media root).
 
 Nothing is written when the sheets or the options are wrong. A rebuild with other window or media settings first
-sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``, :func:`mevqa.runfolder.set_aside`), before any media is touched, so a rebuild that
-is stopped never leaves rows whose recorded settings differ from the media they point at.
+sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``, :func:`mevqa.runfolder.set_aside`), before any
+media is touched, so a rebuild that is stopped never leaves rows whose recorded settings differ from the media they point at.
 """
 
 from __future__ import annotations

@@ -181,7 +181,8 @@ def _casme3_video(videos, root: Path, entry: SheetRow) -> LongVideoRecord:
     v, where = entry.values, entry.where
     subject = f"spNO.{number_in(cell_text(v['subject']), where, 'Subject')}"
     letter = cell_text(v["filename"]).lower()
-    return _video(videos, "casme3", subject, letter, LONG_VIDEO_FPS["casme3"], find_dir(root, subject, letter, "color"), where)
+    return _video(videos, "casme3", subject, letter, LONG_VIDEO_FPS["casme3"], find_dir(root, subject, letter, "color"),
+                  where)
 
 
 def read_casme3(root: Path, annotations: Path, *, macro: Path | None = None) -> list[LongVideoRecord]:
@@ -237,7 +238,8 @@ def read_smic_e(root: Path, annotations: Path) -> list[LongVideoRecord]:
         if (subject, filename) in videos:
             raise MevqaError(f"{where}: clip {filename} appears twice in the sheet")
         emotion = normalise_emotion(v["emotion"], SMIC_EMOTIONS, where)
-        video = _video(videos, "smic-e", subject, filename, LONG_VIDEO_FPS["smic-e"], _smic_folder(root, subject, filename), where)
+        video = _video(videos, "smic-e", subject, filename, LONG_VIDEO_FPS["smic-e"],
+                       _smic_folder(root, subject, filename), where)
         first, last = cell_int(v["first"], where, "FirstF"), cell_int(v["last"], where, "LastF")
         numbers = video.frame_numbers
         if numbers[0] == first:

@@ -1,9 +1,9 @@
 """Confidence intervals by resampling clips, and paired differences of two systems over the same resamples.
 
 The unit of resampling is the clip, never the row: a clip's questions are all answered from the same frames, so their
-errors go together, and resampling rows would give intervals that are too narrow. The clip rule (:func:`mevqa.rows.clip_of`),
-read from the gold row: its ``image_id`` (training-style rows), else its ``video`` (official test rows), else the row
-id without its trailing ``_<k>``; clips are told apart per split. Clips are drawn with replacement within each split,
+errors go together, and resampling rows would give intervals that are too narrow. The clip rule
+(:func:`mevqa.rows.clip_of`), read from the gold row: its ``image_id`` (training-style rows), else its ``video``
+(official test rows), else the row id without its trailing ``_<k>``; clips are told apart per split. Clips are drawn with replacement within each split,
 so every resample keeps each split's number of clips, as a fixed test set does; Overall pools the resampled rows of
 all splits. Every figure is recomputed on every resample, and the interval is the percentile one: the 2.5th and
 97.5th percentiles of the resampled values (numpy's linear interpolation). A resample in which a figure is undefined

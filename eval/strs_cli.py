@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mevqa.eval.stamp import stamp
 from mevqa.eval.strs import format_table, strs_files
 from mevqa.jsonl import write_json
 
@@ -35,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
     for warning in report["warnings"]:
         logger.warning("%s", warning)
     if args.json:
-        from mevqa.eval.stamp import stamp
-
         write_json(args.json, stamp(report, pred_files=args.pred, gold_files=args.gt))
         logger.info("wrote %s", args.json)
     print(format_table(report))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from mevqa import vocab
+from mevqa.au_rules import DEFAULT_TABLES
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
     check_weight_files, load_model, resolve_settings
@@ -52,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     check_weight_files(args.model, args.adapter)
     if "au-rules" in settings.strategy.split("+"):
-        from mevqa.au_rules import DEFAULT_TABLES
-
         tables = settings.options.au_tables or DEFAULT_TABLES
         if args.dataset is None:
             raise MevqaError("the au-rules strategy needs the clip's dataset (--dataset samm, casme2, ...) to choose "

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
+from mevqa.rows import clip_key
 
 TABLES_DIR = Path(__file__).resolve().parent / "au_rule_tables"
 SHIPPED_TABLES = {path.stem: path for path in sorted(TABLES_DIR.glob("*.yaml"))}
@@ -187,8 +188,6 @@ def parse_au_names(text: str) -> list[str]:
 def gold_clips(rows: list[dict]) -> list[dict]:
     """``{"dataset", "clip", "aus", "fine"}`` for every clip of QA rows (e.g. the official training file) that has
     a gold AU answer and a gold fine answer."""
-    from mevqa.rows import clip_key
-
     clips: dict = {}
     for row in rows:
         kind = vocab.question_kind(str(row.get("question", "")))

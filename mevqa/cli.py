@@ -17,7 +17,8 @@ from mevqa.log import configure_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth-data": ("mevqa.data_builders.synth_cli", "write a small synthetic dataset in a real dataset's on-disk layout"),
+    "synth-data": ("mevqa.data_builders.synth_cli",
+                   "write a small synthetic dataset in a real dataset's on-disk layout"),
     "build-data": ("mevqa.data_builders.cli", "turn a dataset's annotation sheet and frames into QA jsonl with inputs"),
     "split": ("mevqa.split", "subject-independent train/validation splits (LOSO, k-fold, cross-dataset)"),
     "export": ("mevqa.export", "write QA rows with their inputs for other tools (datasets, LLaMA-Factory, ms-swift)"),

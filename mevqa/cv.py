@@ -69,11 +69,17 @@ from pathlib import Path
 
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
+from mevqa.eval.bootstrap import check_resampling
+from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, intervals_png, pooled_markdown
 from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
 from mevqa.runfolder import folder_lock, read_log
 
 log = logging.getLogger(__name__)
+
+# LAZY: mevqa cv only orchestrates; training and prediction run in subprocesses. The modules of those stages (predict,
+# strategies: torch and transformers; train.config: the training stack) are imported inside the functions that read
+# their names, so that starting cv, and `mevqa cv --help`, does not load the model stack.
 
 # Config fields cv sets for each fold; an override of them would break the fold layout.
 FOLD_FIELDS = ("train_file", "eval_file", "output_dir")
@@ -145,7 +151,7 @@ def resolve_config(path: Path, overrides: list[str]) -> CvConfig:
     Zero-shot is decided by the file alone (``num_epochs: 0`` and no positive ``max_steps``), so overrides such as
     ``--max_steps 8`` given for the trained configs of the same command leave a zero-shot config zero-shot.
     """
-    from mevqa.train.config import load_config, load_yaml
+    from mevqa.train.config import load_config, load_yaml  # lazy: see LAZY below
 
     raw = load_yaml(path)
     zero_shot = raw.get("num_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0
@@ -241,7 +247,7 @@ def predict_command(config: CvConfig, questions: list[Path], out: Path, model_di
     command = [*_tool("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
                "--batch-size", str(values["eval_batch_size"]), "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:
-        from mevqa.strategies import uses_option
+        from mevqa.strategies import uses_option  # lazy: torch
 
         command += ["--model", values["model_name_or_path"]]
         for key, flag in ZERO_SHOT_FLAGS.items():
@@ -265,7 +271,7 @@ def predict_command(config: CvConfig, questions: list[Path], out: Path, model_di
 
 def check_predict_flags(config: CvConfig) -> None:
     """Fail before any run when a zero-shot setting has no ``mevqa predict`` flag to carry it."""
-    from mevqa import predict
+    from mevqa import predict  # lazy: torch and transformers
 
     parser = argparse.ArgumentParser(add_help=False)
     predict.add_arguments(parser)
@@ -323,7 +329,7 @@ def val_ids(fold: Fold) -> list[str]:
 def failed_only_by_empty_answers(predict_dir: Path) -> set[str] | None:
     """The rows of mevqa predict's last run (``errors.jsonl``) if every one failed only because the model's answer was
     empty, else None (no errors file, no failed row, or a row that failed for another reason)."""
-    from mevqa.predict import ERRORS
+    from mevqa.predict import ERRORS  # lazy: torch and transformers
 
     path = predict_dir / ERRORS
     if not path.is_file():
@@ -355,7 +361,7 @@ class Runner:
 
     def predictions_of(self, config: CvConfig, fold: Fold) -> Path:
         base = self.out / config.name / "predict" if config.zero_shot else self.fold_dir(config, fold) / "predict"
-        from mevqa.predict import FINAL
+        from mevqa.predict import FINAL  # lazy: torch and transformers
 
         return base / FINAL  # what predict submits and scores: its answers made consistent per clip where asked
 
@@ -463,7 +469,7 @@ def with_empty_count(report: dict, predictions: list[dict]) -> dict:
 
 def trained_config(config: CvConfig, model_dir: Path) -> dict:
     """The config the recipe recorded with the final weights (what really ran), else cv's resolved one."""
-    from mevqa.train.config import CONFIG_NAME, load_yaml
+    from mevqa.train.config import CONFIG_NAME, load_yaml  # lazy: see LAZY below
 
     recorded = model_dir / "final" / CONFIG_NAME
     return load_yaml(recorded) if not config.zero_shot and recorded.is_file() else config.values
@@ -575,8 +581,6 @@ def pool_config(runner: Runner, config: CvConfig, folds: list[Fold], *, resample
 def write_report(out: Path, folds: list[Fold], configs: list[CvConfig], results: dict[str, dict]) -> Path:
     """``OUT/report.md`` and ``OUT/plots/``: the pooled table with intervals, Avg per fold, intervals per config,
     and each config's pooled confusion matrices."""
-    from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, intervals_png
-
     pooled = {name: result["pooled"] for name, result in results.items()}
     fold_avgs = {name: [entry["report"]["avg"] for entry in result["folds"]] for name, result in results.items()}
     files = {"plots/avg_per_fold.png": fold_avg_png(fold_avgs, [fold.name for fold in folds], pooled),
@@ -636,9 +640,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mevqa.eval.bootstrap import check_resampling
-    from mevqa.eval.report import pooled_markdown
-    from mevqa.train.config import parse_overrides
+    from mevqa.train.config import parse_overrides  # lazy: see LAZY below
 
     check_resampling(args.bootstrap, args.seed)
     overrides = list(args.overrides)

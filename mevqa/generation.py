@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 
 from mevqa.collate import QADataset, encode
+from mevqa.log import is_main_process
 
 
 def _model_device(model) -> torch.device:
@@ -49,8 +50,6 @@ def iter_answers(model, processor, rows: list[dict], mode: str, *, batch_size: i
                  video_fps: float | None = None, progress: bool = False) -> Iterator[tuple[dict, str]]:
     """Yield ``(row, answer)`` for every row, in order, generating ``batch_size`` rows at a time."""
     from tqdm.auto import tqdm
-
-    from mevqa.log import is_main_process
 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")

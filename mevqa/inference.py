@@ -35,9 +35,14 @@ from typing import Iterator
 
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
-from mevqa.media import VIDEO_SUFFIXES, MediaSettings, add_media_arguments, given_media_options
-from mevqa.rows import cell_int, clip_name, resolve_media, where
-from mevqa.strategies import StrategyOptions
+from mevqa.media import (VIDEO_SUFFIXES, MediaSettings, add_media_arguments, build_media, given_media_options,
+                         read_clip, resolve_span)
+from mevqa.messages import INPUT_MODES
+from mevqa.model import DEFAULT_MODEL, load_model_and_processor
+from mevqa.options import add_model_arguments
+from mevqa.rows import cell_int, clip_key, clip_name, resolve_media, where
+from mevqa.strategies import (OPTION_USERS, StrategyOptions, answer_rows, check_options, options_record,
+                              parse_au_tables, parse_fine_labels, parse_strategy, uses_option)
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> No
     ``default_model``: ``--model`` defaults to :data:`mevqa.model.DEFAULT_MODEL` (``answer``); otherwise it has no
     default and the command checks that it is given where needed (``predict``, whose datasets may each have their
     own model)."""
-    from mevqa.messages import INPUT_MODES
-    from mevqa.model import DEFAULT_MODEL
-
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default=DEFAULT_MODEL if default_model else None,
-                       help="model folder or hub name: a base Qwen2.5-VL, a merged checkpoint or a tiny model"
-                            + (f" (default {DEFAULT_MODEL})" if default_model else
-                               " (needed unless every dataset of the questions has --model-for or --adapter-for)"))
-    group.add_argument("--adapter", type=Path, help="LoRA adapter folder to apply on top of --model")
-    group.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that supports it, else float32), "
-                                                       "bfloat16, float16 or float32")
-    group.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
-    group.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
-
+    add_model_arguments(
+        parser, default_model=DEFAULT_MODEL if default_model else None,
+        model_help="model folder or hub name: a base Qwen2.5-VL, a merged checkpoint or a tiny model"
+                   + ("" if default_model else
+                      " (needed unless every dataset of the questions has --model-for or --adapter-for)"))
     group = parser.add_argument_group("what the model sees (default: as the model was trained)")
-    group.add_argument("--inputs", choices=list(INPUT_MODES), default=None,
-                       help="sampled video frames, onset/apex/offset images, the onset->apex flow image, or the "
-                            "three frames plus the flow (default: as trained, else oao)")
     group.add_argument("--fps", type=float, help="frame rate of the clips (a video file's own rate is used "
                                                  "otherwise); needed for --inputs video on a frame folder")
     group.add_argument("--min-pixels", type=int, help="smallest image area in pixels (default: as trained, else the "
@@ -114,13 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> No
     group.add_argument("--top-k", type=int, default=None)
     group.add_argument("--repetition-penalty", type=float, default=1.0)
     group.add_argument("--seed", type=int, default=0, help="random seed for sampling, votes included (default 0)")
-    group.add_argument("--system-prompt", default=None,
-                       help="'default' (a prompt per question kind listing the allowed answers), 'none', or a text "
-                            "used for every question (default: as trained, else 'default')")
-    group.add_argument("--max-frames", type=int, help="cap on video frames given to the model (default: as trained)")
-    group.add_argument("--video-fps", type=float,
-                       help="frame rate told to the model for videos instead of the clip's true sampled rate "
-                            "(default: as trained, else the true rate)")
 
 
 # --- the settings -------------------------------------------------------------------------------------------------
@@ -143,8 +129,6 @@ class InferenceSettings:
 
     def record(self) -> dict:
         """The settings as ``run.json`` and ``mevqa answer --json`` report them."""
-        from mevqa.strategies import options_record
-
         return {"inputs": self.inputs, "system_prompt": self.system_prompt, "max_frames": self.max_frames,
                 "video_fps": self.video_fps, "pixels": self.pixels, "media_settings": self.media.record(),
                 "fps": self.fps, "generation": self.generation,
@@ -194,8 +178,6 @@ def _positive(value, name: str, kind=float, allow_none: bool = True):
 
 def _trained(config: dict, path: Path | None) -> dict:
     """The inference settings a training config holds, checked (errors name the file)."""
-    from mevqa.messages import INPUT_MODES
-
     found = {}
     try:
         if "inputs" in config:
@@ -223,8 +205,6 @@ def resolve_settings(args: argparse.Namespace, *, model_and_adapter: tuple | Non
     """The settings for ``args``: each from the command line, else the model's training config, else mevqa's
     default; a flag that differs from the training config is used, with a logged warning. ``model_and_adapter``
     (default ``(args.model, args.adapter)``) names the model whose training config counts."""
-    from mevqa.messages import INPUT_MODES
-
     model, adapter = model_and_adapter or (args.model, args.adapter)
     check_device(getattr(args, "device", None))
     config, path = read_train_config(model, adapter)
@@ -293,9 +273,6 @@ def resolve_strategy(args: argparse.Namespace, config: dict, path: Path | None,
     ``answer_*`` field, else :class:`mevqa.strategies.StrategyOptions`' default. An option given on the command line
     that the strategy does not use is an error; the training config's fields for other strategies are left alone
     (a config holds every field)."""
-    from mevqa.strategies import OPTION_USERS, check_options, parse_au_tables, parse_fine_labels, parse_strategy, \
-        uses_option
-
     given = {name: getattr(args, name, None) for name in STRATEGY_FIELDS}
     chosen = {}
     for name, key in STRATEGY_FIELDS.items():
@@ -391,8 +368,6 @@ def load_model(args: argparse.Namespace, settings: InferenceSettings, *, model_a
     and the settings' pixel budgets, seeded for sampling."""
     import torch
 
-    from mevqa.model import load_model_and_processor
-
     model, adapter = model_and_adapter or (args.model, args.adapter)
     check_weight_files(model, adapter)
     torch.manual_seed(settings.generation["seed"])
@@ -433,8 +408,6 @@ class ClipInputs:
 
     def prepare(self, row: dict) -> dict:
         """``row`` with absolute media for the input mode; a MevqaError names the row's file and line."""
-        from mevqa.messages import INPUT_MODES
-
         here = where(row)
         if row.get("media") is None:
             if "video" not in row:
@@ -473,8 +446,6 @@ class ClipInputs:
         """``{"clip": ..., "media": ...}`` of a raw clip (frame folder or video file), built in ``out_dir`` as the
         data builders build a dataset clip (:func:`mevqa.media.resolve_span`, :func:`mevqa.media.build_media`),
         media paths absolute. A second call with the same clip and settings reuses what ``out_dir`` holds."""
-        from mevqa.media import build_media, read_clip, resolve_span
-
         start = time.perf_counter()
         clip = read_clip(clip_path)
         span = resolve_span(clip, onset, apex, offset)
@@ -498,9 +469,6 @@ def answer_batch(model, processor, batch: list[dict], settings: InferenceSetting
     generation batch and candidates per scoring pass. Pass whole clips (:func:`mevqa.consistency.clip_key`): the
     strategies share answers within a clip. A batch that fails is answered clip by clip, then row by row, so a bad
     row fails alone; a row's failure, and an empty answer, come back as a :class:`MevqaError`."""
-    from mevqa.rows import clip_key
-    from mevqa.strategies import answer_rows
-
     try:
         answers = answer_rows(model, processor, batch, settings.inputs, settings.strategy,
                               options=settings.strategy_options(), batch_size=batch_size or len(batch),

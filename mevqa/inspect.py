@@ -61,7 +61,11 @@ from typing import Sequence
 from tqdm import tqdm
 
 from mevqa.errors import MevqaError
+from mevqa.jsonl import write_json
 from mevqa.log import is_main_process
+from mevqa.messages import INPUT_MODES, build_messages, row_id
+from mevqa.model import check_model_source, set_pixel_budgets
+from mevqa.rows import read_rows
 
 GIB = 1024 ** 3
 # The LoRA-able Linear layers whose input is the MLP's width; every other one (q/k/v/o, gate/up, the vision qkv and
@@ -126,7 +130,7 @@ class Settings:
     def from_config(cls, config: str | Path | None = None, overrides: Sequence[str] = ()) -> "Settings":
         """The training config as the recipes resolve it (``mevqa.train.config.load_config``: defaults, the YAML, a
         LoRA preset, then ``KEY=VALUE`` overrides; checked)."""
-        from mevqa.train.config import load_config
+        from mevqa.train.config import load_config  # lazy: the training stack, only with a training config
 
         argv = []
         for item in overrides:
@@ -265,8 +269,6 @@ class InspectReport:
         return [r for r in self.rows if r.total > self.settings.max_length]
 
     def mode_stats(self) -> dict[str, dict]:
-        from mevqa.messages import INPUT_MODES
-
         stats = {}
         for mode in INPUT_MODES:
             counts = [r.vision[mode] for r in self.rows if mode in r.vision]
@@ -350,8 +352,6 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
                  progress: bool = True) -> InspectReport:
     """Token counts of ``rows`` (media paths absolute, as :func:`mevqa.rows.read_rows` gives them) under
     ``settings``, with ``processor`` already holding the config's pixel budgets."""
-    from mevqa.messages import INPUT_MODES, build_messages, row_id
-
     if not rows:
         raise MevqaError("no rows to inspect")
     budgets = Budgets.from_processor(processor)
@@ -386,8 +386,6 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
 
 def _read_rows(data_files: Sequence[str | Path]) -> list[dict]:
     """QA rows with absolute, checked media paths (the one place this module reads rows)."""
-    from mevqa.rows import read_rows
-
     return read_rows(data_files)
 
 
@@ -395,8 +393,6 @@ def load_processor_and_config(settings: Settings):
     """The processor of ``settings.model_name_or_path`` (with the config's pixel budgets set, as the trainer sets
     them) and its model config. Only the small processor and config files are read, never the weights."""
     from transformers import AutoConfig, AutoProcessor
-
-    from mevqa.model import check_model_source, set_pixel_budgets
 
     source = settings.model_name_or_path
     check_model_source(source)  # a missing folder, or a hub name not cached offline, fails at once (as training)
@@ -444,8 +440,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mevqa.jsonl import write_json
-
     report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
     print(report.format())
     if args.json:

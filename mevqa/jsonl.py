@@ -3,8 +3,8 @@
 Every file mevqa writes goes through :func:`atomic_path`: the content lands in a temporary file beside the target
 and is renamed over it only once complete, so an error or a kill never leaves a half-written output. Folders are made
 with :func:`ensure_dir`, and a command that must be the only one writing in its output folder holds
-:func:`mevqa.runfolder.folder_lock`. Both turn what the file system refuses (a path that is a file where a folder is needed, a
-folder where a file is needed, a folder without write permission) into one-line :class:`MevqaError` messages.
+:func:`mevqa.runfolder.folder_lock`. Both turn what the file system refuses (a path that is a file where a folder is
+needed, a folder where a file is needed, a folder without write permission) into one-line :class:`MevqaError` messages.
 
 :func:`read_jsonl` is the low-level line reader; QA rows are read with :func:`mevqa.rows.read_rows`, which adds the
 row checks on top of it.

@@ -35,6 +35,7 @@ import torch
 from mevqa import vocab
 from mevqa.collate import IGNORE_INDEX, Sample, encode
 from mevqa.errors import MevqaError
+from mevqa.log import is_main_process
 from mevqa.messages import build_messages, row_id
 
 END = "<end>"
@@ -160,8 +161,6 @@ def choice_logprobs(model, processor, rows: list[dict], mode: str, choices: Sequ
     """For each row, ``{answer: summed log-probability}`` over its allowed answers ``choices[i]`` (whole answers,
     ``<|im_end|>`` included). ``batch_size`` counts sequences (candidates) per forward pass."""
     from tqdm.auto import tqdm
-
-    from mevqa.log import is_main_process
 
     choices = _check_choices(rows, choices)
     results = []

@@ -26,6 +26,7 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
+from mevqa.model import load_model_and_processor, resolve_dtype
 from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def _base_dtype(base: str) -> str:
 def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str | None = None) -> Path:
     """Write ``base`` + ``adapter`` as one checkpoint to ``out``; returns ``out``."""
     from transformers import AutoProcessor
-
-    from mevqa.model import load_model_and_processor, resolve_dtype
 
     adapter, out = Path(adapter), Path(out)
     if out.resolve() in (adapter.resolve(), Path(base).resolve()):

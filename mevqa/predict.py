@@ -57,12 +57,17 @@ from pathlib import Path
 from mevqa import vocab
 from mevqa.consistency import clip_key, consistent_answers
 from mevqa.errors import MevqaError
+from mevqa.eval import read_rows as read_gold, score
+from mevqa.eval.report import format_table
+from mevqa.eval.stamp import stamp
 from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
     answer_batch, check_weight_files, load_model, resolve_settings
 from mevqa.jsonl import ensure_dir, file_sha256, read_json, strip_private, write_json, write_jsonl
+from mevqa.log import is_main_process
 from mevqa.rows import clip_name, read_rows, row_id, where
 from mevqa.runfolder import differences, drop_torn_line, folder_lock
 from mevqa.strategies import Answer, parse_dataset_items
+from mevqa.submission import write_submission
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +349,6 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
     """
     from tqdm.auto import tqdm
 
-    from mevqa.log import is_main_process
-
     if batch_size < 1:
         raise MevqaError(f"--batch-size must be at least 1, got {batch_size}")
     ensure_dir(out)
@@ -504,19 +507,12 @@ def _answer_and_report(args, rows, rows_to_answer, runs: list[ModelRun], out: Pa
         print(f"errors: {out / ERRORS} ({stats['failed']} rows failed; fix them and rerun to answer only those)")
     official = [path for path in args.questions if is_official(path)]
     if official and not missing:
-        from mevqa.submission import write_submission
-
         official_ids = {row_id(row) for row in rows if is_official(row["_file"])}
         for path in write_submission(official, [row for row in pred_rows if row_id(row) in official_ids], out):
             print(f"submission: {path}")
     elif official:
         print(f"submission: not written, {missing} rows unanswered (rerun to finish them)")
     if args.gold:
-        from mevqa.eval import read_rows as read_gold, score
-        from mevqa.eval.report import format_table
-
-        from mevqa.eval.stamp import stamp
-
         report = score(pred_rows, read_gold(args.gold), bootstrap=BOOTSTRAP_RESAMPLES)
         write_json(out / SCORES, stamp(report, config=read_run_config(out), seed=0, pred_files=[out / FINAL],
                                        gold_files=args.gold))

@@ -59,12 +59,15 @@ from tqdm import tqdm
 from mevqa import vocab
 from mevqa.dataset_facts import LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
+from mevqa.jsonl import atomic_path, ensure_dir, write_json
 from mevqa.log import is_main_process
-from mevqa.media import (FLOW_METHODS, HEAD_MOTION, Clip, Span, build_media, compute_flow, decode_image,
-                         output_size, read_clip, remove_head_motion)
+from mevqa.media import (FLOW_METHODS, HEAD_MOTION, Clip, Span, add_media_arguments, build_media, compute_flow,
+                         decode_image, output_size, read_clip, remove_head_motion)
 from mevqa.media.flow import DEFAULT_FLOW_METHOD, DEFAULT_HEAD_MOTION
-from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window, sliding_windows, window_frames,
-                                 window_span)
+from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window, sliding_windows,
+                                 window_frames, window_span)
+from mevqa.options import add_model_arguments
+from mevqa.rows import resolve_media
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +171,6 @@ def unpack_video(clip: Clip, folder: Path, progress: bool = False) -> Clip:
     import hashlib
 
     import av
-
-    from mevqa.jsonl import atomic_path, ensure_dir, write_json
 
     stat = Path(clip.source).stat()
     source = {"video": str(Path(clip.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
@@ -287,8 +288,6 @@ def spot_flow(clip: Clip, fps: float, settings: FlowSettings, progress: bool = F
 # --- vlm ----------------------------------------------------------------------------------------------------------
 
 def _row(row_id: str, question: str, media: dict, base: Path, fps: float, span: Span) -> dict:
-    from mevqa.rows import resolve_media
-
     row = {"id": row_id, "question": question, "_file": str(base),
            "clip": {"onset": span.onset, "apex": span.apex, "offset": span.offset, "fps": fps}, "media": media}
     return resolve_media(row, base, row_id)
@@ -298,7 +297,7 @@ def window_probabilities(model, processor, clip: Clip, fps: float, inference, se
                          work_dir: Path, progress: bool = False, name: str | None = None
                          ) -> tuple[list[Span], list[float]]:
     """Every window's span and P(yes) to the spotting question (inputs under ``work_dir/windows/``)."""
-    from mevqa.label_scoring import choice_probabilities
+    from mevqa.label_scoring import choice_probabilities  # torch: only the vlm method and emotions need it
 
     length, stride = window_frames(fps, settings.window, settings.stride)
     spans, scores, batch = [], [], []
@@ -358,7 +357,7 @@ def vlm_detections(spans: list[Span], probabilities: list[float], settings: VlmS
 def recognise(model, processor, clip: Clip, fps: float, detections: list[Detection], inference, work_dir: Path,
               labels: str = "coarse", dataset: str | None = None) -> list[Detection]:
     """Each detection's emotion: the model's most probable class given its onset/apex/offset inputs."""
-    from mevqa.label_scoring import best, choice_probabilities
+    from mevqa.label_scoring import best, choice_probabilities  # torch: only with a model
 
     if not detections:
         return detections
@@ -424,9 +423,6 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     """The method and model options ``mevqa spot`` and ``mevqa str-predict`` share."""
-    from mevqa.media import add_media_arguments
-    from mevqa.messages import INPUT_MODES
-
     parser.add_argument("--method", choices=METHODS, required=True,
                         help="flow: optical-flow baseline, no model needed; vlm: windows scored by a trained spotter")
     parser.add_argument("--labels", choices=LABEL_SETS, default="coarse",
@@ -452,17 +448,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--smooth", type=int, default=vlm.smooth, help=f"windows averaged (odd, default {vlm.smooth})")
     group.add_argument("--batch-size", type=int, default=vlm.batch_size,
                        help=f"candidate answers per forward pass (default {vlm.batch_size})")
-    group = parser.add_argument_group("model (vlm; for flow, optional: it names each interval's emotion)")
-    group.add_argument("--model", default=None, help="model folder or hub name (a trained spotter for vlm)")
-    group.add_argument("--adapter", type=Path, help="LoRA adapter folder to apply on top of --model")
-    group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
-    group.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    group.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
-    group.add_argument("--inputs", choices=list(INPUT_MODES), default=None,
-                       help="input mode (default: as the model was trained, else oao)")
-    group.add_argument("--system-prompt", default=None, help="'default', 'none' or a text (default: as trained)")
-    group.add_argument("--max-frames", type=int, help="cap on video frames given to the model (default: as trained)")
-    group.add_argument("--video-fps", type=float, help="frame rate told to the model for videos (default: as trained)")
+    add_model_arguments(parser, default_model=None, title="model (vlm; for flow, optional: it names each "
+                        "interval's emotion)", model_help="model folder or hub name (a trained spotter for vlm)")
     add_media_arguments(parser, as_trained=True)
     # Answers are chosen by label-constrained scoring, never generated: the generation settings stay at rest.
     parser.set_defaults(max_new_tokens=8, do_sample=False, temperature=1.0, top_p=1.0, top_k=None,
@@ -485,7 +472,7 @@ def load_for(args: argparse.Namespace):
         if args.method == "vlm":
             raise MevqaError("--method vlm needs --model (a spotter trained on mevqa build-spot --windows rows)")
         return None, None, None
-    from mevqa.inference import load_model, resolve_settings
+    from mevqa.inference import load_model, resolve_settings  # torch and transformers: only with a model
 
     inference = resolve_settings(args)
     model, processor = load_model(args, inference)
@@ -503,8 +490,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mevqa.jsonl import ensure_dir
-
     flow, vlm = settings_from_args(args)
     clip = read_clip(args.video)  # a bad path, frame rate or --work folder fails before a model is loaded
     check_fps(clip, args.fps)

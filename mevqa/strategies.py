@@ -73,8 +73,13 @@ from pathlib import Path
 import torch
 
 from mevqa import vocab
+from mevqa.au_rules import DEFAULT_TABLES, SHIPPED_TABLES, parse_au_names, tables_for
 from mevqa.errors import MevqaError
+from mevqa.eval import UNKNOWN, extract_label
+from mevqa.generation import generate_answers
+from mevqa.label_scoring import best, choice_probabilities, greedy_au_list
 from mevqa.messages import row_id
+from mevqa.rows import clip_key
 
 MECHANISMS = ("direct", "constrained", "vote")
 MODIFIERS = ("hierarchical", "au-rules")
@@ -203,8 +208,6 @@ def parse_au_tables(items, where: str = "AU rule tables") -> dict[str, str] | No
 def check_options(strategy: str | Strategy, options: StrategyOptions, where: str = "") -> None:
     """Check every option the strategy uses (the rule tables are loaded), so that bad settings fail before a model
     is loaded; errors are one line, prefixed with ``where``."""
-    from mevqa.au_rules import tables_for
-
     strategy = parse_strategy(strategy)
     prefix = f"{where}: " if where else ""
     try:
@@ -230,8 +233,6 @@ def options_record(strategy: str | Strategy, options: StrategyOptions) -> dict:
     """The strategy's canonical name and the options it uses, as ``run.json`` records them: a rule table by what
     was given, its resolved file and the SHA-256 of its content (an edited table is another setting). Generation
     settings (``max_new_tokens``, sampling) are recorded with the generation settings, not here."""
-    from mevqa.au_rules import DEFAULT_TABLES, SHIPPED_TABLES
-
     strategy = parse_strategy(strategy)
     record: dict = {"name": strategy.name}
     if strategy.mechanism == "vote":
@@ -272,8 +273,6 @@ def word_label(text: str, choices) -> str | None:
 def label_of(text: str, kind: str) -> str | None:
     """The label a free-text answer to a coarse, fine, presence or laterality question gives, else None (coarse
     and fine read as the scorer reads them, :func:`mevqa.eval.extract_label`)."""
-    from mevqa.eval import UNKNOWN, extract_label
-
     if kind in (vocab.COARSE, vocab.FINE):
         label = extract_label(text, kind)
         return None if label == UNKNOWN else label
@@ -299,8 +298,6 @@ def _voted_aus(lists: list[list[str]]) -> list[str] | None:
 
 def composite_parts(text: str) -> tuple[list[str], str | None, str | None]:
     """``(AU names, fine label, coarse label)`` a composite answer gives (the AUs are read before "therefore")."""
-    from mevqa.au_rules import parse_au_names
-
     lowered = text.lower()
     au_part = lowered.split("therefore", 1)[0]
     return parse_au_names(au_part), label_of(text, vocab.FINE), label_of(text, vocab.COARSE)
@@ -317,8 +314,6 @@ def vote_answer(samples: list[str], question: str) -> str:
     """The majority answer of sampled answers to ``question`` (see the module docstring). Samples that all say the
     same are that answer as written (so one vote is the sample itself); when no sample can be read as the question's
     kind of answer, the most frequent text (the first on a tie)."""
-    from mevqa.au_rules import parse_au_names
-
     samples = [str(sample).strip() for sample in samples]
     fallback = _majority(samples)
     if len(set(samples)) == 1:
@@ -352,8 +347,6 @@ class _Answerer:
 
     def __init__(self, model, processor, mode: str, strategy: Strategy, options: StrategyOptions, settings: dict,
                  progress: bool):
-        from mevqa.au_rules import tables_for
-
         self.model, self.processor, self.mode = model, processor, mode
         self.strategy, self.options, self.settings, self.progress = strategy, options, settings, progress
         self.tables = tables_for(options.au_tables) if strategy.au_rules else {}
@@ -415,8 +408,6 @@ class _Answerer:
 
     # mechanisms ----------------------------------------------------------------------------------------------------
     def generate(self, rows: list[dict], **sampling) -> list[str]:
-        from mevqa.generation import generate_answers
-
         options = self.options
         if not sampling:
             sampling = {"do_sample": False}
@@ -479,8 +470,6 @@ class _Answerer:
     def constrained(self, rows: list[dict]) -> list[Answer]:
         """Single-choice questions scored over their allowed answers, AU lists built name by name, other
         questions generated (composites never come here: they are assembled)."""
-        from mevqa.label_scoring import best, choice_probabilities, greedy_au_list
-
         answers: list[Answer | None] = [None] * len(rows)
         choices = [self.label_choices(row) for row in rows]
         single = [i for i, allowed in enumerate(choices) if allowed]
@@ -505,8 +494,6 @@ class _Answerer:
     # modifiers ------------------------------------------------------------------------------------------------------
     def apply_rules(self, keys: list[tuple]) -> list[tuple]:
         """Answer fine/coarse nodes whose clip's AUs fire a rule; return the keys left to the model."""
-        from mevqa.au_rules import parse_au_names
-
         left = []
         for key in keys:
             clip, question = key
@@ -552,8 +539,6 @@ class _Answerer:
 
     def assemble(self, key: tuple) -> Answer:
         """A constrained composite answer: the official template filled with the clip's own answers."""
-        from mevqa.au_rules import parse_au_names
-
         clip = key[0]
         aus = parse_au_names(self.answers[self.by_kind[(clip, vocab.AU)]].text)
         fine = self.answers[self.by_kind[(clip, vocab.FINE)]].text
@@ -591,8 +576,6 @@ def answer_rows(model, processor, rows: list[dict], mode: str, strategy: str | S
     """Answer ``rows`` (absolute media, as for :func:`mevqa.generation.generate_answers`) with ``strategy``; one
     :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.collate`;
     ``batch_size`` is rows per generation batch and candidate answers per scoring pass. Pass the unwrapped model."""
-    from mevqa.rows import clip_key
-
     if batch_size < 1:
         raise MevqaError(f"batch_size must be at least 1, got {batch_size}")
     strategy = parse_strategy(strategy)

@@ -22,7 +22,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the model's inputs and the model: clip media, prompts, batching, loading, generation, label scoring
     "inputs": ("mevqa.media", "mevqa.media.build", "mevqa.media.clips", "mevqa.media.face", "mevqa.media.flow",
                "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.model", "mevqa.collate",
-               "mevqa.generation", "mevqa.label_scoring", "mevqa.tiny"),
+               "mevqa.generation", "mevqa.label_scoring", "mevqa.tiny", "mevqa.options"),
     # one stage each: data builders, scoring, answering a row
     "stages": ("mevqa.data_builders", "mevqa.data_builders.qa", "mevqa.data_builders.sheets",
                "mevqa.data_builders.casme2", "mevqa.data_builders.samm", "mevqa.data_builders.smic",

@@ -22,6 +22,7 @@ from mevqa.media.span import APEX_METHODS, Span, estimate_apex, resolve_span
 __all__ = ["APEX_METHODS", "CACHE", "Clip", "FLOW_METHODS", "HEAD_MOTION", "IMAGE_SUFFIXES", "JPEG_QUALITY",
            "MODES", "MediaSettings", "Span", "VIDEO_SUFFIXES", "add_media_arguments", "build_media", "centre_box",
            "compute_flow", "damage", "decode_image", "detect_face_box", "estimate_apex", "face_detector_name",
-           "frame_number", "given_media_options", "image_size", "list_frames", "nose_box", "output_size", "parse_inputs",
+           "frame_number", "given_media_options", "image_size", "list_frames", "nose_box", "output_size",
+           "parse_inputs",
            "read_clip", "read_frame", "remove_head_motion", "render_flow", "resolve_span", "sample_fps",
            "sample_uniform"]

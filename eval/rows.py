@@ -54,10 +54,8 @@ def split_sort_key(split: str) -> tuple[int, str]:
 
 @functools.lru_cache(maxsize=None)
 def _patterns(kind: str, labels: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
-    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
-    phrase = re.compile(rf"{_PHRASE_OF_KIND[kind]}\s*(?:is\b\s*:?|:)\s*({alternatives})\b")
-    word = re.compile(rf"\b({alternatives})\b")
-    return phrase, word
+    phrase = re.compile(rf"{_PHRASE_OF_KIND[kind]}\s*(?:is\b\s*:?|:)\s*({vocab.any_of(labels)})\b")
+    return phrase, vocab.whole_words(labels)
 
 
 @functools.lru_cache(maxsize=1 << 16)

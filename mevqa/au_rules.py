@@ -169,10 +169,8 @@ def tables_for(mapping: dict[str, str | Path] | None = None) -> dict[str, RuleTa
     return {dataset: load_table(table) for dataset, table in mapping.items()}
 
 
-@functools.lru_cache(maxsize=1)
 def _name_pattern() -> re.Pattern:
-    names = sorted(vocab.AU_NAMES.values(), key=len, reverse=True)  # "upper lip raiser" before "lip raiser"
-    return re.compile(r"\b(" + "|".join(re.escape(name) for name in names) + r")\b")
+    return vocab.whole_words(tuple(vocab.AU_NAMES.values()))
 
 
 def parse_au_names(text: str) -> list[str]:

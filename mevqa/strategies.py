@@ -65,7 +65,6 @@ between a clip's answers (the composite repeating the fine answer, the coarse cl
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -266,7 +265,7 @@ def word_label(text: str, choices) -> str | None:
     text = str(text).strip().lower()
     if text in choices:
         return text
-    match = re.search(r"\b(" + "|".join(re.escape(choice) for choice in choices) + r")\b", text)
+    match = vocab.whole_words(tuple(choices)).search(text)
     return match.group(1) if match else None
 
 

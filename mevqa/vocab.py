@@ -8,6 +8,7 @@ the answer template for them is mevqa's own (``docs/megc2026.md``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -83,6 +84,19 @@ def question_kind(question: str) -> str | None:
     if _ANALYSIS_RE.search(question):
         return ANALYSIS
     return None
+
+
+def any_of(words) -> str:
+    """A regex alternation of ``words`` taken literally, the longest first where one contains another ("upper lip
+    raiser" before "lip raiser")."""
+    return "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+
+
+@functools.lru_cache(maxsize=256)
+def whole_words(words: tuple[str, ...]) -> re.Pattern:
+    """The pattern that finds any of ``words`` as a whole word (or phrase); group 1 is the word found. The one
+    label regex: the scorer's label extraction, the strategies' short answers and the AU-name reader all use it."""
+    return re.compile(rf"\b({any_of(words)})\b")
 
 
 def question_au(question: str) -> str | None:

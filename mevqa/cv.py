@@ -73,6 +73,7 @@ from mevqa.eval.bootstrap import check_resampling
 from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, intervals_png, pooled_markdown
 from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
+from mevqa.options import AS_TRAINED_OPTIONS
 from mevqa.runfolder import folder_lock, read_log
 
 log = logging.getLogger(__name__)
@@ -83,16 +84,10 @@ log = logging.getLogger(__name__)
 
 # Config fields cv sets for each fold; an override of them would break the fold layout.
 FOLD_FIELDS = ("train_file", "eval_file", "output_dir")
-PARTS = ("vision", "merger", "llm")
 # Config fields that decide what a zero-shot model is shown and how it answers, and the `mevqa predict` flag that
 # carries each (a list is passed as the flag once per item). A trained model's predict reads them from the
 # train_config.yaml saved with it.
-ZERO_SHOT_FLAGS = {"inputs": "--inputs", "system_prompt": "--system-prompt", "max_frames": "--max-frames",
-                   "video_fps": "--video-fps", "min_pixels": "--min-pixels", "max_pixels": "--max-pixels",
-                   "video_min_pixels": "--video-min-pixels", "video_max_pixels": "--video-max-pixels",
-                   "answer_strategy": "--strategy", "answer_votes": "--votes",
-                   "answer_vote_temperature": "--vote-temperature", "answer_fine_labels": "--fine-labels",
-                   "answer_au_tables": "--au-rules", "answer_max_aus": "--max-aus"}
+ZERO_SHOT_FLAGS = AS_TRAINED_OPTIONS
 SETTINGS = "cv.json"
 EMPTY_ANSWERS = "empty_answers.json"
 # How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.inference); tests/test_cv.py
@@ -152,6 +147,7 @@ def resolve_config(path: Path, overrides: list[str]) -> CvConfig:
     ``--max_steps 8`` given for the trained configs of the same command leave a zero-shot config zero-shot.
     """
     from mevqa.train.config import load_config, load_yaml  # lazy: see LAZY below
+    from mevqa.train.parts import PARTS  # lazy: torch (the part names' one owner)
 
     raw = load_yaml(path)
     zero_shot = raw.get("num_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0

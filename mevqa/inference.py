@@ -39,7 +39,7 @@ from mevqa.media import (VIDEO_SUFFIXES, MediaSettings, add_media_arguments, bui
                          read_clip, resolve_span)
 from mevqa.messages import INPUT_MODES
 from mevqa.model import DEFAULT_MODEL, load_model_and_processor
-from mevqa.options import add_model_arguments
+from mevqa.options import AS_TRAINED_OPTIONS, add_model_arguments, dest
 from mevqa.rows import cell_int, clip_key, clip_name, resolve_media, where
 from mevqa.strategies import (OPTION_USERS, StrategyOptions, answer_rows, check_options, options_record,
                               parse_au_tables, parse_fine_labels, parse_strategy, uses_option)
@@ -51,9 +51,7 @@ PIXEL_SETTINGS = ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pix
 # What the model sees and is told, and mevqa's default where neither the model nor the command line says.
 DEFAULTS = {"inputs": "oao", "system_prompt": "default", "max_frames": None, "video_fps": None}
 # Strategy options: the command-line name (args attribute) -> the training config field that records it.
-STRATEGY_FIELDS = {"strategy": "answer_strategy", "votes": "answer_votes",
-                   "vote_temperature": "answer_vote_temperature", "fine_labels": "answer_fine_labels",
-                   "au_rules": "answer_au_tables", "max_aus": "answer_max_aus"}
+STRATEGY_FIELDS = {dest(option): field for field, option in AS_TRAINED_OPTIONS.items() if field.startswith("answer_")}
 
 
 # --- arguments ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", type=Path, help="the annotation sheet (xlsx/xls/csv); not for smic")
     parser.add_argument("--out", type=Path, required=True, help="output folder: qa.jsonl, media/, build.json")
     parser.add_argument("--inputs", type=parse_inputs, default=MODES,
-                        help="comma-separated input modes to build: video,oao,flow (default all; 'none' for "
+                        help="comma-separated input modes to build: video,oao,flow (default: all; 'none' for "
                              "questions only)")
     parser.add_argument("--missing-apex", choices=("max_diff", "midpoint"), default=None,
                         help="how to fill an apex the sheet lacks (default: midpoint for smic, max_diff otherwise)")
@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--official", type=Path, help="take questions and answers from this official jsonl "
                         "(training file, or a *_to_answer.jsonl test file) and attach inputs")
     parser.add_argument("--questions", metavar="2025|2026", default=None,
-                        help="question set: 2025 (default; the composite question) or 2026 (ME-VQA-v2: one of the "
+                        help="question set: 2025 (default: the composite question) or 2026 (ME-VQA-v2: one of the "
                              "three official analysis prompts per clip, drawn with --seed, answered by mevqa's "
                              "analysis template; docs/megc2026.md). With --official: the file's own set")
-    parser.add_argument("--workers", type=int, default=1, help="processes building media (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="processes building media (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the yes/no AU draws and of the analysis prompt "
-                        "of each clip (default 0)")
+                        "of each clip (default: 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip clips with bad input and list them in "
                         "OUT/skipped.jsonl instead of stopping")
     add_media_arguments(parser)

@@ -24,7 +24,8 @@ Writes, atomically and only when the whole build succeeds:
 
 Nothing is written when the sheets or the options are wrong. A rebuild with other window or media settings first
 sets the old ``windows.jsonl`` aside (``windows.jsonl.stale-<time>``, :func:`mevqa.runfolder.set_aside`), before any
-media is touched, so a rebuild that is stopped never leaves rows whose recorded settings differ from the media they point at.
+media is touched, so a rebuild that is stopped never leaves rows whose recorded settings differ from the media they
+point at.
 """
 
 from __future__ import annotations
@@ -305,10 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "for training a spotter")
     windows.add_argument("--window", type=float, default=WINDOW_SECONDS, help="window length in seconds")
     windows.add_argument("--stride", type=float, default=STRIDE_SECONDS, help="window stride in seconds")
-    windows.add_argument("--negatives", type=float, default=1.0, help="negative windows per positive (default 1)")
-    windows.add_argument("--seed", type=int, default=0, help="seed of the negative draw (default 0)")
+    windows.add_argument("--negatives", type=float, default=1.0, help="negative windows per positive (default: 1)")
+    windows.add_argument("--seed", type=int, default=0, help="seed of the negative draw (default: 0)")
     windows.add_argument("--inputs", type=parse_inputs, default=MediaSettings().modes,
-                         help="comma-separated input modes to build: video,oao,flow (default all)")
+                         help="comma-separated input modes to build: video,oao,flow (default: all)")
     add_media_arguments(parser)
 
 

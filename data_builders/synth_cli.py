@@ -14,11 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=list(dict.fromkeys([*synth.WRITERS, *synth_long.LONG_DATASETS])),
                         help="whose on-disk layout to write (samm-lv, smic-e and casme3 --long: long videos)")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the dataset into")
-    parser.add_argument("--clips", type=int, default=12, help="usable clips (default 12)")
-    parser.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
+    parser.add_argument("--clips", type=int, default=12, help="usable clips (default: 12)")
+    parser.add_argument("--frames", type=int, default=12, help="frames per clip (default: 12)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
-                        help="frame size (default 96x72; SAMM 96x65)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the clips' labels and movements (default 0)")
+                        help="frame size (default: 96x72; SAMM 96x65)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the clips' labels and movements (default: 0)")
     synth_long.add_long_arguments(parser)
 
 

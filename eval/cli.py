@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
 from mevqa.eval.bootstrap import add_intervals, check_resampling
 from mevqa.eval.metrics import join, read_rows, report_of, round_floats
@@ -24,16 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prediction jsonl file(s): rows with 'id' or 'video_id' and 'answer'")
     parser.add_argument("--gold", nargs="+", required=True, type=Path, metavar="G.jsonl",
                         help="gold jsonl file(s): rows with 'id' or 'video_id', 'question' and 'answer'")
-    parser.add_argument("--json", type=Path, metavar="OUT.json",
-                        help="also write the full report as JSON, stamped with versions and file hashes")
+    add_json_option(parser, "the full report, stamped with versions and file hashes")
     parser.add_argument("--plot", type=Path, metavar="DIR",
                         help="write the Overall coarse and fine confusion matrices as DIR/confusion_{coarse,fine}.png")
     parser.add_argument("--samples", type=Path, metavar="OUT.jsonl",
                         help="write one line per gold row: extracted and gold label, match, the row's BLEU "
                              "statistics and sentence BLEU, its ROUGE-1 recall")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="resamples of clips for the 95%% intervals (default 1000; 0: no intervals)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+                        help="resamples of clips for the 95%% intervals (default: 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
     result = round_floats(result)
     # Everything is rendered first and lands in temporary files that are renamed together: all outputs or none.
     outputs: dict[Path, bytes] = {}
-    if args.json:
+    stamped = None
+    if args.json is not None:
         stamped = stamp(result, seed=args.seed if args.bootstrap else None, pred_files=args.pred,
                         gold_files=args.gold)
+    if args.json is not None and not json_to_stdout(args.json):
         outputs[args.json] = (json.dumps(stamped, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     if args.samples:
         outputs[args.samples] = "".join(json.dumps(record, ensure_ascii=False) + "\n"
@@ -61,5 +63,8 @@ def run(args: argparse.Namespace) -> int:
             stack.enter_context(atomic_path(path)).write_bytes(data)
     for path in outputs:
         logger.info("wrote %s", path)
-    print(format_table(result))
+    if json_to_stdout(args.json):
+        write_json_output(args.json, stamped)
+    else:
+        print(format_table(result))
     return 0

@@ -12,11 +12,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.eval.bootstrap import check_resampling, paired_differences
 from mevqa.eval.metrics import join, read_rows, report_of, round_floats
 from mevqa.eval.report import format_comparison
 from mevqa.eval.stamp import stamp
-from mevqa.jsonl import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="system A's prediction file(s) (the baseline)")
     parser.add_argument("--b", nargs="+", required=True, type=Path, metavar="P.jsonl",
                         help="system B's prediction file(s) (the challenger)")
-    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the comparison as JSON")
+    add_json_option(parser, "the comparison")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="paired resamples of clips (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+                        help="paired resamples of clips (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_resampling(args.bootstrap, args.seed)
     gold = read_rows(args.gold)
     result = compare(read_rows(args.a), read_rows(args.b), gold, resamples=args.bootstrap, seed=args.seed)
-    if args.json:
+    if args.json is not None:
         result["files"] = {"a": [str(path) for path in args.a], "b": [str(path) for path in args.b],
                            "gold": [str(path) for path in args.gold]}
-        write_json(args.json, stamp(result, seed=args.seed, pred_files=[*args.a, *args.b], gold_files=args.gold))
-        logger.info("wrote %s", args.json)
-    print(format_comparison(result))
+        write_json_output(args.json, stamp(result, seed=args.seed, pred_files=[*args.a, *args.b],
+                                           gold_files=args.gold))
+        if not json_to_stdout(args.json):
+            logger.info("wrote %s", args.json)
+    if not json_to_stdout(args.json):
+        print(format_comparison(result))
     return 0

@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.eval.stamp import stamp
 from mevqa.eval.strs import format_table, strs_files
-from mevqa.jsonl import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predicted intervals: CSV with subject,video,onset,offset,emotion")
     parser.add_argument("--gt", nargs="+", required=True, type=Path, metavar="G.csv",
                         help="ground-truth intervals, same columns (an optional 'dataset' column names the dataset)")
-    parser.add_argument("--json", type=Path, metavar="OUT.json",
-                        help="also write the full report as JSON, stamped with versions and the files' hashes")
+    add_json_option(parser, "the full report, stamped with versions and the files' hashes")
     parser.add_argument("--count-missing-subjects", action="store_true",
                         help="count the ground truth of subjects with no prediction as FN (the official evaluator "
                              "leaves it out)")
@@ -35,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
                         count_missing_subjects=args.count_missing_subjects)
     for warning in report["warnings"]:
         logger.warning("%s", warning)
-    if args.json:
-        write_json(args.json, stamp(report, pred_files=args.pred, gold_files=args.gt))
-        logger.info("wrote %s", args.json)
-    print(format_table(report))
+    if args.json is not None:
+        write_json_output(args.json, stamp(report, pred_files=args.pred, gold_files=args.gt))
+        if not json_to_stdout(args.json):
+            logger.info("wrote %s", args.json)
+    if not json_to_stdout(args.json):
+        print(format_table(report))
     return 0

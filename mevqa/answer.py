@@ -16,13 +16,13 @@ names) and timings. An empty answer is an error, as it is a failed row in ``pred
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from mevqa import vocab
 from mevqa.au_rules import DEFAULT_TABLES
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
     check_weight_files, load_model, resolve_settings
@@ -41,8 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=list(vocab.DATASET_FINE_LABELS),
                         help="the clip's dataset convention: the fine classes allowed (constrained, hierarchical) and "
                              "the AU rule table (au-rules, which needs it)")
-    parser.add_argument("--json", action="store_true", help="print the answer with how it was reached, the inputs "
-                                                            "used, the media settings and timings")
+    add_json_option(parser, "the answer with how it was reached, the inputs used, the media settings and timings")
     add_inference_arguments(parser, default_model=True)
 
 
@@ -80,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         timings["generate_s"] = time.perf_counter() - start
     if isinstance(answer, MevqaError):
         raise answer
-    if not args.json:
+    if not json_to_stdout(args.json):
         print(answer.text)
+    if args.json is None:
         return 0
     media = {key: {name: value for name, value in entry.items() if name not in INPUT_FILES}
              for key, entry in built["media"].items() if isinstance(entry, dict) and key != "settings"}
@@ -98,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
         "timings": {**{key: round(value, 4) for key, value in timings.items()},
                     **{f"inputs_{key}_s": round(value, 4) for key, value in inputs.timings.items()}},
     }
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json_output(args.json, report)
     return 0

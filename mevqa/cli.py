@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from mevqa import __version__
+from mevqa.cli_style import HelpFormatter
 from mevqa.errors import MevqaError
 from mevqa.log import configure_logging
 
@@ -46,7 +47,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)

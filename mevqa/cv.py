@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from mevqa.cli_style import HelpFormatter
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.bootstrap import check_resampling
@@ -627,12 +628,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerate-config", type=Path, metavar="F",
                         help="accelerate config file for the training launches (default: one process)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="resamples of clips for the pooled 95%% intervals (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+                        help="resamples of clips for the pooled 95%% intervals (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     parser.add_argument("overrides", nargs="*", metavar="-- --field value",
                         help="config overrides for every run, after --")
     parser.epilog = __doc__[__doc__.index("Output folder::"):].replace("::", ":")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter  # the description's layout is kept
 
 
 def run(args: argparse.Namespace) -> int:

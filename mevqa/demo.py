@@ -112,9 +112,9 @@ def prepare_workdir(workdir: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"),
-                        help="folder for everything the demo writes (default runs/demo; a previous demo's is cleared)")
-    parser.add_argument("--steps", type=int, default=300, help="LoRA training steps of 8 rows (default 300)")
-    parser.add_argument("--clips", type=int, default=20, help="synthetic clips, spread over up to 5 subjects (default 20)")
+                        help="folder for everything the demo writes (default: runs/demo; a previous demo's is cleared)")
+    parser.add_argument("--steps", type=int, default=300, help="LoRA training steps of 8 rows (default: 300)")
+    parser.add_argument("--clips", type=int, default=20, help="synthetic clips, spread over up to 5 subjects")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -479,13 +479,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split names, one per --data file (default: the files' stems; equal names join files)")
     parser.add_argument("--system-prompt", default="default",
                         help="'default' (a prompt per question kind listing the allowed answers), 'none', or a text "
-                             "for every question; as the training config's system_prompt (default 'default')")
+                             "for every question; as the training config's system_prompt (default: 'default')")
     parser.add_argument("--max-frames", type=int, help="cap on video frames, kept uniformly (as in training)")
     parser.add_argument("--copy-media", action="store_true",
                         help="llamafactory/swift: copy the media into OUT/media and write paths relative to OUT "
                              "(default: absolute paths to the media where build-data wrote them)")
     parser.add_argument("--name", default="mevqa", help="llamafactory: register the splits as NAME_<split> in "
-                                                        "dataset_info.json (default mevqa)")
+                                                        "dataset_info.json (default: mevqa)")
 
 
 def run(args: argparse.Namespace) -> int:

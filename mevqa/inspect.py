@@ -60,8 +60,8 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
-from mevqa.jsonl import write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
 from mevqa.model import check_model_source, set_pixel_budgets
@@ -436,12 +436,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "config's model_name_or_path; the weights are not read)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config key, e.g. --set max_pixels=200704 (repeatable)")
-    parser.add_argument("--json", type=Path, help="also write the full report, per-row figures included, here")
+    add_json_option(parser, "the full report, per-row figures included")
 
 
 def run(args: argparse.Namespace) -> int:
     report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
-    print(report.format())
-    if args.json:
-        write_json(args.json, report.to_dict())
+    if not json_to_stdout(args.json):
+        print(report.format())
+    if args.json is not None:
+        write_json_output(args.json, report.to_dict())
     return 0

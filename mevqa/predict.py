@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mevqa import vocab
+from mevqa.cli_style import HelpFormatter
 from mevqa.consistency import clip_key, consistent_answers
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows as read_gold, score
@@ -416,7 +417,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (see below)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="rows per generation batch and candidates per scoring pass; a batch is whole clips of "
-                             "at least this many rows (default 8)")
+                             "at least this many rows (default: 8)")
     parser.add_argument("--limit", type=int, help="answer only the first N rows (a rerun without it resumes)")
     parser.add_argument("--gold", nargs="+", type=Path, metavar="G.jsonl", help="score the predictions against "
                                                                                  "these gold files at the end")
@@ -434,7 +435,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the adapter answering a dataset's rows, on --model-for DATASET if given, else on --model")
     add_inference_arguments(parser, default_model=False)
     parser.epilog = __doc__[__doc__.index("Output folder::"):__doc__.index("A failed row")].replace("::", ":")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter  # the description's layout is kept
 
 
 def run(args: argparse.Namespace) -> int:

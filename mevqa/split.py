@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="QA jsonl file(s) (e.g. OUT/qa.jsonl "
                         "of several build-data runs)")
     parser.add_argument("--by", choices=("subject",), default="subject", help="grouping unit (subject)")
-    parser.add_argument("--scheme", default="loso", help="loso, kfold:K or cross (default loso)")
+    parser.add_argument("--scheme", default="loso", help="loso, kfold:K or cross (default: loso)")
     parser.add_argument("--train-datasets", default="", help="cross: comma-separated datasets to train on")
     parser.add_argument("--val-datasets", default="", help="cross: comma-separated datasets to validate on")
     parser.add_argument("--seed", type=int, default=0, help="kfold shuffling seed")

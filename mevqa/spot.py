@@ -57,6 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mevqa import vocab
+from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
 from mevqa.dataset_facts import LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, write_json
@@ -430,24 +431,24 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("flow method")
     defaults = FlowSettings()
     group.add_argument("--me-seconds", type=float, default=defaults.me_seconds,
-                       help=f"typical ME length in seconds; intervals are this long (default {defaults.me_seconds})")
+                       help=f"typical ME length in seconds; intervals are this long (default: {defaults.me_seconds})")
     group.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
-                       help=f"longer movements are macro-expressions, dropped (default {defaults.max_seconds})")
+                       help=f"longer movements are macro-expressions, dropped (default: {defaults.max_seconds})")
     group.add_argument("--flow-threshold", type=float, default=defaults.threshold,
-                       help="p in T = median + p (max - median) of the video's signal (default "
+                       help="p in T = median + p (max - median) of the video's signal (default: "
                             f"{defaults.threshold})")
     group.add_argument("--flow-size", type=int, default=defaults.flow_size,
-                       help=f"longer side of the frames the flow is computed on (default {defaults.flow_size})")
+                       help=f"longer side of the frames the flow is computed on (default: {defaults.flow_size})")
     group = parser.add_argument_group("vlm method")
     vlm = VlmSettings()
-    group.add_argument("--window", type=float, default=vlm.window, help=f"window seconds (default {vlm.window}, as "
+    group.add_argument("--window", type=float, default=vlm.window, help=f"window seconds (default: {vlm.window}, as "
                        "build-spot)")
-    group.add_argument("--stride", type=float, default=vlm.stride, help=f"window stride seconds (default {vlm.stride})")
+    group.add_argument("--stride", type=float, default=vlm.stride, help="window stride seconds")
     group.add_argument("--threshold", type=float, default=vlm.threshold,
-                       help=f"smoothed P(yes) a detection needs (default {vlm.threshold})")
+                       help=f"smoothed P(yes) a detection needs (default: {vlm.threshold})")
     group.add_argument("--smooth", type=int, default=vlm.smooth, help=f"windows averaged (odd, default {vlm.smooth})")
     group.add_argument("--batch-size", type=int, default=vlm.batch_size,
-                       help=f"candidate answers per forward pass (default {vlm.batch_size})")
+                       help=f"candidate answers per forward pass (default: {vlm.batch_size})")
     add_model_arguments(parser, default_model=None, title="model (vlm; for flow, optional: it names each "
                         "interval's emotion)", model_help="model folder or hub name (a trained spotter for vlm)")
     add_media_arguments(parser, as_trained=True)
@@ -485,7 +486,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frame rate (needed for a frame folder; a video file's own rate "
                                                   "otherwise)")
     parser.add_argument("--work", type=Path, help="keep intermediate inputs here (default: a temporary folder)")
-    parser.add_argument("--json", action="store_true", help="print the detections as JSON with scores and settings")
+    add_json_option(parser, "the detections with their scores and the settings")
     add_method_arguments(parser)
 
 
@@ -502,12 +503,13 @@ def run(args: argparse.Namespace) -> int:
                                 processor=processor, inference=inference, work_dir=args.work or Path(scratch),
                                 labels=args.labels, progress=True)
     seconds = time.perf_counter() - start
-    if args.json:
+    if args.json is not None:
         report = {"video": str(args.video), "method": args.method, "frames": len(clip.frame_numbers),
                   "seconds": round(seconds, 3), "settings": asdict(flow) if args.method == "flow" else asdict(vlm),
                   "model": args.model, "adapter": str(args.adapter) if args.adapter else None,
                   "detections": [asdict(d) for d in detections]}
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        write_json_output(args.json, report)
+    if json_to_stdout(args.json):
         return 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["onset", "apex", "offset", "score", "emotion"])

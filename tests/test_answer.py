@@ -47,7 +47,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
 
 def answer(capsys, *args) -> dict:
-    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "8", "--json", *map(str, args)]) == 0
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "8", "--json", "-", *map(str, args)]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -233,7 +233,7 @@ def test_a_model_is_shown_inputs_built_as_it_was_trained(capsys, tmp_path, tiny_
 def test_a_flag_that_differs_from_training_is_used_with_a_warning(capsys, tmp_path, tiny_model_dir, clip_dir,
                                                                   adapter_dir):
     adapter = trained_adapter(adapter_dir, tmp_path / "adapter", inputs="flow", media_settings=TIE_LIKE)
-    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "--clip", str(clip_dir),
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "-", "--clip", str(clip_dir),
                  "--model", str(tiny_model_dir), "--adapter", str(adapter), "--blend", "0.25", "--inputs",
                  "oao"]) == 0
     captured = capsys.readouterr()
@@ -291,7 +291,7 @@ def test_a_model_trained_on_tvl1_flow(capsys, tmp_path, tiny_model_dir, clip_dir
     else:
         error = run_error(capsys, "--clip", clip_dir, "--model", tiny_model_dir, "--adapter", adapter)
         assert f"{adapter / 'train_config.yaml'}: media_settings: TV-L1 flow needs OpenCV's contrib build" in error
-    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "--clip", str(clip_dir),
+    assert main(["answer", "--question", QUESTION, "--max-new-tokens", "4", "--json", "-", "--clip", str(clip_dir),
                  "--model", str(tiny_model_dir), "--adapter", str(adapter), "--flow", "farneback"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["media_settings"] == {**trained, "flow": "farneback"}

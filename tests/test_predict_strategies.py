@@ -345,7 +345,7 @@ def clip_dir(tmp_path_factory):
 
 
 def answer_json(capsys, *args) -> dict:
-    assert main(["answer", "--max-new-tokens", "6", "--json", *map(str, args)]) == 0
+    assert main(["answer", "--max-new-tokens", "6", "--json", "-", *map(str, args)]) == 0
     return json.loads(capsys.readouterr().out)
 
 

@@ -593,7 +593,7 @@ def test_a_model_answers_raw_clips_with_the_media_settings_it_was_trained_on(tin
     clip = next(path for path in sorted(Path(raw["root"]).rglob("*")) if path.is_dir() and any(path.glob("*.jpg")))
     capsys.readouterr()
     assert mevqa_main(["answer", "--clip", str(clip), "--question", vocab.Q_COARSE, "--model", str(tiny_model_dir),
-                       "--adapter", str(out / "final"), "--json", "--max-new-tokens", "4"]) == 0
+                       "--adapter", str(out / "final"), "--json", "-", "--max-new-tokens", "4"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["inputs"] == "flow"
     assert {key: report["media_settings"][key] for key in ("head_motion", "blend", "size", "flow")} == \

@@ -179,7 +179,7 @@ def test_spot_on_a_video_file_finds_the_planted_movements(tmp_path, capsys):
     video = plan_video("casme3", 3, 1, 150, random.Random(7), first=0, macro=False)
     width, height, gray = FRAME_SIZES["casme3"]
     path = write_mp4(tmp_path / "long.mp4", render_frames(video, width, height, gray, seed=2), 30.0)
-    assert main(["spot", "--video", str(path), "--method", "flow", "--json"]) == 0
+    assert main(["spot", "--video", str(path), "--method", "flow", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 150 and report["method"] == "flow"
     found = [(d["onset"], d["offset"]) for d in report["detections"]]

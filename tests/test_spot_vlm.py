@@ -77,7 +77,7 @@ def test_spot_vlm_runs_on_a_video_file(spotter, tiny_model_dir, tmp_path, capsys
     width, height, gray = FRAME_SIZES["casme3"]
     path = write_mp4(tmp_path / "long.mp4", render_frames(video, width, height, gray, seed=1), 30.0)
     assert main(["spot", "--video", str(path), "--method", "vlm", "--model", str(tiny_model_dir), "--adapter",
-                 str(spotter), "--work", str(tmp_path / "work"), "--json"]) == 0
+                 str(spotter), "--work", str(tmp_path / "work"), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "vlm" and report["frames"] == 150
     (unpacked,) = (tmp_path / "work" / "frames").iterdir()            # unpacked once for the windows

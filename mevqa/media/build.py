@@ -130,7 +130,7 @@ def add_media_arguments(parser: argparse.ArgumentParser, *, as_trained: bool = F
         return None if as_trained else value
 
     def told(value) -> str:
-        return f" (default: as the model was trained, else {value})" if as_trained else f" (default {value})"
+        return f" (default: as the model was trained, else {value})" if as_trained else f" (default: {value})"
 
     group = parser.add_argument_group("how inputs are built (as mevqa build-data builds them)")
     group.add_argument("--frames", type=int, default=default(defaults.num_frames),

@@ -220,3 +220,17 @@ def test_the_checker_resolves_relative_imports_and_names_a_module_without_a_laye
     assert problems == ["pkg.top has no layer: add it to LAYERS in tests/test_layers.py (and docs/design.md)"]
     layers["top"] = ("pkg.top",)
     assert upward_imports(import_graph(folders), layers) == ["pkg.sub.leaf (base) imports pkg.top (top) at line 1"]
+
+
+def test_docs_design_mirrors_the_table():
+    """docs/design.md's "Layers" table lists the same modules in the same layers as LAYERS."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        match = re.match(r"\| \d+ (\w+) \|[^|]*\|(.*)\|$", line)
+        if match:
+            documented[match.group(1)] = tuple(re.findall(r"`([\w.]+)`", match.group(2)))
+    assert documented == LAYERS

@@ -9,6 +9,7 @@ Public API::
     differences(before, now, *, by_digest=()) -> list[str]   # dotted names where two run records differ
     set_aside(paths, why) -> list[Path]     # stale outputs renamed <name>.stale-<YYYYmmdd-HHMMSS>[-n]
     atomic_folder(target) -> Path           # build a folder beside ``target``; it replaces ``target`` at the end
+    replace_folder(new, target)             # that last step alone (a finished folder renamed into place)
     current_umask() -> int                  # the mode a plain open()/mkdir() would give, for files made private
 
 A resumable command (``predict``, ``str-predict``, ``cv``) appends one JSON line per finished piece of work to its
@@ -182,13 +183,18 @@ def atomic_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterato
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; give it a plain mkdir's mode
-        _put_in_place(tmp, target, replace)
+        replace_folder(tmp, target, replace=replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _put_in_place(new: Path, target: Path, replace: bool) -> None:
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike, *, replace: bool = True) -> None:
+    """Put the finished folder ``new`` at ``target`` by renames only (same file system): an existing ``target`` is
+    moved aside, ``new`` renamed into its place, then the old one removed; if the rename fails the old one is put
+    back. Without ``replace`` only an empty ``target`` is replaced. (:func:`atomic_folder` ends with this; a
+    multi-process writer such as the trainer, whose processes all write ``new`` first, calls it on the main one.)"""
+    new, target = Path(new), Path(target)
     if target.exists() and not replace:
         try:
             target.rmdir()

@@ -47,13 +47,13 @@ import cv2
 import numpy as np
 
 from mevqa.data_builders.synth import AU_CELLS, BLOBS, _coarse, _face, _write_xlsx
-from mevqa.dataset_facts import LONG_VIDEO_FPS
+from mevqa.dataset_facts import LONG_VIDEO_DATASETS, LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir
 
 log = logging.getLogger(__name__)
 
-LONG_DATASETS = ("samm-lv", "casme3", "smic-e")
+LONG_DATASETS = tuple(LONG_VIDEO_DATASETS)
 FPS = LONG_VIDEO_FPS
 # Frames per long video by default: a few seconds, room for three MEs and a macro-expression.
 DEFAULT_FRAMES = {"samm-lv": 1400, "casme3": 240, "smic-e": 600}

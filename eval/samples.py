@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 
-from mevqa.eval.bootstrap import clip_of
 from mevqa.eval.metrics import CLASS_KINDS, JoinedRows
 from mevqa.eval.rows import LABELS_OF_KIND, UNKNOWN, row_id
+from mevqa.rows import clip_of
 
 _SPACE = re.compile(r"\s+")
 

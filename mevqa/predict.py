@@ -56,7 +56,7 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.cli_style import HelpFormatter
-from mevqa.consistency import clip_key, consistent_answers
+from mevqa.consistency import consistent_answers
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows as read_gold, score
 from mevqa.eval.report import format_table
@@ -65,7 +65,7 @@ from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_
     answer_batch, check_weight_files, load_model, resolve_settings
 from mevqa.jsonl import ensure_dir, file_sha256, read_json, strip_private, write_json, write_jsonl
 from mevqa.log import is_main_process
-from mevqa.rows import clip_name, read_rows, row_id, where
+from mevqa.rows import clip_key, clip_name, read_rows, row_id, where
 from mevqa.runfolder import differences, drop_torn_line, folder_lock
 from mevqa.strategies import Answer, parse_dataset_items
 from mevqa.submission import write_submission

@@ -23,10 +23,10 @@ from collections import Counter
 from pathlib import Path
 
 from mevqa import vocab
-from mevqa.consistency import clip_key
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
-from mevqa.rows import BUILD_RECORD, read_rows, relative_media, where
+from mevqa.jsonl import ensure_dir, file_sha256, write_json, write_jsonl
+from mevqa.rows import BUILD_RECORD, clip_key, read_rows, relative_media, where
+from mevqa.runfolder import folder_lock
 
 log = logging.getLogger(__name__)
 

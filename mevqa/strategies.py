@@ -304,8 +304,6 @@ def composite_parts(text: str) -> tuple[list[str], str | None, str | None]:
 
 def analysis_parts(text: str) -> tuple[list[str], str | None, str | None]:
     """``(AU names, fine label, coarse label)`` a free-text analysis answer names (AUs anywhere in the text)."""
-    from mevqa.au_rules import parse_au_names
-
     return parse_au_names(text), label_of(text, vocab.FINE), label_of(text, vocab.COARSE)
 
 

@@ -299,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the macro-expression intervals")
     parser.add_argument("--out", type=Path, required=True, help="output folder: spot.jsonl, gt.csv, build.json")
     parser.add_argument("--labels", choices=LABEL_SETS, default="coarse",
-                        help="gt.csv emotions: coarse class plus others (default), or the dataset's fine labels")
+                        help="gt.csv emotions: coarse class plus others, or the dataset's fine labels")
     parser.add_argument("--fps", type=float, default=None, help="override the dataset's frame rate")
     windows = parser.add_argument_group("spotting windows (--windows)")
     windows.add_argument("--windows", action="store_true", help="also write OUT/windows.jsonl: QA rows with inputs "

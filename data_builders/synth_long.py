@@ -353,8 +353,7 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``mevqa synth-data`` adds for long videos."""
     parser.add_argument("--long", action="store_true", help="casme3: write long videos (part A task folders with "
                         "ME and macro sheets) for spotting, instead of ME clips")
-    parser.add_argument("--videos", type=int, default=2, help="long videos to write (samm-lv, smic-e, casme3 --long; "
-                        "default 2)")
+    parser.add_argument("--videos", type=int, default=2, help="long videos to write (samm-lv, smic-e, casme3 --long)")
     parser.add_argument("--video-frames", type=int, default=None,
                         help="frames per long video (default: samm-lv 1400, casme3 240, smic-e 600)")
 

@@ -427,7 +427,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, required=True,
                         help="flow: optical-flow baseline, no model needed; vlm: windows scored by a trained spotter")
     parser.add_argument("--labels", choices=LABEL_SETS, default="coarse",
-                        help="emotions asked of the model: coarse classes (default) or the dataset's fine classes")
+                        help="emotions asked of the model: coarse classes or the dataset's fine classes")
     group = parser.add_argument_group("flow method")
     defaults = FlowSettings()
     group.add_argument("--me-seconds", type=float, default=defaults.me_seconds,
@@ -446,7 +446,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stride", type=float, default=vlm.stride, help="window stride seconds")
     group.add_argument("--threshold", type=float, default=vlm.threshold,
                        help=f"smoothed P(yes) a detection needs (default: {vlm.threshold})")
-    group.add_argument("--smooth", type=int, default=vlm.smooth, help=f"windows averaged (odd, default {vlm.smooth})")
+    group.add_argument("--smooth", type=int, default=vlm.smooth, help="windows averaged (an odd number)")
     group.add_argument("--batch-size", type=int, default=vlm.batch_size,
                        help=f"candidate answers per forward pass (default: {vlm.batch_size})")
     add_model_arguments(parser, default_model=None, title="model (vlm; for flow, optional: it names each "

@@ -27,6 +27,12 @@ def test_every_option_of_every_command_has_help_and_one_default_style(name):
     assert missing == [], f"mevqa {name}: options without help: {', '.join(missing)}"
     text = parser.format_help()
     assert not re.search(r"\(default [^:]", text), f"mevqa {name}: a default shown as '(default X)' not '(default: X)'"
+    formatter = parser._get_formatter()
+    silent = [action.option_strings[0] for action in parser._actions if action.option_strings
+              and not any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+              and action.default not in ([], ())
+              and "default: " not in formatter._get_help_string(action)]
+    assert silent == [], f"mevqa {name}: options whose default is not shown as '(default: X)': {', '.join(silent)}"
     assert isinstance(parser.formatter_class(prog="x"), HelpFormatter)
 
 

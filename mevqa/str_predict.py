@@ -31,8 +31,6 @@ from tqdm import tqdm
 from mevqa.data_builders.spot import GT_FILE, read_spot_rows
 from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.errors import MevqaError
-from mevqa.eval.stamp import stamp
-from mevqa.eval.strs import format_table, strs_files
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, write_json
 from mevqa.log import is_main_process
 from mevqa.runfolder import append_record, differences, folder_lock, read_log
@@ -138,6 +136,10 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
     print(f"{len(videos)} videos, {count} intervals -> {out / PRED_FILE}")
     gt = Path(args.spot_data).parent / GT_FILE
     if gt.is_file():
+        # lazy: the mevqa.eval package loads the VQA scorers (sacrebleu, rouge-score with nltk and scipy)
+        from mevqa.eval.stamp import stamp
+        from mevqa.eval.strs import format_table, strs_files
+
         report = strs_files(out / PRED_FILE, gt)
         for warning in report["warnings"]:
             log.warning("%s", warning)

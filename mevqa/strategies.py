@@ -74,7 +74,6 @@ import torch
 from mevqa import vocab
 from mevqa.au_rules import DEFAULT_TABLES, SHIPPED_TABLES, parse_au_names, tables_for
 from mevqa.errors import MevqaError
-from mevqa.eval import UNKNOWN, extract_label
 from mevqa.generation import generate_answers
 from mevqa.label_scoring import best, choice_probabilities, greedy_au_list
 from mevqa.messages import row_id
@@ -273,6 +272,10 @@ def label_of(text: str, kind: str) -> str | None:
     """The label a free-text answer to a coarse, fine, presence or laterality question gives, else None (coarse
     and fine read as the scorer reads them, :func:`mevqa.eval.extract_label`)."""
     if kind in (vocab.COARSE, vocab.FINE):
+        # lazy: the mevqa.eval package loads the scorers (sacrebleu, rouge-score with nltk and scipy), seconds that
+        # `mevqa answer --help` and the commands that never score should not pay
+        from mevqa.eval import UNKNOWN, extract_label
+
         label = extract_label(text, kind)
         return None if label == UNKNOWN else label
     if kind == vocab.PRESENCE:

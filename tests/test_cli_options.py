@@ -78,3 +78,18 @@ def test_eval_json_to_stdout_is_one_document_and_to_a_path_keeps_the_table(tmp_p
     assert "Overall" in capsys.readouterr().out
     written = json.loads((tmp_path / "scores.json").read_text())
     assert printed["overall"] == written["overall"] and printed["avg"] == written["avg"]
+
+
+def test_help_and_the_light_commands_do_not_load_the_model_stack():
+    """`mevqa --help` imports only the CLI's light base; the commands that need no model (building data, splits,
+    exports, spotting without a model) never load torch, and those that do not score never load the scorers."""
+    import subprocess
+    import sys
+
+    light = ("mevqa.cli", "mevqa.data_builders.synth_cli", "mevqa.data_builders.cli", "mevqa.split", "mevqa.export",
+             "mevqa.inspect", "mevqa.data_builders.spot", "mevqa.spot", "mevqa.str_predict", "mevqa.submission")
+    code = ("import sys, importlib\n"
+            f"for name in {light!r}:\n    importlib.import_module(name)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'rouge_score', 'sacrebleu') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

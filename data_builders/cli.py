@@ -17,6 +17,7 @@ from typing import Callable
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options
+from mevqa.paths import seed as seed_type
 
 
 def parse_inputs(text: str) -> tuple[str, ...]:
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--official", type=Path, help="take questions and answers from this official jsonl "
                         "(training file, or a *_to_answer.jsonl test file) and attach inputs")
     parser.add_argument("--workers", type=int, default=1, help="processes building media (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the yes/no AU draws (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the yes/no AU draws (default 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip clips with bad input and list them in "
                         "OUT/skipped.jsonl instead of stopping")
     add_media_arguments(parser)

@@ -30,6 +30,7 @@ from pathlib import Path
 from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir
+from mevqa.paths import seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the model and processor into")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the random weights (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

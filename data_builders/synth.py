@@ -323,14 +323,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Two sets written into one folder would share clip folders, mixing their frames; an empty or new folder only.
-    if args.out.is_dir() and any(args.out.iterdir()):
-        raise MevqaError(f"{args.out}: is not empty; synth-data writes a dataset into a new or empty folder (a "
-                         "second set would mix its frames into the first one's clip folders)")
     if args.long or args.dataset not in WRITERS:  # long videos for spotting: mevqa.data_builders.synth_long
         from mevqa.data_builders import synth_long
 
         return synth_long.run(args)
+    # Two sets written into one folder would share clip folders, mixing their frames (as synth_long refuses too).
+    if args.out.is_dir() and any(args.out.iterdir()):
+        raise MevqaError(f"{args.out}: not empty; write a synthetic dataset into a new or empty folder (a second set "
+                         "would mix its frames into the first one's clip folders)")
     paths = write_synthetic_dataset(args.dataset, args.out, clips=args.clips, seed=args.seed, frames=args.frames,
                                     size=tuple(args.size) if args.size else None)
     command = f"mevqa build-data {args.dataset} --root {paths['root']}"

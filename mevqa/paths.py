@@ -55,13 +55,14 @@ def refuse_outputs_onto_inputs(*, outputs: Mapping[str, PathsArg] = {}, inputs: 
     -> path(s) read (files, and folders read as data; a path that does not exist, such as a hub model id, is
     skipped). Nothing is created or written here."""
     read = [(flag, path, _resolved(path)) for flag, path in _flatten(inputs) if os.path.lexists(path)]
-    written = [(flag, path, _resolved(path), True) for flag, path in _flatten(outputs)]
-    written += [(flag, path, _resolved(path), False) for flag, path in _flatten(into)]
+    # The folders first: "--out is the input --folds" says more than "--out/cv.json lies inside --folds".
+    written = [(flag, path, _resolved(path), False) for flag, path in _flatten(into)]
+    written += [(flag, path, _resolved(path), True) for flag, path in _flatten(outputs)]
     for out_flag, out, real_out, whole in written:
         for in_flag, source, real_in in read:
             if real_out == real_in:
                 raise MevqaError(f"{out}: {out_flag} is the input {in_flag} {source}"
-                                 f"{_via_link(out, source, real_in)}; writing it would destroy the input, choose "
+                                 f"{_via_link(out, source, real_in)}; writing there would change the input, choose "
                                  "another path")
             if _inside(real_out, real_in) and real_in.is_dir():
                 raise MevqaError(f"{out}: {out_flag} lies inside {in_flag} {source}, a folder this command reads as "

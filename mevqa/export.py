@@ -472,7 +472,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
         write_json(tmp / MANIFEST, manifest)
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_dir(tmp, out)
-    except OSError as exc:  # datasets and pyarrow raise their own OSError subclasses for a full disk
+    except Exception as exc:  # datasets wraps a full disk in its own exception type
         if not is_disk_full(exc):
             raise
         raise MevqaError(f"{out}: no space left on the device while writing the export (in {tmp}); nothing was "

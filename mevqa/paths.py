@@ -93,9 +93,15 @@ def check_seed(value, what: str = "--seed") -> int:
     return value
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` reports a full disk: an ``OSError`` with ``ENOSPC``, or a library's own error carrying the
-    system's message (safetensors raises ``SafetensorError("... No space left on device ...")``, pyarrow an
-    ``OSError`` without ``errno``)."""
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc) \
-        or "StorageFull" in str(exc)
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from, reports a full disk: an ``OSError`` with ``ENOSPC``, or a
+    library's own error carrying the system's message (safetensors raises ``SafetensorError("... No space left on
+    device ...")``; datasets wraps the ``OSError`` in its ``DatasetGenerationError``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc) \
+                or "StorageFull" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -103,8 +103,8 @@ CASES = [
                                           f"{c.tmp / 'out'} is a file")),
     ("predict --out is a file", lambda c: (c.predict("--out", c.file("out")), f"{c.tmp / 'out'}: cannot be the "
                                                                              "output folder")),
-    ("merge --out is a file", lambda c: (["merge", "--base", str(c.model), "--adapter", str(c.tmp), "--out",
-                                          str(c.file("out"))], f"{c.tmp / 'out'}: exists and is a file")),
+    ("merge --out is a file", lambda c: (["merge", "--base", str(c.model), "--adapter", str(_damaged_adapter(c)),
+                                          "--out", str(c.file("out"))], f"{c.tmp / 'out'}: exists and is a file")),
     ("demo --workdir is a file", lambda c: (["demo", "--workdir", str(c.file("work"))],
                                             f"{c.tmp / 'work'}: exists and is a file")),
     # --- a folder that cannot be written ----------------------------------------------------------------------------
@@ -226,7 +226,7 @@ CASES = [
     ("synth-data --size 0 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--size", "0", "0"],
                                          "--size must give a width and height between 16 and 4096 pixels, got 0x0")),
     ("synth-data --seed -1", lambda c: (["synth-data", "casme2", "--out", str(c.tmp / "out"), "--seed", "-1"],
-                                        "--seed must be a non-negative integer, got -1")),
+                                        "--seed must be an integer between 0 and 4294967295 (2**32 - 1), got -1")),
     ("synth-data --clips 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--clips", "0"],
                                         "--clips must be at least 1, got 0")),
     ("split --scheme kfold:1", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--scheme", "kfold:1",

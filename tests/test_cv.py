@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 from mevqa import cv
@@ -22,6 +23,7 @@ from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, score
 
 TINY_LORA = REPO_ROOT / "recipes" / "configs" / "tiny" / "lora.yaml"
+TWO_GPUS = ["--gpus", "0,1"] if torch.cuda.device_count() >= 2 else []
 TINY_FULL = REPO_ROOT / "recipes" / "configs" / "tiny" / "full.yaml"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,10 +61,11 @@ def zero_shot_config(tmp_path_factory, tiny_model_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def uninterrupted(folds, zero_shot_config, tiny_model_dir, tmp_path_factory) -> Path:
-    """One uninterrupted cv of the tiny LoRA config and a zero-shot config, two runs at a time (--gpus 0,1)."""
+    """One uninterrupted cv of the tiny LoRA config and a zero-shot config, two runs at a time (--gpus 0,1) where the
+    machine has two CUDA devices (mevqa cv refuses --gpus without them)."""
     out = tmp_path_factory.mktemp("cv-a") / "out"
     assert main(["cv", "--config", str(TINY_LORA), str(zero_shot_config), "--folds", str(folds), "--out", str(out),
-                 "--gpus", "0,1", "--bootstrap", "200", "--", *overrides(tiny_model_dir)]) == 0
+                 *TWO_GPUS, "--bootstrap", "200", "--", *overrides(tiny_model_dir)]) == 0
     return out
 
 
@@ -149,7 +152,7 @@ def test_rerun_skips_finished_folds(uninterrupted, folds, zero_shot_config, tiny
     before = {path: path.stat().st_mtime_ns for path in uninterrupted.glob("*/fold_*/scores.json")}
     start = time.perf_counter()
     assert main(["cv", "--config", str(TINY_LORA), str(zero_shot_config), "--folds", str(folds), "--out",
-                 str(uninterrupted), "--gpus", "0,1", "--bootstrap", "200", "--", *overrides(tiny_model_dir)]) == 0
+                 str(uninterrupted), *TWO_GPUS, "--bootstrap", "200", "--", *overrides(tiny_model_dir)]) == 0
     assert time.perf_counter() - start < 30       # no model is loaded: nothing is trained or predicted again
     assert "skipped (finished before)" in capsys.readouterr().err
     assert before == {path: path.stat().st_mtime_ns for path in uninterrupted.glob("*/fold_*/scores.json")}

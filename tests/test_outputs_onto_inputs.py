@@ -223,6 +223,12 @@ def test_an_output_onto_an_input_is_refused_before_anything_is_written(paths, tm
     assert _snapshot(tmp_path, paths["base"], paths["model"]) == before
 
 
+def test_the_table_is_as_long_as_the_reliability_page_says():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert f"points each output of each writing command at each of its inputs: {len(CASES)} cases" in " ".join(
+        page.split())
+
+
 def test_every_writing_command_has_a_row():
     commands = {name.split()[0] for name, _ in CASES}
     assert commands == {"eval", "compare", "str-eval", "inspect", "submit", "predict", "split", "export",

@@ -245,3 +245,27 @@ def test_a_killed_export_leaves_nothing_the_next_run_does_not_remove(shared, tmp
     running.mkdir()
     assert main(argv) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([running.name, "exported"])
+
+
+@pytest.mark.e2e
+def test_an_export_killed_while_writing_is_cleaned_by_the_next(shared, tmp_path):
+    """The real thing: `mevqa export --format hf` killed with SIGKILL once its temporary folder exists, then run
+    again: the rerun removes what the killed run left and nothing else remains beside the export."""
+    import signal
+    import sys
+    import time
+
+    argv = ["export", "--data", str(shared["data"] / "qa.jsonl"), "--inputs", "oao", "--format", "hf", "--out",
+            str(tmp_path / "exported")]
+    process = subprocess.Popen([sys.executable, "-m", "mevqa", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".exported.*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = [path.name for path in tmp_path.iterdir()]
+    if not any(name.endswith(".tmp") for name in left):
+        pytest.skip(f"the export ended before it could be killed while writing (left: {left})")
+    assert main(argv) == 0
+    assert [path.name for path in tmp_path.iterdir()] == ["exported"]

@@ -296,20 +296,26 @@ def _snapshot(*roots: Path) -> dict:
     return state
 
 
-@pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_path, capsys, name, make):
-    case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
-    if "read-only" in name:
-        case.read_only = request.getfixturevalue("read_only")
-    argv, expected = make(case)
-    before = _snapshot(tmp_path, shared["base"])
+def assert_refused(argv: list[str], expected: str, capsys, *watched: Path) -> None:
+    """``mevqa.cli.main(argv)`` exits 2 with one error line holding ``expected``, no traceback, nothing on stdout,
+    and nothing changed under the ``watched`` folders (the tables of hostile inputs share this)."""
+    capsys.readouterr()
+    before = _snapshot(*watched)
     code = main(argv)
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.startswith(f"mevqa {argv[0]}: error: ")]
     assert code == 2, captured.err
     assert len(lines) == 1 and expected in lines[0], captured.err
     assert "Traceback" not in captured.err and captured.out == ""
-    assert _snapshot(tmp_path, shared["base"]) == before
+    assert _snapshot(*watched) == before
+
+
+@pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_path, capsys, name, make):
+    case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
+    if "read-only" in name:
+        case.read_only = request.getfixturevalue("read_only")
+    assert_refused(*make(case), capsys, tmp_path, shared["base"])
 
 
 def test_the_table_is_as_long_as_the_readme_says():

@@ -21,7 +21,7 @@ import torch
 
 from conftest import REPO_ROOT
 from mevqa.cli import main
-from test_bad_inputs import RANK1, Case, _snapshot, shared  # noqa: F401 (shared: the module's fixture)
+from test_bad_inputs import RANK1, Case, assert_refused, shared  # noqa: F401 (shared: the module's fixture)
 
 SEED_RANGE = "--seed must be an integer between 0 and 4294967295 (2**32 - 1)"
 
@@ -164,16 +164,7 @@ CASES = [
 @pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(shared, tmp_path, capsys, name, make):  # noqa: F811
     case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
-    argv, expected = make(case)
-    capsys.readouterr()
-    before = _snapshot(tmp_path, shared["base"])
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.startswith(f"mevqa {argv[0]}: error: ")]
-    assert code == 2, captured.err
-    assert len(lines) == 1 and expected in lines[0], captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    assert _snapshot(tmp_path, shared["base"]) == before
+    assert_refused(*make(case), capsys, tmp_path, shared["base"])
 
 
 def test_the_table_is_as_long_as_the_reliability_page_says():

@@ -148,8 +148,9 @@ def test_failed_rows_are_recorded_and_retried(tmp_path, tiny_model_dir, capsys):
 def test_strict_stops_at_first_failure(tmp_path, tiny_model_dir, capsys):
     questions = tmp_path / "me_vqa_samm_test_to_answer.jsonl"
     questions.write_text("".join(json.dumps(row) + "\n" for row in read_lines(OFFICIAL_TEST[0])[:5]))
-    argv = ["predict", "--questions", str(questions), "--clips", str(tmp_path), "--model", str(tiny_model_dir),
-            "--out", str(tmp_path / "out"), "--strict", *COMMON]
+    (tmp_path / "clips").mkdir()  # none of the clips
+    argv = ["predict", "--questions", str(questions), "--clips", str(tmp_path / "clips"), "--model",
+            str(tiny_model_dir), "--out", str(tmp_path / "out"), "--strict", *COMMON]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{questions}:1: clip SAMM-1: clip 'SAMM-1' not found" in err

@@ -47,6 +47,7 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import build_record, cell_int, clip_name, read_rows
 from mevqa.runfolder import folder_lock, set_aside
 
@@ -329,6 +330,9 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
     if options.fps:
         for job in jobs:
             job.record.fps = options.fps
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [out / name for name in (QA_FILE, BUILD_FILE, SKIPPED_FILE, "media")]}, into={"--out": out},
+        inputs={"--root": root, "--annotations": annotations, "--official": official})
     ensure_dir(out)  # after the inputs are read (a bad sheet writes nothing), before any media
     # One build at a time here: two with other settings would overwrite each other's media.
     with folder_lock(out, LOCK_FILE, "mevqa build-data"):

@@ -20,6 +20,7 @@ from mevqa.errors import MevqaError
 from mevqa.inspect import Settings, inspect_rows, load_processor_and_config
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options, parse_inputs
 from mevqa.messages import INPUT_MODES
+from mevqa.paths import seed as seed_type
 from mevqa.rows import read_rows
 
 
@@ -46,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "three official analysis prompts per clip, drawn with --seed, answered by mevqa's "
                              "analysis template; docs/megc2026.md). With --official: the file's own set")
     parser.add_argument("--workers", type=int, default=1, help="processes building media (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the yes/no AU draws and of the analysis prompt "
-                        "of each clip (default: 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the yes/no AU draws and of the analysis "
+                        "prompt of each clip (default: 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip clips with bad input and list them in "
                         "OUT/skipped.jsonl instead of stopping")
     add_media_arguments(parser)

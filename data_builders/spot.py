@@ -52,6 +52,7 @@ from mevqa.log import is_main_process
 from mevqa.media import MediaSettings, add_media_arguments, build_media, parse_inputs, read_clip
 from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window,
                                  sliding_windows, span_iou, window_frames, window_span)
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.rows import build_record, clip_name
 from mevqa.runfolder import set_aside
 
@@ -258,6 +259,11 @@ def build_spot(dataset: str, out: str | Path, *, root: Path, annotations: Path, 
     start = time.perf_counter()
     videos = read_videos(dataset, root, annotations, emotions=emotions, macro=macro, fps=fps)
     chosen = choose_windows(videos, windows) if windows is not None else None
+    out = Path(out)
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [out / name for name in (SPOT_FILE, GT_FILE, WINDOWS_FILE, BUILD_FILE, "media")]},
+        into={"--out": out}, inputs={"--root": root, "--annotations": annotations, "--emotions": emotions,
+                                     "--macro": macro})
     out = ensure_dir(out)  # after the sheets are read: a bad sheet or option writes nothing
     summary = {"command": "build-spot", "dataset": dataset, "root": str(Path(root).resolve()),
                "annotations": str(Path(annotations).resolve()),
@@ -307,7 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     windows.add_argument("--window", type=float, default=WINDOW_SECONDS, help="window length in seconds")
     windows.add_argument("--stride", type=float, default=STRIDE_SECONDS, help="window stride in seconds")
     windows.add_argument("--negatives", type=float, default=1.0, help="negative windows per positive (default: 1)")
-    windows.add_argument("--seed", type=int, default=0, help="seed of the negative draw (default: 0)")
+    windows.add_argument("--seed", type=seed_type, default=0, help="seed of the negative draw (default: 0)")
     windows.add_argument("--inputs", type=parse_inputs, default=MediaSettings().modes,
                          help="comma-separated input modes to build: video,oao,flow (default: all)")
     add_media_arguments(parser)

@@ -29,6 +29,7 @@ import numpy as np
 
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir
+from mevqa.paths import check_seed
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +293,7 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
     ``size`` = (width, height) of the frames (default: small, about 96x72)."""
     if dataset not in WRITERS:
         raise MevqaError(f"unknown dataset {dataset!r}; expected one of {', '.join(WRITERS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise MevqaError(f"--seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     if size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in size):
         raise MevqaError(f"--size must give a width and height between {MIN_SIDE} and {MAX_SIDE} pixels, got "
                          f"{size[0]}x{size[1]}")

@@ -22,10 +22,11 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.au_rules import DEFAULT_TABLES
-from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
+from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
     check_weight_files, load_model, resolve_settings
+from mevqa.paths import refuse_outputs_onto_inputs
 
 INPUT_FILES = ("frames", "image", "arrays")
 
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     question = args.question.strip()
     if not question:
         raise MevqaError("--question is empty")
+    refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)},
+                               inputs={"--clip": args.clip, "--model": args.model, "--adapter": args.adapter})
     settings = resolve_settings(args)
     check_weight_files(args.model, args.adapter)
     if "au-rules" in settings.strategy.split("+"):

@@ -51,6 +51,11 @@ def json_to_stdout(target) -> bool:
     return target == STDOUT
 
 
+def json_file(target) -> Path | None:
+    """The file ``--json`` writes, None when it prints on stdout or is not given (for the outputs-onto-inputs check)."""
+    return None if target is None or json_to_stdout(target) else Path(target)
+
+
 def write_json_output(target: Path | str, document) -> None:
     """Write ``document`` where ``--json`` says: printed on stdout for ``-``, else atomically to the path."""
     if json_to_stdout(target):

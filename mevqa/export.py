@@ -69,7 +69,8 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
-from mevqa.rows import media_settings_of, read_rows, row_id
+from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
+from mevqa.rows import media_paths, media_settings_of, read_rows, row_id
 from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -432,12 +433,17 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
             raise MevqaError(f"{path}: file not found")
         sources.append({"split": name, "file": str(path.resolve()), "sha256": file_sha256(path)})
     identity = {"settings": asdict(settings), "sources": sources}
+    rows_of = _read_rows(data_files)
+    # out is replaced whole: it may hold neither the row files nor the media they name
+    media_folders = {os.path.dirname(path) for rows in rows_of.values() for row in rows
+                     if isinstance(row.get("media"), dict) for *_, path in media_paths(row["media"])}
+    refuse_outputs_onto_inputs(outputs={"--out": out},
+                               inputs={"--data": data_files, "the media of --data": sorted(media_folders)})
     _check_out(out, identity)
     ensure_dir(out.parent, "folder of --out")   # a file or a read-only folder: one line, before any work
 
     progress = progress and is_main_process()
     by_split: dict[str, list[Sample]] = {name: [] for name in names}
-    rows_of = _read_rows(data_files)
     # the build-data options the media were made with (one record; rows built differently are refused)
     media_settings = media_settings_of(row for rows in rows_of.values() for row in rows)
     for path, name in zip(data_files, names):
@@ -450,17 +456,25 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
-    with atomic_folder(out) as tmp:  # a finished export replaces the old one whole
-        if settings.format == "hf":
-            fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-            files = _write_hf(tmp, by_split, settings, fingerprint, progress)
-        else:
-            media_path = _media_mapper(tmp, all_samples, settings, progress)
-            files = _write_tool_format(tmp, by_split, settings, media_path)
-        manifest = {**identity, "mevqa_version": __version__, "media_settings": media_settings,
-                    "splits": {name: {"rows": len(samples), "file": files[name]} for name, samples in by_split.items()},
-                    "video_sample_fps": _fps_summary(all_samples)}
-        write_json(tmp / MANIFEST, manifest)
+    try:
+        # A finished export replaces the old one whole; the temporary folders of a killed one are removed first.
+        with atomic_folder(out) as tmp:
+            if settings.format == "hf":
+                fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+                files = _write_hf(tmp, by_split, settings, fingerprint, progress)
+            else:
+                media_path = _media_mapper(tmp, all_samples, settings, progress)
+                files = _write_tool_format(tmp, by_split, settings, media_path)
+            manifest = {**identity, "mevqa_version": __version__, "media_settings": media_settings,
+                        "splits": {name: {"rows": len(samples), "file": files[name]}
+                                   for name, samples in by_split.items()},
+                        "video_sample_fps": _fps_summary(all_samples)}
+            write_json(tmp / MANIFEST, manifest)
+    except Exception as exc:  # datasets wraps a full disk in its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out}: no space left on the device while writing the export (in a temporary folder "
+                         "beside it, now removed); nothing was written, free space and run again") from None
     log.info("exported %d rows (%s) to %s", len(all_samples),
              ", ".join(f"{name}: {len(s)}" for name, s in by_split.items()), out)
     return manifest

@@ -60,11 +60,12 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
+from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
 from mevqa.model import check_model_source, set_pixel_budgets
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows
 
 GIB = 1024 ** 3
@@ -440,6 +441,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_config(args.config, args.overrides)  # its train_file and model are inputs too
+    refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, inputs={
+        "--data": args.data or settings.train_file, "--config": args.config,
+        "--model": args.model or settings.model_name_or_path})
     report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
     if not json_to_stdout(args.json):
         print(report.format())

@@ -26,7 +26,8 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
-from mevqa.model import load_model_and_processor, resolve_dtype
+from mevqa.model import check_model_source, load_model_and_processor, resolve_dtype
+from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
 from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,12 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
     from transformers import AutoProcessor
 
     adapter, out = Path(adapter), Path(out)
-    if out.resolve() in (adapter.resolve(), Path(base).resolve()):
-        raise MevqaError(f"{out}: --out must be a new folder, not the base or the adapter")
+    refuse_outputs_onto_inputs(outputs={"--out": out}, inputs={"--base": base, "--adapter": adapter})
+    check_model_source(base)  # a missing folder is one line, not a hub-name error from deep inside the loading
+    if not (adapter / "adapter_config.json").is_file():  # checked before the base loads, which is slow
+        what = "not a PEFT adapter folder (no adapter_config.json)" if adapter.is_dir() else "adapter folder does " \
+            "not exist"
+        raise MevqaError(f"{adapter}: {what}")
     if out.exists() and not out.is_dir():
         raise MevqaError(f"{out}: exists and is a file; --out must be a new folder")
     if out.exists() and any(out.iterdir()):
@@ -77,14 +82,20 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
         processor = AutoProcessor.from_pretrained(adapter)
     processor.tokenizer.padding_side = "left"  # generation is the only use of a merged model's processor
 
-    # A temporary folder of this run's own: a second merge into the same --out never writes into this one's, and
-    # only an empty --out (checked above) is replaced.
-    with atomic_folder(out, replace=False) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        for extra in ("train_config.yaml",):
-            if (adapter / extra).is_file():
-                shutil.copy2(adapter / extra, tmp / extra)
+    try:
+        # A temporary folder of this run's own: a second merge into the same --out never writes into this one's, and
+        # only an empty --out (checked above) is replaced.
+        with atomic_folder(out, replace=False) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            processor.save_pretrained(tmp)
+            for extra in ("train_config.yaml",):
+                if (adapter / extra).is_file():
+                    shutil.copy2(adapter / extra, tmp / extra)
+    except Exception as exc:  # safetensors reports a full disk with its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out}: no space left on the device while writing the merged model (in a temporary folder "
+                         "beside it, now removed); nothing was written, free space and run again") from None
     log.info("merged %s + %s (%s) into %s", base, adapter, dtype, out)
     return out
 

@@ -10,6 +10,7 @@ Public API::
     set_aside(paths, why) -> list[Path]     # stale outputs renamed <name>.stale-<YYYYmmdd-HHMMSS>[-n]
     atomic_folder(target) -> Path           # build a folder beside ``target``; it replaces ``target`` at the end
     replace_folder(new, target)             # that last step alone (a finished folder renamed into place)
+    remove_killed_folders(target)           # what a killed writer of ``target`` left beside it
     current_umask() -> int                  # the mode a plain open()/mkdir() would give, for files made private
 
 A resumable command (``predict``, ``str-predict``, ``cv``) appends one JSON line per finished piece of work to its
@@ -22,6 +23,7 @@ other settings is refused by :func:`differences`, never mixed in.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -173,11 +175,13 @@ def atomic_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterato
     """Yield a new temporary folder beside ``target``, private to this run; when the block succeeds it becomes
     ``target``. An existing ``target`` is replaced (moved aside, then removed) with ``replace``; without, only an
     empty one is (a concurrent writer's folder is refused). On failure the temporary folder is removed and
-    ``target`` is as it was."""
+    ``target`` is as it was. The temporary folders are named with the writer's process id, so the folders a killed
+    writer left (``kill -9`` runs no clean-up) are removed by the next one (:func:`remove_killed_folders`)."""
     target = Path(target)
+    remove_killed_folders(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise MevqaError(f"{target}: cannot write the folder ({exc.strerror})") from None
     try:
@@ -187,6 +191,29 @@ def atomic_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_killed_folders(target: str | os.PathLike) -> None:
+    """Remove the temporary folders (``.<name>.<pid>-*.tmp`` / ``.old``) that a writer of ``target`` killed before
+    its end left beside it. A folder whose process still runs belongs to a writer at work and is kept."""
+    target = Path(target)
+    for stale in sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*.tmp")) + \
+            sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*.old")):
+        pid = stale.name[len(target.name) + 2:].split("-", 1)[0]
+        if not pid.isdigit() or not stale.is_dir() or _process_runs(int(pid)):
+            continue
+        log.info("removing %s, left by a run that was stopped", stale)
+        shutil.rmtree(stale)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def replace_folder(new: str | os.PathLike, target: str | os.PathLike, *, replace: bool = True) -> None:
@@ -204,7 +231,7 @@ def replace_folder(new: str | os.PathLike, target: str | os.PathLike, *, replace
     if not target.exists():
         new.rename(target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".old", dir=target.parent))
     old.rmdir()
     target.rename(old)
     try:

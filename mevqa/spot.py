@@ -57,7 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mevqa import vocab
-from mevqa.cli_style import add_json_option, json_to_stdout, write_json_output
+from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.dataset_facts import LONG_VIDEO_FPS
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, write_json
@@ -68,6 +68,7 @@ from mevqa.media.flow import DEFAULT_FLOW_METHOD, DEFAULT_HEAD_MOTION
 from mevqa.media.windows import (MAX_ME_SECONDS, STRIDE_SECONDS, WINDOW_SECONDS, check_window, sliding_windows,
                                  window_frames, window_span)
 from mevqa.options import add_model_arguments
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import resolve_media
 
 log = logging.getLogger(__name__)
@@ -492,6 +493,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     flow, vlm = settings_from_args(args)
+    refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, into={"--work": args.work},
+                               inputs={"--video": args.video, "--model": args.model, "--adapter": args.adapter})
     clip = read_clip(args.video)  # a bad path, frame rate or --work folder fails before a model is loaded
     check_fps(clip, args.fps)
     if args.work is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir
+from mevqa.paths import is_disk_full, seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,11 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
                 os.replace(item, out_dir / item.name)
         else:
             os.replace(tmp, out_dir)
+    except Exception as exc:  # safetensors reports a full disk with its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out_dir}: no space left on the device while writing the model (in {tmp}); nothing was "
+                         "written, free space and run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_params = sum(p.numel() for p in model.parameters())
@@ -212,7 +218,7 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the model and processor into")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the random weights")
 
 
 def run(args: argparse.Namespace) -> int:

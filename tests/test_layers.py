@@ -18,7 +18,7 @@ import pytest
 LAYERS: dict[str, tuple[str, ...]] = {
     # what every part needs: errors, logging, files, the run folder, the vocabulary and dataset facts, QA rows
     "base": ("mevqa", "mevqa.errors", "mevqa.log", "mevqa.jsonl", "mevqa.runfolder", "mevqa.vocab",
-             "mevqa.dataset_facts", "mevqa.rows", "mevqa.cli_style"),
+             "mevqa.dataset_facts", "mevqa.rows", "mevqa.cli_style", "mevqa.paths"),
     # the model's inputs and the model: clip media, prompts, batching, loading, generation, label scoring
     "inputs": ("mevqa.media", "mevqa.media.build", "mevqa.media.clips", "mevqa.media.face", "mevqa.media.flow",
                "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.model", "mevqa.collate",

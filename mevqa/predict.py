@@ -69,7 +69,7 @@ from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_key, clip_name, read_rows, row_id, where
 from mevqa.runfolder import differences, drop_torn_line, folder_lock
 from mevqa.strategies import Answer, parse_dataset_items
-from mevqa.submission import write_submission
+from mevqa.submission import ZIP_NAME, pred_file_name, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -459,8 +459,6 @@ def run(args: argparse.Namespace) -> int:
             check_weight_files(*run.key)  # a damaged file fails here, before anything is written
         except MevqaError as exc:
             raise MevqaError(f"{exc} (model {run.describe()})" if len(runs) > 1 else str(exc)) from None
-    from mevqa.submission import ZIP_NAME, pred_file_name
-
     written = [args.out / name for name in (PREDICTIONS, FINAL, ERRORS, RUN_CONFIG, SCORES, "media", ZIP_NAME)]
     written += [args.out / pred_file_name(path) for path in args.questions if is_official(path)]
     refuse_outputs_onto_inputs(outputs={"--out": written}, into={"--out": args.out}, inputs={

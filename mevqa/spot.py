@@ -6,6 +6,7 @@ Public API::
     motion_signal(clip, fps, settings, progress=False) -> (frame numbers, signal, k)
     flow_detections(numbers, signal, k, fps, settings) -> list[Detection]
     spot_flow(clip, fps, settings, progress=False) -> list[Detection]
+    spot_macro_flow(clip, fps, settings, micro, macro_seconds, progress=False) -> list[Detection]   # type "macro"
     window_probabilities(model, processor, clip, fps, inference, settings, work_dir, progress=False)
         -> (windows, P(yes) per window)
     vlm_detections(windows, probabilities, settings) -> list[Detection]
@@ -25,6 +26,13 @@ movements that do not come back within ``2k``. The threshold is relative to the 
 (runs less than ``k`` frames apart joined) is a movement; runs longer than ``--max-seconds`` (default 0.5 s, the
 longest ME) are taken for macro-expressions and dropped; each remaining run gives one interval ``[peak - k, peak + k]``
 around its highest frame, and overlapping intervals are merged into the strongest.
+
+**macro-expressions** (``spot_macro_flow``, for ME-LVQA, which counts them): the same signal at the macro scale,
+``k`` = half of ``macro_seconds`` (a macro-expression is a slower out-and-back), with the frames of the MEs already
+found (``k`` of the micro scale around each) set to 0 so that they neither set the threshold nor join a run; the
+threshold is the same relative one, runs less than ``k`` apart are joined, and each run longer than
+``--max-seconds`` is one macro-expression spanning the run. Shorter runs are MEs the micro scale did not keep and
+are left out.
 
 **vlm**: windows of ``--window`` seconds every ``--stride`` seconds (as ``mevqa build-spot --windows`` makes them:
 first and last frame as onset and offset, the frame most different from the first as apex, inputs built with the
@@ -122,6 +130,7 @@ class Detection:
     score: float                   # the flow signal at the peak, or the smoothed P(yes)
     emotion: str = NO_MODEL_EMOTION
     emotion_scores: dict = field(default_factory=dict)
+    type: str = "micro"            # micro, or macro (spot_macro_flow)
 
 
 # --- frames -------------------------------------------------------------------------------------------------------
@@ -239,20 +248,23 @@ def spotting_signal(m: np.ndarray, k: int) -> np.ndarray:
 def flow_detections(numbers: list[int], m: np.ndarray, k: int, fps: float, settings: FlowSettings) -> list[Detection]:
     """The flow method's intervals from the motion signal (module docstring)."""
     s = spotting_signal(m, k)
-    if len(s) == 0 or not np.any(s > 0):
-        return []
-    base = float(np.median(s))
-    threshold = base + settings.threshold * (float(s.max()) - base)
-    runs = _runs(s > threshold, bridge=k)
     longest = settings.max_seconds * fps
     detections = []
-    for first, last in runs:
+    for first, last in _signal_runs(s, settings.threshold, k):
         if last - first + 1 > longest:
             continue  # moves for too long to be a micro-expression
         peak = first + int(np.argmax(s[first:last + 1]))
         start, end = max(0, peak - k), min(len(numbers) - 1, peak + k)
         detections.append(Detection(numbers[start], numbers[peak], numbers[end], round(float(s[peak]), 6)))
     return merge_overlapping(detections)
+
+
+def _signal_runs(s: np.ndarray, p: float, bridge: int) -> list[tuple[int, int]]:
+    """Index runs of ``s`` above ``T = median(s) + p (max(s) - median(s))``, bridged (:func:`_runs`)."""
+    if len(s) == 0 or not np.any(s > 0):
+        return []
+    base = float(np.median(s))
+    return _runs(s > base + p * (float(s.max()) - base), bridge=bridge)
 
 
 def _runs(mask: np.ndarray, bridge: int) -> list[tuple[int, int]]:
@@ -281,9 +293,34 @@ def spot_flow(clip: Clip, fps: float, settings: FlowSettings, progress: bool = F
     return flow_detections(numbers, m, k, fps, settings)
 
 
+def spot_macro_flow(clip: Clip, fps: float, settings: FlowSettings, micro: list[Detection], macro_seconds: float,
+                    progress: bool = False) -> list[Detection]:
+    """The macro-expressions of a video whose MEs ``micro`` are already spotted (module docstring), in onset
+    order, each a :class:`Detection` of type ``macro`` spanning its run."""
+    from dataclasses import replace
+
+    if not macro_seconds > settings.max_seconds:
+        raise MevqaError(f"--macro-seconds must exceed --max-seconds ({settings.max_seconds}), got {macro_seconds}")
+    numbers, m, k = motion_signal(clip, fps, replace(settings, me_seconds=macro_seconds), progress)
+    s = spotting_signal(m, k)
+    margin = max(1, round(settings.me_seconds * fps / 2))
+    for d in micro:  # frame numbers -> positions (a frame folder may skip numbers)
+        first, last = np.searchsorted(numbers, d.onset), np.searchsorted(numbers, d.offset, side="right")
+        s[max(0, first - margin):last + margin] = 0
+    longest = settings.max_seconds * fps
+    found = []
+    for first, last in _signal_runs(s, settings.threshold, k):
+        if last - first + 1 > longest:
+            peak = first + int(np.argmax(s[first:last + 1]))
+            found.append(Detection(numbers[first], numbers[peak], numbers[last], round(float(s[peak]), 6),
+                                   type="macro"))
+    return found
+
+
 # --- vlm ----------------------------------------------------------------------------------------------------------
 
-def _row(row_id: str, question: str, media: dict, base: Path, fps: float, span: Span) -> dict:
+def interval_row(row_id: str, question: str, media: dict, base: Path, fps: float, span: Span) -> dict:
+    """A QA row asking ``question`` about one interval of a long video, its inputs ``media`` built in ``base``."""
     from mevqa.rows import resolve_media
 
     row = {"id": row_id, "question": question, "_file": str(base),
@@ -316,7 +353,7 @@ def window_probabilities(model, processor, clip: Clip, fps: float, inference, se
         span = window_span(clip, first, last)
         out = work_dir / "windows" / f"w{first}"
         media = build_media(clip, span, inference.media, out, fps=fps)
-        batch.append((_row(f"w{first}", vocab.Q_SPOT, media, out, fps, span), span))
+        batch.append((interval_row(f"w{first}", vocab.Q_SPOT, media, out, fps, span), span))
         if len(batch) >= 16:
             flush()
     if batch:
@@ -367,7 +404,7 @@ def recognise(model, processor, clip: Clip, fps: float, detections: list[Detecti
     for d in detections:
         span = Span(d.onset, d.apex, d.offset, "max_diff")
         out = work_dir / "detections" / f"d{d.onset}_{d.offset}"
-        rows.append(_row(f"d{d.onset}", question, build_media(clip, span, inference.media, out, fps=fps), out, fps,
+        rows.append(interval_row(f"d{d.onset}", question, build_media(clip, span, inference.media, out, fps=fps), out, fps,
                          span))
     probabilities = choice_probabilities(model, processor, rows, inference.inputs, [choices] * len(rows),
                                          system_prompt=inference.system_prompt, max_frames=inference.max_frames,
@@ -393,8 +430,10 @@ def check_fps(clip: Clip, fps: float | None) -> float:
 
 def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | None = None,
                vlm: VlmSettings | None = None, model=None, processor=None, inference=None, work_dir: Path,
-               labels: str = "coarse", dataset: str | None = None, progress: bool = False) -> list[Detection]:
-    """Spot (and, with a model, recognise) the MEs of one long video: a frame folder or a video file."""
+               labels: str = "coarse", dataset: str | None = None, progress: bool = False,
+               emotions: bool = True) -> list[Detection]:
+    """Spot (and, with a model and ``emotions``, recognise) the MEs of one long video: a frame folder or a video
+    file."""
     if method not in METHODS:
         raise MevqaError(f"unknown spotting method {method!r}; expected one of {', '.join(METHODS)}")
     clip = path if isinstance(path, Clip) else read_clip(path)
@@ -410,7 +449,7 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
         spans, probabilities = window_probabilities(model, processor, clip, fps, inference, vlm or VlmSettings(),
                                                     work_dir, progress, name)
         detections = vlm_detections(spans, probabilities, vlm or VlmSettings())
-    if model is not None:
+    if model is not None and emotions:
         if clip.is_video and detections:
             clip = unpack_video(clip, work_dir / "frames", progress)
         recognise(model, processor, clip, fps, detections, inference, work_dir, labels, dataset)
@@ -419,12 +458,14 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
 
 # --- the command --------------------------------------------------------------------------------------------------
 
-def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    """The method and model options ``mevqa spot`` and ``mevqa str-predict`` share."""
+def add_method_arguments(parser: argparse.ArgumentParser, *, method_option: str = "--method") -> None:
+    """The method and model options ``mevqa spot``, ``mevqa str-predict`` and ``mevqa lvqa-predict`` share; the
+    spotting method is ``args.method``, given as ``method_option`` (lvqa-predict's own ``--method`` is another)."""
     from mevqa.media import add_media_arguments
     from mevqa.messages import INPUT_MODES
 
-    parser.add_argument("--method", choices=METHODS, required=True,
+    parser.add_argument(method_option, dest="method", choices=METHODS, required=method_option == "--method",
+                        default=None if method_option == "--method" else "flow",
                         help="flow: optical-flow baseline, no model needed; vlm: windows scored by a trained spotter")
     parser.add_argument("--labels", choices=LABEL_SETS, default="coarse",
                         help="emotions asked of the model: coarse classes (default) or the dataset's fine classes")
@@ -433,7 +474,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--me-seconds", type=float, default=defaults.me_seconds,
                        help=f"typical ME length in seconds; intervals are this long (default {defaults.me_seconds})")
     group.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
-                       help=f"longer movements are macro-expressions, dropped (default {defaults.max_seconds})")
+                       help="longer movements are macro-expressions: dropped by spot and str-predict, typed macro by "
+                            f"lvqa-predict (default {defaults.max_seconds})")
     group.add_argument("--flow-threshold", type=float, default=defaults.threshold,
                        help="p in T = median + p (max - median) of the video's signal (default "
                             f"{defaults.threshold})")
@@ -531,4 +573,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["Detection", "FlowSettings", "VlmSettings", "flow_detections", "motion_signal", "recognise", "smooth",
-           "spot_flow", "spot_video", "spotting_signal", "unpack_video", "vlm_detections", "window_probabilities"]
+           "spot_flow", "spot_macro_flow", "spot_video", "spotting_signal", "unpack_video", "vlm_detections", "window_probabilities"]

@@ -101,9 +101,10 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
     """The events of one long video by the spot method (module docstring), numbered, and notes."""
     from mevqa.label_scoring import best, choice_probabilities
     from mevqa.media import read_clip
-    from mevqa.spot import spot_macro_flow, spot_video, unpack_video
+    from mevqa.spot import check_fps, spot_macro_flow, spot_video, unpack_video
 
     clip = read_clip(source)
+    fps = check_fps(clip, fps)
     micro = spot_video(clip, settings.spotter, fps=fps, flow=settings.flow, vlm=settings.vlm,
                        model=model if settings.spotter == "vlm" else None, processor=processor, inference=inference,
                        work_dir=work_dir, progress=progress, emotions=False)
@@ -212,10 +213,11 @@ def read_questions(paths: list[Path], videos_root: Path | None, fps: float | Non
     rows = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
     if not rows:
         raise MevqaError(f"{', '.join(map(str, paths))}: no question rows")
+    for row in rows:  # every question first: a file of the wrong task fails before videos are looked for
+        lvqa.recognise(row["question"], where(row))
     videos: dict[tuple[str, str], dict] = {}
     for index, row in enumerate(rows):
         here = where(row)
-        lvqa.recognise(row["question"], here)
         key = (str(Path(row["_file"]).resolve()), str(row["video"]))
         if key not in videos:
             if isinstance(row.get("frames"), str):
@@ -332,4 +334,37 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
     if all(QUESTION_SUFFIX in Path(path).name for path in args.questions):
         for path in write_submission(args.questions, predictions, out):
             print(path)
+    return 0
+
+
+def answer_long_video(args: argparse.Namespace, question: str) -> int:
+    """``mevqa answer --clip LONG_VIDEO --question <an ME-LVQA question>``: the spot method with the flow spotter
+    and its default settings. Counts and types need no model (types from durations), so none is loaded; the
+    distinct-AU question is asked of ``--model`` on each interval."""
+    import tempfile
+
+    from mevqa.media import read_clip
+    from mevqa.spot import check_fps
+
+    kind = lvqa.recognise(question, "--question")
+    clip = read_clip(args.clip)
+    fps = check_fps(clip, args.fps)
+    settings = LvqaSettings("spot")
+    model = processor = inference = None
+    if kind.kind == lvqa.DISTINCT_AUS:
+        from mevqa.inference import load_model, resolve_settings
+
+        inference = resolve_settings(args)
+        model, processor = load_model(args, inference)
+    with tempfile.TemporaryDirectory(prefix="mevqa-lvqa-") as work_dir:
+        result = answer_video(args.clip, fps, [question], settings, model=model, processor=processor,
+                              inference=inference, work_dir=Path(work_dir))
+    [answered] = result["answers"]
+    if getattr(args, "json", False):
+        print(json.dumps({"answer": answered["answer"], "note": answered["note"], "question": question,
+                          "kind": kind.kind, "n": kind.n, "clip": str(args.clip), "fps": fps,
+                          "events": result["events"], "notes": result["notes"], **settings.record(),
+                          "model": str(args.model) if model is not None else None}, indent=2, ensure_ascii=False))
+    else:
+        print(answered["answer"])
     return 0

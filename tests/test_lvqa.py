@@ -162,9 +162,12 @@ def test_kill_then_rerun_gives_the_files_of_an_uninterrupted_run(official_videos
     log = out / "videos.jsonl"
     kill_when(argv, lambda: log.is_file() and log.read_bytes().count(b"\n") >= 2)
     assert 2 <= log.read_bytes().count(b"\n") < 30
+    finished = log.read_bytes()
     with log.open("a", encoding="utf-8") as handle:  # killed in the middle of a line
         handle.write('{"subject": "x", "video": "dzw')
     assert main(argv) == 0
+    # the rerun went on from the next video: the finished ones were kept, none was answered twice
+    assert log.read_bytes().startswith(finished) and log.read_bytes().count(b"\n") == 30
     for name in ("predictions.jsonl", "me_lvqa_samm_test_pred.jsonl", "me_lvqa_casme3_test_pred.jsonl"):
         assert (out / name).read_bytes() == (official_run / name).read_bytes()
 
@@ -335,7 +338,7 @@ def test_an_unknown_question_kind_is_one_line(tmp_path, capsys):
 def test_a_sheet_row_without_a_type_is_one_line(tmp_path, capsys):
     from openpyxl import load_workbook
 
-    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=FRAMES["samm-lv"], seed=2)
+    paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=1000, seed=2)
     book = load_workbook(paths["annotations"])
     sheet = book.active
     header = next(row for row in sheet.iter_rows() if row[0].value == "Subject")

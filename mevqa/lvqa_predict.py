@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,16 +43,16 @@ from tqdm import tqdm
 
 from mevqa import lvqa, vocab
 from mevqa.errors import MevqaError
-from mevqa.jsonl import atomic_path, ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
+from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.rows import row_id
 from mevqa.spot import FlowSettings, VlmSettings, add_method_arguments, load_for, settings_from_args
-from mevqa.str_predict import _differences, read_done
+from mevqa.str_predict import VIDEOS_FILE, append_synced, resume_run
 
 log = logging.getLogger(__name__)
 
 METHODS = ("spot", "vlm")
-RUN_FILE, VIDEOS_FILE, PREDICTIONS_FILE = "run.json", "videos.jsonl", "predictions.jsonl"
+PREDICTIONS_FILE = "predictions.jsonl"
 LOCK = ".lvqa-predict.lock"
 DEFAULT_MACRO_SECONDS = 1.0
 
@@ -284,15 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], videos: list[dict], out: Path) -> int:
     model, processor, inference = load_for(args)
-    record = run_record(args, settings, inference)
-    done = read_done(out / VIDEOS_FILE)
-    previous = out / RUN_FILE
-    if done and previous.is_file():
-        changed = _differences(json.loads(previous.read_text(encoding="utf-8")), record)
-        if changed:
-            raise MevqaError(f"{out}: holds videos answered with other settings ({', '.join(changed)} differ, see "
-                             f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
-    write_json(previous, record)
+    done = resume_run(out, run_record(args, settings, inference), "answered")
     todo = [video for video in videos if video["key"] not in done]
     if len(todo) < len(videos):
         log.info("%d of %d videos already answered in %s; %d to go", len(videos) - len(todo), len(videos), out,
@@ -310,9 +301,7 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
                 raise MevqaError(f"{video['source']}: video {name}: {exc}") from None
             line = {"subject": video["key"][0], "video": name, "seconds": round(time.perf_counter() - start, 3),
                     **result}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            append_synced(handle, line)
             done[video["key"]] = line
     predictions = []
     for video in videos:

@@ -76,6 +76,28 @@ def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def resume_run(out: Path, record: dict, what: str) -> dict[tuple[str, str], dict]:
+    """The finished videos of ``out/videos.jsonl`` (:func:`read_done`), after checking that ``out/run.json``
+    records the same settings as ``record`` when any video is finished (else one line naming what differs); then
+    ``record`` is written as ``out/run.json``. ``what``: how the videos were handled ("spotted", "answered")."""
+    done = read_done(out / VIDEOS_FILE)
+    previous = out / RUN_FILE
+    if done and previous.is_file():
+        changed = _differences(json.loads(previous.read_text(encoding="utf-8")), record)
+        if changed:
+            raise MevqaError(f"{out}: holds videos {what} with other settings ({', '.join(changed)} differ, see "
+                             f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
+    write_json(previous, record)
+    return done
+
+
+def append_synced(handle, line: dict) -> None:
+    """One JSON line appended and synced to disk, so that a kill loses at most the line being written."""
+    handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
 def run_record(args: argparse.Namespace, inference) -> dict:
     flow, vlm = settings_from_args(args)
     model = None
@@ -125,15 +147,7 @@ def run(args: argparse.Namespace) -> int:
 def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> int:
     flow, vlm = settings_from_args(args)
     model, processor, inference = load_for(args)
-    record = run_record(args, inference)
-    done = read_done(out / VIDEOS_FILE)
-    previous = out / RUN_FILE
-    if done and previous.is_file():
-        changed = _differences(json.loads(previous.read_text(encoding="utf-8")), record)
-        if changed:
-            raise MevqaError(f"{out}: holds videos spotted with other settings ({', '.join(changed)} differ, see "
-                             f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
-    write_json(previous, record)
+    done = resume_run(out, run_record(args, inference), "spotted")
     todo = [row for row in videos if (str(row["subject"]), str(row["video"])) not in done]
     if len(todo) < len(videos):
         log.info("%d of %d videos already spotted in %s; %d to go", len(videos) - len(todo), len(videos), out,
@@ -151,9 +165,7 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
                 raise MevqaError(f"{row['_where']}: video {row['video']}: {exc}") from None
             line = {"subject": str(row["subject"]), "video": str(row["video"]), "dataset": row.get("dataset"),
                     "seconds": round(time.perf_counter() - start, 3), "detections": [asdict(d) for d in detections]}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            append_synced(handle, line)
             done[(line["subject"], line["video"])] = line
     ordered = [done[(str(row["subject"]), str(row["video"]))] for row in videos]
     count = write_pred_csv(out / PRED_FILE, ordered)

@@ -9,7 +9,6 @@ import math
 import random
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
 def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> int:
     flow, vlm = settings_from_args(args)
     model, processor, inference = load_for(args)
-    done = resume_run(out, run_record(args, inference), "spotted")
+    record = run_record(args, inference)
+    done = resume_run(out, record, "spotted")
     todo = [row for row in videos if (str(row["subject"]), str(row["video"])) not in done]
     if len(todo) < len(videos):
         log.info("%d of %d videos already spotted in %s; %d to go", len(videos) - len(todo), len(videos), out,

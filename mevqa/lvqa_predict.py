@@ -100,15 +100,21 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
     """The events of one long video by the spot method (module docstring), numbered, and notes."""
     from mevqa.label_scoring import best, choice_probabilities
     from mevqa.media import read_clip
-    from mevqa.spot import check_fps, spot_macro_flow, spot_video, unpack_video
+    from mevqa.spot import check_fps, flow_detections, motion_signal, spot_macro_flow, spot_video, unpack_video
 
     clip = read_clip(source)
     fps = check_fps(clip, fps)
-    micro = spot_video(clip, settings.spotter, fps=fps, flow=settings.flow, vlm=settings.vlm,
-                       model=model if settings.spotter == "vlm" else None, processor=processor, inference=inference,
-                       work_dir=work_dir, progress=progress, emotions=False)
-    macro = spot_macro_flow(clip, fps, settings.flow, micro, settings.macro_seconds, progress) \
+    signal = None
+    if settings.spotter == "flow":  # the ME-scale signal serves the macro-expressions too
+        signal = motion_signal(clip, fps, settings.flow, progress)
+        micro = flow_detections(*signal, fps, settings.flow)
+    else:
+        micro = spot_video(clip, "vlm", fps=fps, vlm=settings.vlm, model=model, processor=processor,
+                           inference=inference, work_dir=work_dir, progress=progress, emotions=False)
+    macro = spot_macro_flow(clip, fps, settings.flow, micro, settings.macro_seconds, progress, signal) \
         if settings.macro_seconds else []
+    # an ME interval inside a macro-expression is part of it
+    micro = [d for d in micro if not any(d.onset <= o.offset and o.onset <= d.offset for o in macro)]
     detections = sorted(micro + macro, key=lambda d: (d.onset, d.offset))
     notes = []
     if model is None:

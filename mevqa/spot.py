@@ -28,11 +28,14 @@ longest ME) are taken for macro-expressions and dropped; each remaining run give
 around its highest frame, and overlapping intervals are merged into the strongest.
 
 **macro-expressions** (``spot_macro_flow``, for ME-LVQA, which counts them): the same signal at the macro scale,
-``k`` = half of ``macro_seconds`` (a macro-expression is a slower out-and-back), with the frames of the MEs already
-found (``k`` of the micro scale around each) set to 0 so that they neither set the threshold nor join a run; the
-threshold is the same relative one, runs less than ``k`` apart are joined, and each run longer than
-``--max-seconds`` is one macro-expression spanning the run. Shorter runs are MEs the micro scale did not keep and
-are left out.
+``K`` = half of ``macro_seconds`` (a macro-expression is a slower out-and-back). A run there (same relative
+threshold, runs less than ``k`` apart joined) is *slow* when the ME-scale signal around it stays under
+``SLOW_RATIO`` (0.65) of its peak: the face moved far, but never far within the ME scale (on the synthetic videos
+MEs give 0.75-1.2, macro-expressions 0.2-0.66). The MEs found, except those inside a slow run, are then masked
+together with their echoes (the macro-scale signal is also high where ``t - K`` and ``t + K`` both fall in
+movements), so that they no longer set the threshold, and the slow runs of the masked signal whose peak exceeds
+``NOISE_FLOOR`` (3) times the median are macro-expressions, each ``macro_seconds`` around its peak. An ME interval
+inside a macro-expression is part of it (``mevqa lvqa-predict`` drops it).
 
 **vlm**: windows of ``--window`` seconds every ``--stride`` seconds (as ``mevqa build-spot --windows`` makes them:
 first and last frame as onset and offset, the frame most different from the first as apex, inputs built with the
@@ -77,6 +80,10 @@ METHODS = ("flow", "vlm")
 LABEL_SETS = ("coarse", "fine")
 NO_MODEL_EMOTION = "others"
 GRID, TOP_CELLS = 6, 3
+# A macro-scale peak whose ME-scale signal nearby stays under this share of it is a slow movement (macro-expression).
+SLOW_RATIO = 0.65
+# ... and one under this many times the video's median macro-scale signal is the noise of a still face.
+NOISE_FLOOR = 3.0
 JPEG_QUALITY = 95
 
 
@@ -294,27 +301,46 @@ def spot_flow(clip: Clip, fps: float, settings: FlowSettings, progress: bool = F
 
 
 def spot_macro_flow(clip: Clip, fps: float, settings: FlowSettings, micro: list[Detection], macro_seconds: float,
-                    progress: bool = False) -> list[Detection]:
+                    progress: bool = False, micro_signal: tuple | None = None) -> list[Detection]:
     """The macro-expressions of a video whose MEs ``micro`` are already spotted (module docstring), in onset
-    order, each a :class:`Detection` of type ``macro`` spanning its run."""
+    order, each a :class:`Detection` of type ``macro`` of ``macro_seconds`` around its peak. ``micro_signal``:
+    :func:`motion_signal`'s result at the ME scale, when already computed."""
     from dataclasses import replace
 
     if not macro_seconds > settings.max_seconds:
         raise MevqaError(f"--macro-seconds must exceed --max-seconds ({settings.max_seconds}), got {macro_seconds}")
-    numbers, m, k = motion_signal(clip, fps, replace(settings, me_seconds=macro_seconds), progress)
-    s = spotting_signal(m, k)
-    margin = max(1, round(settings.me_seconds * fps / 2))
-    for d in micro:  # frame numbers -> positions (a frame folder may skip numbers)
-        first, last = np.searchsorted(numbers, d.onset), np.searchsorted(numbers, d.offset, side="right")
-        s[max(0, first - margin):last + margin] = 0
-    longest = settings.max_seconds * fps
+    numbers, m, k = micro_signal or motion_signal(clip, fps, settings, progress)
+    _, m_macro, big_k = motion_signal(clip, fps, replace(settings, me_seconds=macro_seconds), progress)
+    s, s_macro = spotting_signal(m, k), spotting_signal(m_macro, big_k)
+
+    def slow_runs(signal):  # (first, last, peak) of runs where the face moved far, never far within the ME scale
+        runs = []
+        for first, last in _signal_runs(signal, settings.threshold, k):
+            peak = first + int(np.argmax(signal[first:last + 1]))
+            if s[max(0, first - k):last + k + 1].max() < SLOW_RATIO * signal[peak]:
+                runs.append((first, last, peak))
+        return runs
+
+    # The MEs found, except those inside a slow run (parts of a macro-expression), are masked with their echoes:
+    # s_macro(t) is also high where t - K and t + K both fall in movements. Masked, they no longer set the threshold,
+    # which a macro-expression weaker than the strongest ME would not reach.
+    slow = slow_runs(s_macro)
+    spans = [(int(np.searchsorted(numbers, d.onset)), int(np.searchsorted(numbers, d.offset, side="right")) - 1)
+             for d in micro]
+    masked = s_macro.copy()
+    for a, b in spans:
+        if not any(a <= last and first <= b for first, last, _ in slow):
+            for shift in (-big_k, 0, big_k):
+                masked[max(0, a + shift - k):max(0, b + shift + k + 1)] = 0
+    floor = NOISE_FLOOR * float(np.median(s_macro))
     found = []
-    for first, last in _signal_runs(s, settings.threshold, k):
-        if last - first + 1 > longest:
-            peak = first + int(np.argmax(s[first:last + 1]))
-            found.append(Detection(numbers[first], numbers[peak], numbers[last], round(float(s[peak]), 6),
-                                   type="macro"))
-    return found
+    for first, last, peak in slow_runs(masked):
+        if masked[peak] < floor:
+            continue  # a ripple of a still face
+        start, end = max(0, peak - big_k), min(len(numbers) - 1, peak + big_k)
+        found.append(Detection(numbers[start], numbers[peak], numbers[end], round(float(masked[peak]), 6),
+                               type="macro"))
+    return merge_overlapping(found)
 
 
 # --- vlm ----------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ What each reads (docs/str.md has the facts and where they come from):
 - **SAMM-LV** (200 fps): the long-video sheet (``SAMM_LongVideos_V*_Release.xlsx``; the header is found by name,
   after 9 notes rows in the real files) with ``Subject, Filename, Onset, Apex, Offset, Type, Action Units``. ``Type``
   ``Micro - 1/2`` is a micro-expression and ``Macro`` a macro-expression; rows of any other type are dropped (and
-  counted in the log). The sheet has no emotion: a micro row takes the ``Estimated Emotion`` of the row with the same
+  counted in the log); a row without a type is an error. The sheet has no emotion: a micro row takes the ``Estimated Emotion`` of the row with the same
   ``Filename`` in the SAMM micro sheet (``--emotions SAMM_Micro_FACS_Codes_v2.xlsx``); a micro row missing there is an
   error. ``Filename`` ``006_1_2`` is movement 2 of video ``006_1``, whose frames are ``ROOT/006_1/006_1_0001.jpg``.
 - **CAS(ME)^3 part A** (30 fps): each task folder ``ROOT/spNO.1/a/color/`` is a long video. The ME sheet
@@ -141,7 +141,9 @@ def read_samm_lv(root: Path, annotations: Path, *, emotions: Path | None) -> lis
     dropped = 0
     for entry in read_sheet(annotations, SAMM_LV_COLUMNS, sheet="FACS_Movement_Only", optional=("aus", "apex")):
         v, where = entry.values, entry.where
-        kind_text = str(v.get("type") or "").strip().lower()
+        if v.get("type") is None:  # a movement of unknown type is neither counted nor silently dropped
+            raise MevqaError(f"{where}: Type is empty; expected Micro - 1/2, Macro or another movement type")
+        kind_text = str(v["type"]).strip().lower()
         kind = MICRO if kind_text.startswith("micro") else MACRO if kind_text.startswith("macro") else None
         if kind is None:
             dropped += 1
@@ -202,6 +204,9 @@ def read_casme3(root: Path, annotations: Path, *, macro: Path | None = None) -> 
         video.intervals.append(interval)
     if macro is not None:
         for entry in read_sheet(macro, CASME3_MACRO_COLUMNS, optional=("aus", "apex")):
+            if entry.values["expression_type"] is None:
+                raise MevqaError(f"{entry.where}: Expression type is empty; expected Micro-expression or "
+                                 "Macro-expression")
             if "macro" not in str(entry.values["expression_type"]).lower():
                 continue  # its micro rows are the ME sheet's, which has their emotion
             v, where = entry.values, entry.where

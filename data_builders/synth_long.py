@@ -171,11 +171,9 @@ def render_frames(video: LongVideo, width: int, height: int, gray: bool = False,
         moving = {move.blob: _progress(number, move) for move in video.movements if move.onset <= number <= move.offset}
         for blob, ((sx, sy), (dx, dy)) in MOVES.items():
             t = moving.get(blob, 0.0)
-            if blob == "macro":
-                if t > 0:  # the mouth blob shows only while the macro-expression lasts
-                    _add_blob(image, (sx + dx * t) * width, (sy + dy * t) * height, radius * 1.6, 120 * t)
-                continue
-            _add_blob(image, (sx + dx * t) * width, (sy + dy * t) * height, radius, 140)
+            # the mouth is always there, larger than the others; a macro-expression moves it further, for longer
+            _add_blob(image, (sx + dx * t) * width, (sy + dy * t) * height, radius * (1.6 if blob == "macro" else 1),
+                      140)
         phase = 2 * math.pi * (number - video.first) / (HEAD_DRIFT_PERIOD_S * video.fps)
         shift = np.float32([[1, 0, HEAD_DRIFT_PX * math.sin(phase)], [0, 1, 0.5 * HEAD_DRIFT_PX * math.cos(phase)]])
         image = cv2.warpAffine(image, shift, (width, height), borderMode=cv2.BORDER_REFLECT)

@@ -157,12 +157,13 @@ def unit_figures(clips: ClipStatistics) -> dict[str, dict[str, float | None]]:
                     for key, value in figures_from_sums(total).items()} for split, total in sums.items()}
 
 
-def resampled_figures(systems: list[ClipStatistics], *, resamples: int, seed: int
+def resampled_figures(systems: list[ClipStatistics], *, resamples: int, seed: int, figures=figures_from_sums
                       ) -> list[dict[str, dict[str, np.ndarray]]]:
     """Figures of each system on the same ``resamples`` clip resamples: ``[system][split][figure] -> (resamples,)``.
 
     The systems must share their clips (the same gold rows); drawing depends only on the clip counts, ``resamples``
-    and ``seed``, so a figure's resampled values are reproducible.
+    and ``seed``, so a figure's resampled values are reproducible. ``figures`` turns summed statistics
+    ``[..., width]`` into ``{figure: values}`` (default: the ME-VQA figures; ME-LVQA passes its own).
     """
     check_resampling(resamples, seed)
     first = systems[0]
@@ -183,11 +184,11 @@ def resampled_figures(systems: list[ClipStatistics], *, resamples: int, seed: in
             for system, total in zip(systems, totals):
                 total[split] = counts @ system.sums[index]
         for total, part in zip(totals, parts):
-            part["overall"].append(figures_from_sums(sum(total.values())))
+            part["overall"].append(figures(sum(total.values())))
             for split in splits:
-                part[split].append(figures_from_sums(total[split]))
+                part[split].append(figures(total[split]))
         done += size
-    return [{split: {key: np.concatenate([chunk[key] for chunk in chunks]) for key in FIGURES}
+    return [{split: {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
              for split, chunks in part.items()} for part in parts]
 
 

@@ -10,7 +10,9 @@ trained, else ``direct``; ``hierarchical`` and ``au-rules`` ask the clip's coars
 the rule table of ``au-rules``. Only the answer goes to stdout (logs go to stderr); ``--json`` prints the answer
 with how it was reached (``label_probs``, ``votes``, ``rule``, ``coarse_hint``, ...: :meth:`mevqa.strategies.Answer.
 record`), the strategy, the inputs used, the media settings (``media_settings``, keyed by the build-data option
-names) and timings. An empty answer is an error, as it is a failed row in ``predict``.
+names) and timings. An empty answer is an error, as it is a failed row in ``predict``. A question of an ME-LVQA
+kind ("How many micro-expression events appear in this video?") is about a whole long video: ``--clip`` is then the
+long video and :func:`mevqa.lvqa_predict.answer_long_video` answers it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
         raise MevqaError("--question is empty")
     refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)},
                                inputs={"--clip": args.clip, "--model": args.model, "--adapter": args.adapter})
+    from mevqa.lvqa import lvqa_question
+
+    if lvqa_question(question) is not None:  # about a whole long video: the ME-LVQA pipeline answers it
+        from mevqa.lvqa_predict import answer_long_video
+
+        return answer_long_video(args, question)
     settings = resolve_settings(args)
     check_weight_files(args.model, args.adapter)
     if "au-rules" in settings.strategy.split("+"):

@@ -35,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-spot": ("mevqa.data_builders.spot", "turn long videos and their sheets into spotting data (ME-STR)"),
     "spot": ("mevqa.spot", "spot micro-expressions in one long video (flow baseline or a VLM)"),
     "str-predict": ("mevqa.str_predict", "spot and recognise micro-expressions in many long videos; writes pred.csv"),
+    "build-lvqa": ("mevqa.data_builders.lvqa", "turn long videos and their sheets into ME-LVQA rows with gold answers"),
+    "lvqa-predict": ("mevqa.lvqa_predict", "answer ME-LVQA questions about long videos (spotter or VLM); submission"),
+    "lvqa-eval": ("mevqa.eval.lvqa_cli", "score ME-LVQA answers: count MAE/RMSE, AU F1/Jaccard, type UF1/UAR"),
     "submit": ("mevqa.submission", "write the official submission files (and zip) from predictions"),
     "demo": ("mevqa.demo", "run the whole pipeline offline on synthetic data with a tiny model"),
 }

@@ -6,6 +6,7 @@ Public API::
     motion_signal(clip, fps, settings, progress=False) -> (frame numbers, signal, k)
     flow_detections(numbers, signal, k, fps, settings) -> list[Detection]
     spot_flow(clip, fps, settings, progress=False) -> list[Detection]
+    spot_macro_flow(clip, fps, settings, micro, macro_seconds, progress=False) -> list[Detection]   # type "macro"
     window_probabilities(model, processor, clip, fps, inference, settings, work_dir, progress=False)
         -> (windows, P(yes) per window)
     vlm_detections(windows, probabilities, settings) -> list[Detection]
@@ -25,6 +26,16 @@ movements that do not come back within ``2k``. The threshold is relative to the 
 (runs less than ``k`` frames apart joined) is a movement; runs longer than ``--max-seconds`` (default 0.5 s, the
 longest ME) are taken for macro-expressions and dropped; each remaining run gives one interval ``[peak - k, peak + k]``
 around its highest frame, and overlapping intervals are merged into the strongest.
+
+**macro-expressions** (``spot_macro_flow``, for ME-LVQA, which counts them): the same signal at the macro scale,
+``K`` = half of ``macro_seconds`` (a macro-expression is a slower out-and-back). A run there (same relative
+threshold, runs less than ``k`` apart joined) is *slow* when the ME-scale signal around it stays under
+``SLOW_RATIO`` (0.65) of its peak: the face moved far, but never far within the ME scale (on the synthetic videos
+MEs give 0.75-1.2, macro-expressions 0.2-0.66). The MEs found, except those inside a slow run, are then masked
+together with their echoes (the macro-scale signal is also high where ``t - K`` and ``t + K`` both fall in
+movements), so that they no longer set the threshold, and the slow runs of the masked signal whose peak exceeds
+``NOISE_FLOOR`` (3) times the median are macro-expressions, each ``macro_seconds`` around its peak. An ME interval
+inside a macro-expression is part of it (``mevqa lvqa-predict`` drops it).
 
 **vlm**: windows of ``--window`` seconds every ``--stride`` seconds (as ``mevqa build-spot --windows`` makes them:
 first and last frame as onset and offset, the frame most different from the first as apex, inputs built with the
@@ -77,6 +88,10 @@ METHODS = ("flow", "vlm")
 LABEL_SETS = ("coarse", "fine")
 NO_MODEL_EMOTION = "others"
 GRID, TOP_CELLS = 6, 3
+# A macro-scale peak whose ME-scale signal nearby stays under this share of it is a slow movement (macro-expression).
+SLOW_RATIO = 0.65
+# ... and one under this many times the video's median macro-scale signal is the noise of a still face.
+NOISE_FLOOR = 3.0
 JPEG_QUALITY = 95
 
 
@@ -130,6 +145,7 @@ class Detection:
     score: float                   # the flow signal at the peak, or the smoothed P(yes)
     emotion: str = NO_MODEL_EMOTION
     emotion_scores: dict = field(default_factory=dict)
+    type: str = "micro"            # micro, or macro (spot_macro_flow)
 
 
 # --- frames -------------------------------------------------------------------------------------------------------
@@ -245,20 +261,23 @@ def spotting_signal(m: np.ndarray, k: int) -> np.ndarray:
 def flow_detections(numbers: list[int], m: np.ndarray, k: int, fps: float, settings: FlowSettings) -> list[Detection]:
     """The flow method's intervals from the motion signal (module docstring)."""
     s = spotting_signal(m, k)
-    if len(s) == 0 or not np.any(s > 0):
-        return []
-    base = float(np.median(s))
-    threshold = base + settings.threshold * (float(s.max()) - base)
-    runs = _runs(s > threshold, bridge=k)
     longest = settings.max_seconds * fps
     detections = []
-    for first, last in runs:
+    for first, last in _signal_runs(s, settings.threshold, k):
         if last - first + 1 > longest:
             continue  # moves for too long to be a micro-expression
         peak = first + int(np.argmax(s[first:last + 1]))
         start, end = max(0, peak - k), min(len(numbers) - 1, peak + k)
         detections.append(Detection(numbers[start], numbers[peak], numbers[end], round(float(s[peak]), 6)))
     return merge_overlapping(detections)
+
+
+def _signal_runs(s: np.ndarray, p: float, bridge: int) -> list[tuple[int, int]]:
+    """Index runs of ``s`` above ``T = median(s) + p (max(s) - median(s))``, bridged (:func:`_runs`)."""
+    if len(s) == 0 or not np.any(s > 0):
+        return []
+    base = float(np.median(s))
+    return _runs(s > base + p * (float(s.max()) - base), bridge=bridge)
 
 
 def _runs(mask: np.ndarray, bridge: int) -> list[tuple[int, int]]:
@@ -287,9 +306,53 @@ def spot_flow(clip: Clip, fps: float, settings: FlowSettings, progress: bool = F
     return flow_detections(numbers, m, k, fps, settings)
 
 
+def spot_macro_flow(clip: Clip, fps: float, settings: FlowSettings, micro: list[Detection], macro_seconds: float,
+                    progress: bool = False, micro_signal: tuple | None = None) -> list[Detection]:
+    """The macro-expressions of a video whose MEs ``micro`` are already spotted (module docstring), in onset
+    order, each a :class:`Detection` of type ``macro`` of ``macro_seconds`` around its peak. ``micro_signal``:
+    :func:`motion_signal`'s result at the ME scale, when already computed."""
+    from dataclasses import replace
+
+    if not macro_seconds > settings.max_seconds:
+        raise MevqaError(f"--macro-seconds must exceed --max-seconds ({settings.max_seconds}), got {macro_seconds}")
+    numbers, m, k = micro_signal or motion_signal(clip, fps, settings, progress)
+    _, m_macro, big_k = motion_signal(clip, fps, replace(settings, me_seconds=macro_seconds), progress)
+    s, s_macro = spotting_signal(m, k), spotting_signal(m_macro, big_k)
+
+    def slow_runs(signal):  # (first, last, peak) of runs where the face moved far, never far within the ME scale
+        runs = []
+        for first, last in _signal_runs(signal, settings.threshold, k):
+            peak = first + int(np.argmax(signal[first:last + 1]))
+            if s[max(0, first - k):last + k + 1].max() < SLOW_RATIO * signal[peak]:
+                runs.append((first, last, peak))
+        return runs
+
+    # The MEs found, except those inside a slow run (parts of a macro-expression), are masked with their echoes:
+    # s_macro(t) is also high where t - K and t + K both fall in movements. Masked, they no longer set the threshold,
+    # which a macro-expression weaker than the strongest ME would not reach.
+    slow = slow_runs(s_macro)
+    spans = [(int(np.searchsorted(numbers, d.onset)), int(np.searchsorted(numbers, d.offset, side="right")) - 1)
+             for d in micro]
+    masked = s_macro.copy()
+    for a, b in spans:
+        if not any(a <= last and first <= b for first, last, _ in slow):
+            for shift in (-big_k, 0, big_k):
+                masked[max(0, a + shift - k):max(0, b + shift + k + 1)] = 0
+    floor = NOISE_FLOOR * float(np.median(s_macro))
+    found = []
+    for first, last, peak in slow_runs(masked):
+        if masked[peak] < floor:
+            continue  # a ripple of a still face
+        start, end = max(0, peak - big_k), min(len(numbers) - 1, peak + big_k)
+        found.append(Detection(numbers[start], numbers[peak], numbers[end], round(float(masked[peak]), 6),
+                               type="macro"))
+    return merge_overlapping(found)
+
+
 # --- vlm ----------------------------------------------------------------------------------------------------------
 
-def _row(row_id: str, question: str, media: dict, base: Path, fps: float, span: Span) -> dict:
+def interval_row(row_id: str, question: str, media: dict, base: Path, fps: float, span: Span) -> dict:
+    """A QA row asking ``question`` about one interval of a long video, its inputs ``media`` built in ``base``."""
     row = {"id": row_id, "question": question, "_file": str(base),
            "clip": {"onset": span.onset, "apex": span.apex, "offset": span.offset, "fps": fps}, "media": media}
     return resolve_media(row, base, row_id)
@@ -320,7 +383,7 @@ def window_probabilities(model, processor, clip: Clip, fps: float, inference, se
         span = window_span(clip, first, last)
         out = work_dir / "windows" / f"w{first}"
         media = build_media(clip, span, inference.media, out, fps=fps)
-        batch.append((_row(f"w{first}", vocab.Q_SPOT, media, out, fps, span), span))
+        batch.append((interval_row(f"w{first}", vocab.Q_SPOT, media, out, fps, span), span))
         if len(batch) >= 16:
             flush()
     if batch:
@@ -371,7 +434,7 @@ def recognise(model, processor, clip: Clip, fps: float, detections: list[Detecti
     for d in detections:
         span = Span(d.onset, d.apex, d.offset, "max_diff")
         out = work_dir / "detections" / f"d{d.onset}_{d.offset}"
-        rows.append(_row(f"d{d.onset}", question, build_media(clip, span, inference.media, out, fps=fps), out, fps,
+        rows.append(interval_row(f"d{d.onset}", question, build_media(clip, span, inference.media, out, fps=fps), out, fps,
                          span))
     probabilities = choice_probabilities(model, processor, rows, inference.inputs, [choices] * len(rows),
                                          system_prompt=inference.system_prompt, max_frames=inference.max_frames,
@@ -397,8 +460,10 @@ def check_fps(clip: Clip, fps: float | None) -> float:
 
 def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | None = None,
                vlm: VlmSettings | None = None, model=None, processor=None, inference=None, work_dir: Path,
-               labels: str = "coarse", dataset: str | None = None, progress: bool = False) -> list[Detection]:
-    """Spot (and, with a model, recognise) the MEs of one long video: a frame folder or a video file."""
+               labels: str = "coarse", dataset: str | None = None, progress: bool = False,
+               emotions: bool = True) -> list[Detection]:
+    """Spot (and, with a model and ``emotions``, recognise) the MEs of one long video: a frame folder or a video
+    file."""
     if method not in METHODS:
         raise MevqaError(f"unknown spotting method {method!r}; expected one of {', '.join(METHODS)}")
     clip = path if isinstance(path, Clip) else read_clip(path)
@@ -414,7 +479,7 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
         spans, probabilities = window_probabilities(model, processor, clip, fps, inference, vlm or VlmSettings(),
                                                     work_dir, progress, name)
         detections = vlm_detections(spans, probabilities, vlm or VlmSettings())
-    if model is not None:
+    if model is not None and emotions:
         if clip.is_video and detections:
             clip = unpack_video(clip, work_dir / "frames", progress)
         recognise(model, processor, clip, fps, detections, inference, work_dir, labels, dataset)
@@ -423,9 +488,11 @@ def spot_video(path, method: str, *, fps: float | None, flow: FlowSettings | Non
 
 # --- the command --------------------------------------------------------------------------------------------------
 
-def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    """The method and model options ``mevqa spot`` and ``mevqa str-predict`` share."""
-    parser.add_argument("--method", choices=METHODS, required=True,
+def add_method_arguments(parser: argparse.ArgumentParser, *, method_option: str = "--method") -> None:
+    """The method and model options ``mevqa spot``, ``mevqa str-predict`` and ``mevqa lvqa-predict`` share; the
+    spotting method is ``args.method``, given as ``method_option`` (lvqa-predict's own ``--method`` is another)."""
+    parser.add_argument(method_option, dest="method", choices=METHODS, required=method_option == "--method",
+                        default=None if method_option == "--method" else "flow",
                         help="flow: optical-flow baseline, no model needed; vlm: windows scored by a trained spotter")
     parser.add_argument("--labels", choices=LABEL_SETS, default="coarse",
                         help="emotions asked of the model: coarse classes or the dataset's fine classes")
@@ -434,7 +501,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--me-seconds", type=float, default=defaults.me_seconds,
                        help=f"typical ME length in seconds; intervals are this long (default: {defaults.me_seconds})")
     group.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
-                       help=f"longer movements are macro-expressions, dropped (default: {defaults.max_seconds})")
+                       help="longer movements are macro-expressions: dropped by spot and str-predict, typed macro by "
+                            f"lvqa-predict (default: {defaults.max_seconds})")
     group.add_argument("--flow-threshold", type=float, default=defaults.threshold,
                        help="p in T = median + p (max - median) of the video's signal (default: "
                             f"{defaults.threshold})")
@@ -524,4 +592,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["Detection", "FlowSettings", "VlmSettings", "flow_detections", "motion_signal", "recognise", "smooth",
-           "spot_flow", "spot_video", "spotting_signal", "unpack_video", "vlm_detections", "window_probabilities"]
+           "spot_flow", "spot_macro_flow", "spot_video", "spotting_signal", "unpack_video", "vlm_detections", "window_probabilities"]

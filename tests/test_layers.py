@@ -31,15 +31,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "mevqa.data_builders.synth_long",
                "mevqa.eval", "mevqa.eval.rows", "mevqa.eval.metrics", "mevqa.eval.bootstrap", "mevqa.eval.samples",
                "mevqa.eval.scoring", "mevqa.eval.stamp", "mevqa.eval.report", "mevqa.eval.compare",
-               "mevqa.eval.strs",
+               "mevqa.eval.strs", "mevqa.eval.lvqa", "mevqa.data_builders.lvqa", "mevqa.lvqa",
                "mevqa.au_rules", "mevqa.strategies", "mevqa.consistency", "mevqa.inference", "mevqa.submission"),
     # whole runs over many rows or clips: training, prediction, cross-validation, ME-STR, folds, exports, budgets
     "runs": ("mevqa.train", "mevqa.train.config", "mevqa.train.data", "mevqa.train.parts", "mevqa.train.trainer",
-             "mevqa.train.run", "mevqa.predict", "mevqa.cv", "mevqa.spot", "mevqa.str_predict", "mevqa.split",
+             "mevqa.train.run", "mevqa.predict", "mevqa.cv", "mevqa.spot", "mevqa.str_predict", "mevqa.lvqa_predict", "mevqa.split",
              "mevqa.export", "mevqa.inspect"),
     # what only the command line (and the recipes, and evaluate) use; nothing imports these
     "commands": ("mevqa.cli", "mevqa.__main__", "mevqa.answer", "mevqa.demo", "mevqa.merge",
                  "mevqa.data_builders.cli", "mevqa.data_builders.synth_cli", "mevqa.eval.cli", "mevqa.eval.strs_cli",
+                 "mevqa.eval.lvqa_cli",
                  "mevqa.eval.metric.mevqa_vqa.mevqa_vqa", "mevqa.recipes", "mevqa.recipes.lora",
                  "mevqa.recipes.full"),
 }

@@ -74,6 +74,8 @@ class Family:
     video_budget: str                     # "frame" | "video": what the video processor's size bounds
     llamafactory_template: str
     swift_template: str
+    vision_hidden_key: str = "hidden_size"   # the vision config's width (Qwen2-VL: embed_dim; hidden_size is its output)
+    vision_mlp_ratio: bool = False           # the vision MLP width is width x mlp_ratio (Qwen2-VL), else intermediate_size
     language_modules: tuple[str, ...] = (f"{LANGUAGE_MODEL}.embed_tokens", f"{LANGUAGE_MODEL}.layers",
                                          f"{LANGUAGE_MODEL}.norm")
     vision_tower: str = VISUAL
@@ -97,6 +99,13 @@ class Family:
         """One visual token per factor x factor px: the vision ``patch_size * spatial_merge_size`` of the config."""
         vision = model_config.vision_config
         return int(vision.patch_size) * int(vision.spatial_merge_size)
+
+    def vision_widths(self, vision_config) -> tuple[int, int]:
+        """(hidden width, MLP width) of the vision blocks of a config."""
+        hidden = int(getattr(vision_config, self.vision_hidden_key))
+        if self.vision_mlp_ratio:
+            return hidden, int(hidden * vision_config.mlp_ratio)
+        return hidden, int(vision_config.intermediate_size)
 
     def part_of(self, name: str) -> str | None:
         """The part a parameter or module name belongs to; PEFT prefixes and LoRA / modules_to_save infixes allowed."""
@@ -136,7 +145,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         merger_lora=(rf"{re.escape(VISUAL)}\.merger\.mlp\.[02]",),   # mlp.1 is the GELU
         llm_lora={"attention": _ATTENTION, "mlp": _MLP}, mlp_width_inputs=frozenset({"fc2", "down_proj"}),
         patch_size=14, merge_size=2, video_timing="frame order", video_budget="frame",
-        llamafactory_template="qwen2_vl", swift_template="qwen2_vl"),
+        llamafactory_template="qwen2_vl", swift_template="qwen2_vl", vision_hidden_key="embed_dim",
+        vision_mlp_ratio=True),
     Family(
         model_type="qwen2_5_vl", name="Qwen2.5-VL",
         checkpoints=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),

@@ -12,6 +12,7 @@ import yaml
 from mevqa.errors import MevqaError
 from mevqa.messages import INPUT_MODES
 from mevqa.train.config import TrainConfig, load_config, parse_args, save_config
+from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.train.parts import lora_target_regex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,10 @@ def test_every_shipped_yaml_parses_into_the_config(path):
         assert getattr(cfg, key) == (None if value == "none" else value), key
     assert cfg.inputs in INPUT_MODES
     if "lora" in (cfg.vision, cfg.merger, cfg.llm):
-        lora_target_regex(cfg)  # a LoRA config names its targets
+        # a LoRA config names its targets, layers its model's family has (the tiny configs: the default family)
+        family = next((f for f in FAMILIES.values() if cfg.model_name_or_path in f.checkpoints),
+                      FAMILIES[DEFAULT_FAMILY])
+        lora_target_regex(cfg, family)
 
 
 def test_a_lora_preset_fills_the_parts_and_explicit_keys_win(tmp_path):

@@ -74,6 +74,8 @@ class Family:
     video_budget: str                     # "frame" | "video": what the video processor's size bounds
     llamafactory_template: str
     swift_template: str
+    swift_budget_env: str                 # how ms-swift takes pixel budgets: "pixels" (MAX_PIXELS, VIDEO_MAX_PIXELS)
+                                          # or "tokens" (IMAGE_MAX_TOKEN_NUM, VIDEO_MAX_TOKEN_NUM, per frame)
     vision_hidden_key: str = "hidden_size"   # the vision config's width (Qwen2-VL: embed_dim; hidden_size is its output)
     vision_mlp_ratio: bool = False           # the vision MLP width is width x mlp_ratio (Qwen2-VL), else intermediate_size
     language_modules: tuple[str, ...] = (f"{LANGUAGE_MODEL}.embed_tokens", f"{LANGUAGE_MODEL}.layers",
@@ -145,7 +147,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         merger_lora=(rf"{re.escape(VISUAL)}\.merger\.mlp\.[02]",),   # mlp.1 is the GELU
         llm_lora={"attention": _ATTENTION, "mlp": _MLP}, mlp_width_inputs=frozenset({"fc2", "down_proj"}),
         patch_size=14, merge_size=2, video_timing="frame order", video_budget="frame",
-        llamafactory_template="qwen2_vl", swift_template="qwen2_vl", vision_hidden_key="embed_dim",
+        llamafactory_template="qwen2_vl", swift_template="qwen2_vl", swift_budget_env="pixels", vision_hidden_key="embed_dim",
         vision_mlp_ratio=True),
     Family(
         model_type="qwen2_5_vl", name="Qwen2.5-VL",
@@ -155,7 +157,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         merger_lora=(rf"{re.escape(VISUAL)}\.merger\.mlp\.[02]",),
         llm_lora={"attention": _ATTENTION, "mlp": _MLP}, mlp_width_inputs=frozenset({"down_proj"}),
         patch_size=14, merge_size=2, video_timing="second_per_grid_ts", video_budget="frame",
-        llamafactory_template="qwen2_vl", swift_template="qwen2_5_vl"),
+        llamafactory_template="qwen2_vl", swift_template="qwen2_5_vl", swift_budget_env="pixels"),
     Family(
         model_type="qwen3_vl", name="Qwen3-VL", checkpoints=("Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
         vision_modules=(f"{VISUAL}.patch_embed", f"{VISUAL}.pos_embed", f"{VISUAL}.blocks"),
@@ -165,7 +167,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                      rf"{re.escape(VISUAL)}\.deepstack_merger_list\.\d+\.linear_fc[12]"),
         llm_lora={"attention": _ATTENTION, "mlp": _MLP}, mlp_width_inputs=frozenset({"linear_fc2", "down_proj"}),
         patch_size=16, merge_size=2, video_timing="timestamps", video_budget="video",
-        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl"),
+        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens"),
     Family(
         model_type="qwen3_vl_moe", name="Qwen3-VL-MoE", checkpoints=("Qwen/Qwen3-VL-30B-A3B-Instruct",),
         vision_modules=(f"{VISUAL}.patch_embed", f"{VISUAL}.pos_embed", f"{VISUAL}.blocks"),
@@ -176,7 +178,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         # The experts are fused 3-D parameters (no Linear layers to adapt): attention only.
         llm_lora={"attention": _ATTENTION, "mlp": ()}, mlp_width_inputs=frozenset({"linear_fc2"}),
         patch_size=16, merge_size=2, video_timing="timestamps", video_budget="video",
-        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl"),
+        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens"),
 )}
 
 

@@ -24,7 +24,8 @@ def test_the_configs_the_issue_asks_for_are_shipped():
     names = {path.relative_to(REPO / "recipes" / "configs").as_posix() for path in CONFIGS}
     assert {"tiny/lora.yaml", "tiny/full.yaml", "qwen2_5_vl_3b/lora_baseline.yaml", "qwen2_5_vl_7b/lora.yaml",
             "qwen2_5_vl_7b/full.yaml", "qwen2_5_vl_7b/qlora.yaml", "megc2025/rank1_emotion_qwen_vl.yaml",
-            "megc2025/rank2_hiermeqa.yaml", "megc2025/rank3_tie.yaml"} <= names
+            "megc2025/rank2_hiermeqa.yaml", "megc2025/rank3_tie.yaml", "qwen3_vl_4b/lora_baseline.yaml",
+            "qwen3_vl_4b/full.yaml", "qwen3_vl_8b/lora_baseline.yaml", "qwen3_vl_8b/full.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "recipes" / "configs").as_posix())

@@ -39,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mevqa", description="Micro-expression visual question answering with Qwen2.5-VL.")
+    parser = argparse.ArgumentParser(prog="mevqa", description="Micro-expression visual question answering with Qwen "
+                                                               "VLMs (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).")
     parser.add_argument("--version", action="version", version=f"mevqa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> No
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=DEFAULT_MODEL if default_model else None,
-                       help="model folder or hub name: a base Qwen2.5-VL, a merged checkpoint or a tiny model"
+                       help="model folder or hub name: a base Qwen2-VL / Qwen2.5-VL / Qwen3-VL, a merged "
+                            "checkpoint or a tiny model"
                             + (f" (default {DEFAULT_MODEL})" if default_model else
                                " (needed unless every dataset of the questions has --model-for or --adapter-for)"))
     group.add_argument("--adapter", type=Path, help="LoRA adapter folder to apply on top of --model")

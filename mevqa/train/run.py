@@ -48,7 +48,6 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
         if is_main_process():
             print(help_text(f"recipes/{recipe}.py", summary.strip()))
         return 0
-    from mevqa.families import family_of_source
     from mevqa.train.parts import check_parts
 
     cfg = parse_args(argv)
@@ -60,7 +59,6 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
     if eval_rows is not None:
         check_metric_available(cfg, eval_rows)
     cfg.media_settings = media_settings(cfg, train_rows + (eval_rows or []))
-    check_parts(cfg, recipe, family_of_source(cfg.model_name_or_path))  # the model's family, from config.json
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_epoch = train_data.steps_per_epoch(len(train_rows), world, cfg.per_device_batch_size,
                                            cfg.gradient_accumulation_steps)

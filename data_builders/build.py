@@ -12,6 +12,12 @@ Two sources of questions:
   (``video``, ``image_id``, ``subject``, ``filename``) must be one plain folder or file name, so nothing is read from
   outside ``ROOT`` and nothing is written outside ``OUT``.
 
+The question set (``BuildOptions.questions``): 2025, or 2026 (MEGC2026 ME-VQA-v2: the composite question gives way
+to one analysis prompt per clip, :func:`mevqa.data_builders.qa.clip_rows`). An official file brings its own set
+(analysis prompts: 2026; the composite question: 2025), which ``--questions`` must not contradict, and every row of
+it must ask a question of a known kind (:func:`mevqa.vocab.question_kind`). ``build.json`` records the set used
+(``options.questions``).
+
 A clip with bad input raises; with ``skip_bad`` it is left out and listed in ``OUT/skipped.jsonl`` instead.
 Nothing is written to ``OUT/qa.jsonl`` unless the whole build succeeds. Media are cached per clip (``media.json``),
 so a second run reuses them. A rebuild whose media settings differ from those ``OUT/build.json`` records first sets
@@ -35,13 +41,15 @@ from types import ModuleType
 
 from tqdm import tqdm
 
+from mevqa import vocab
 from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
-from mevqa.data_builders.qa import ClipRecord, clip_rows
+from mevqa.data_builders.qa import QUESTION_SETS, ClipRecord, clip_rows, questions_of_set
 from mevqa.data_builders.sheets import cell_int
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, folder_lock, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_name, read_rows
 
 log = logging.getLogger(__name__)
@@ -69,9 +77,14 @@ class BuildOptions:
     bad_apex: str = "error"           # "estimate": an apex outside the clip is estimated instead
     all_emotions: bool = False
     fps: float | None = None          # override the dataset's frame rate
+    # "2025" (the composite question) or "2026" (ME-VQA-v2: the analysis prompt in its place); None: 2025 for rows
+    # made from the sheet, the official file's own set with --official. build.json records the set used.
+    questions: str | None = None
     progress: bool = True
 
     def __post_init__(self):
+        if self.questions is not None and self.questions not in QUESTION_SETS:
+            raise MevqaError(f"--questions must be one of {', '.join(QUESTION_SETS)}, got {self.questions!r}")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise MevqaError(f"--fps must be positive, got {self.fps}")
         if self.workers < 1:
@@ -127,19 +140,22 @@ def generated_jobs(dataset: str, records: list[ClipRecord], options: BuildOption
                                  f"(also {seen[record.key]})")
             seen[record.key] = record.where
             clip_name(record.image_id, record.where, "image id")  # it names the clip's media folder
-            jobs.append(ClipJob(record, clip_rows(record, module.QUESTIONS, options.seed)))
+            questions = questions_of_set(module.QUESTIONS, options.questions or "2025")
+            jobs.append(ClipJob(record, clip_rows(record, questions, options.seed)))
         except MevqaError as exc:
             _bad(exc, record.where, options.skip_bad, skipped, record.image_id)
     return jobs, excluded
 
 
 def official_jobs(dataset: str, official: Path, root: Path | None, annotations: Path | None, options: BuildOptions,
-                  skipped: list[dict]) -> list[ClipJob]:
+                  skipped: list[dict]) -> tuple[list[ClipJob], str]:
+    """The jobs of an official file's clips, and the file's question set (:func:`check_question_set`)."""
     rows = read_rows(official)  # ids unique, questions non-empty, lines checked
     if not rows:
         raise MevqaError(f"{official}: no rows")
+    question_set = check_question_set(official, rows, options.questions)
     if all("video" in row or "onset_frame" in row for row in rows):  # test questions: frames per clip
-        return _test_jobs(dataset, official, rows, root, options, skipped)
+        return _test_jobs(dataset, official, rows, root, options, skipped), question_set
     if any("image_id" not in row for row in rows):
         line = next(row["_line"] for row in rows if "image_id" not in row)
         raise MevqaError(f"{official}:{line}: expected training rows (image_id) or test rows (video)")
@@ -163,7 +179,36 @@ def official_jobs(dataset: str, official: Path, root: Path | None, annotations: 
             jobs.append(ClipJob(records[image_id], clip_rows_))
         except MevqaError as exc:
             _bad(exc, where, options.skip_bad, skipped, image_id)
-    return jobs
+    return jobs, question_set
+
+
+def official_question_set(official: Path, rows: list[dict]) -> str | None:
+    """The question set of an official file's rows: "2026" when it asks analysis prompts, "2025" when it asks the
+    composite question, None when it asks neither (e.g. SMIC's coarse rows, the same in both). A row of no known
+    question kind, or a file asking both, is an error naming the row."""
+    first: dict[str, dict] = {}
+    for row in rows:
+        kind = vocab.question_kind(row["question"])
+        if kind is None:
+            raise MevqaError(f"{official}:{row['_line']}: question {row['question']!r} is of no known kind; expected "
+                             "an ME-VQA question of 2025 or a 2026 analysis prompt (docs/megc2026.md)")
+        first.setdefault(kind, row)
+    if vocab.ANALYSIS in first and vocab.COMPOSITE in first:
+        raise MevqaError(f"{official}:{first[vocab.COMPOSITE]['_line']}: a composite question (2025) in a file that "
+                         f"asks analysis prompts (2026, line {first[vocab.ANALYSIS]['_line']}); one file is one "
+                         "question set")
+    return "2026" if vocab.ANALYSIS in first else "2025" if vocab.COMPOSITE in first else None
+
+
+def check_question_set(official: Path, rows: list[dict], given: str | None) -> str:
+    """The question set of a build from an official file: the file's own (:func:`official_question_set`), which
+    ``--questions``, when given, must equal; "2025" when the file and the option leave it open."""
+    found = official_question_set(official, rows)
+    if given is not None and found is not None and found != given:
+        raise MevqaError(f"{official}: asks the {found} question set "
+                         f"({'analysis prompts' if found == '2026' else 'the composite question'}), but --questions "
+                         f"is {given}; pass --questions {found} or leave it out")
+    return given or found or "2025"
 
 
 def _test_jobs(dataset: str, official: Path, rows: list[dict], root: Path | None, options: BuildOptions,
@@ -293,13 +338,18 @@ def build_dataset(dataset: str, out: str | Path, *, root: str | Path | None = No
         raise MevqaError(f"{root}: {'is a file, expected' if root.exists() else 'not found; expected'} the dataset's "
                          "frame folder (--root)")
     if official is not None:
-        jobs = official_jobs(dataset, Path(official), root, annotations, options, skipped)
+        jobs, question_set = official_jobs(dataset, Path(official), root, annotations, options, skipped)
+        options = replace(options, questions=question_set)
     else:
+        options = replace(options, questions=options.questions or "2025")
         records = load_records(dataset, root, annotations, options.skip_bad, skipped)
         jobs, excluded = generated_jobs(dataset, records, options, skipped)
     if options.fps:
         for job in jobs:
             job.record.fps = options.fps
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [out / name for name in (QA_FILE, BUILD_FILE, SKIPPED_FILE, "media")]}, into={"--out": out},
+        inputs={"--root": root, "--annotations": annotations, "--official": official})
     ensure_dir(out)  # after the inputs are read (a bad sheet writes nothing), before any media
     # One build at a time here: two with other settings would overwrite each other's media.
     with folder_lock(out, LOCK_FILE, "mevqa build-data"):

@@ -17,6 +17,7 @@ from typing import Callable
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options
+from mevqa.paths import seed as seed_type
 
 
 def parse_inputs(text: str) -> tuple[str, ...]:
@@ -48,8 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="override the dataset's frame rate")
     parser.add_argument("--official", type=Path, help="take questions and answers from this official jsonl "
                         "(training file, or a *_to_answer.jsonl test file) and attach inputs")
+    parser.add_argument("--questions", metavar="2025|2026", default=None,
+                        help="question set: 2025 (default; the composite question) or 2026 (ME-VQA-v2: one of the "
+                             "three official analysis prompts per clip, drawn with --seed, answered by mevqa's "
+                             "analysis template; docs/megc2026.md). With --official: the file's own set")
     parser.add_argument("--workers", type=int, default=1, help="processes building media (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the yes/no AU draws (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the yes/no AU draws and of the analysis "
+                        "prompt of each clip (default 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip clips with bad input and list them in "
                         "OUT/skipped.jsonl instead of stopping")
     add_media_arguments(parser)
@@ -95,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(media=media, workers=args.workers, seed=args.seed, skip_bad=args.skip_bad,
                            missing_apex=args.missing_apex,
                            bad_apex="estimate" if args.estimate_bad_apex else "error",
-                           all_emotions=args.all_emotions, fps=args.fps)
+                           all_emotions=args.all_emotions, fps=args.fps, questions=args.questions)
     summary = build_dataset(args.dataset, args.out, root=args.root, annotations=args.annotations,
                             official=args.official, options=options)
-    print(f"{args.dataset}: {summary['clips']} clips, {summary['rows']} rows -> {args.out / 'qa.jsonl'}"
+    print(f"{args.dataset}: {summary['clips']} clips, {summary['rows']} rows ({summary['options']['questions']} "
+          f"questions) -> {args.out / 'qa.jsonl'}"
           f" ({summary['excluded_by_label']} left out by label, {summary['skipped']} skipped, "
           f"{summary['seconds']} s)")
     qa = args.out / "qa.jsonl"

@@ -1,7 +1,8 @@
 """What every dataset shares: the clip record, action-unit strings, emotion labels, and clip -> QA rows.
 
 The rows follow the official MEGC2025 training file exactly (``docs/scoring.md``, "The official files"):
-per clip C F A [LR] Y(yes) Y(no) X, ids ``{dataset}_{image_id}_{k}``.
+per clip C F A [LR] Y(yes) Y(no) X, ids ``{dataset}_{image_id}_{k}``. The MEGC2026 question set (``V``,
+:data:`QUESTION_SETS`) asks the analysis prompt in place of the composite question X.
 
 Rules read off the official file (the reproduction test checks them on all 278 SAMM and CASME II clips):
 - AU names keep the sheet's order (not sorted); an AU coded twice (``L12+R12``) is named once.
@@ -24,6 +25,18 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
+
+
+# The question sets of build-data --questions: the 2026 set (ME-VQA-v2) replaces the composite question (X) by the
+# analysis prompt (V); datasets whose rows have no composite question ask the same questions in both.
+QUESTION_SETS = ("2025", "2026")
+
+
+def questions_of_set(questions: str, question_set: str) -> str:
+    """A dataset's question kinds (``C F A L Y X``) as the question set asks them."""
+    if question_set not in QUESTION_SETS:
+        raise MevqaError(f"unknown question set {question_set!r}; expected one of {', '.join(QUESTION_SETS)}")
+    return questions.replace("X", "V") if question_set == "2026" else questions
 
 
 @dataclass(frozen=True)
@@ -130,13 +143,15 @@ def row_base(record: ClipRecord) -> dict:
 
 
 def clip_rows(record: ClipRecord, questions: str, seed: int) -> list[dict]:
-    """The QA rows of one clip. ``questions`` lists the kinds asked, in order, from ``C F A L Y X`` (``L`` = LR,
-    asked only when the clip has a lateral AU; ``Y`` = the yes and the no question)."""
+    """The QA rows of one clip. ``questions`` lists the kinds asked, in order, from ``C F A L Y X V`` (``L`` = LR,
+    asked only when the clip has a lateral AU; ``Y`` = the yes and the no question; ``V`` = the MEGC2026 analysis
+    prompt, one of the three official phrasings drawn per clip from ``seed`` (:func:`mevqa.vocab.analysis_question`),
+    answered by mevqa's template (:func:`mevqa.vocab.analysis_answer`))."""
     if record.coarse is None:
         raise MevqaError(f"{record.where}: emotion {record.emotion!r} has no coarse class")
     pairs: list[tuple[str, str]] = []
-    units = distinct_aus(parse_aus(record.au_text, record.where)) if set(questions) & set("ALYX") else []
-    if set(questions) & set("ALYX") and not units:
+    units = distinct_aus(parse_aus(record.au_text, record.where)) if set(questions) & set("ALYXV") else []
+    if set(questions) & set("ALYXV") and not units:
         raise MevqaError(f"{record.where}: no moving action units (only static ones) in {record.au_text!r}")
     names = [unit.name for unit in units]
     rng = random.Random(f"{seed}:{record.dataset}:{record.image_id}")
@@ -159,6 +174,9 @@ def clip_rows(record: ClipRecord, questions: str, seed: int) -> list[dict]:
         elif kind == "X":
             pairs.append((vocab.composite_question(names), vocab.composite_answer(names, record.emotion,
                                                                                    record.coarse)))
+        elif kind == "V":
+            pairs.append((vocab.analysis_question(f"{record.dataset}:{record.image_id}", seed),
+                          vocab.analysis_answer(names, record.emotion, record.coarse)))
         else:
             raise ValueError(f"unknown question kind {kind!r}")
     base = row_base(record)

@@ -48,6 +48,7 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, read_jsonl, write_json, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import MediaSettings, Span, add_media_arguments, build_media, estimate_apex, read_clip
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,11 @@ def build_spot(dataset: str, out: str | Path, *, root: Path, annotations: Path, 
     start = time.perf_counter()
     videos = read_videos(dataset, root, annotations, emotions=emotions, macro=macro, fps=fps)
     chosen = choose_windows(videos, windows) if windows is not None else None
+    out = Path(out)
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [out / name for name in (SPOT_FILE, GT_FILE, WINDOWS_FILE, BUILD_FILE, "media")]},
+        into={"--out": out}, inputs={"--root": root, "--annotations": annotations, "--emotions": emotions,
+                                     "--macro": macro})
     out = ensure_dir(out)  # after the sheets are read: a bad sheet or option writes nothing
     summary = {"command": "build-spot", "dataset": dataset, "root": str(Path(root).resolve()),
                "annotations": str(Path(annotations).resolve()),
@@ -340,7 +346,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     windows.add_argument("--window", type=float, default=0.3, help="window length in seconds (default 0.3)")
     windows.add_argument("--stride", type=float, default=0.1, help="window stride in seconds (default 0.1)")
     windows.add_argument("--negatives", type=float, default=1.0, help="negative windows per positive (default 1)")
-    windows.add_argument("--seed", type=int, default=0, help="seed of the negative draw (default 0)")
+    windows.add_argument("--seed", type=seed_type, default=0, help="seed of the negative draw (default 0)")
     from mevqa.data_builders.cli import parse_inputs
 
     windows.add_argument("--inputs", type=parse_inputs, default=MediaSettings().modes,

@@ -150,6 +150,10 @@ def read_samm_lv(root: Path, annotations: Path, *, emotions: Path | None) -> lis
         if len(parts) != 2 or not parts[1].isdigit():
             raise MevqaError(f"{where}: Filename {filename!r} is not <video>_<movement number> (e.g. 006_1_2)")
         subject = str(number_in(cell_text(v["subject"]), where, "Subject"))
+        owner = parts[0].split("_", 1)[0]  # SAMM names a subject's videos after it: 006_1 is a video of subject 006
+        if owner.isdigit() and int(owner) != int(subject):
+            raise MevqaError(f"{where}: Subject {cell_text(v['subject'])} contradicts Filename {filename} (a video of "
+                             f"subject {owner}); fix the row")
         onset, apex, offset, apex_method = _span(v, where, ("Onset", "Apex", "Offset"))
         emotion = coarse = None
         if kind == MICRO:
@@ -233,6 +237,7 @@ def read_smic_e(root: Path, annotations: Path) -> list[LongVideoRecord]:
             continue  # a trailing notes row
         subject = f"s{number_in(cell_text(v['subject']), where, 'Subject'):02d}"
         filename = cell_text(v["filename"])
+        clip_name(filename, where, "Filename")  # one plain name: it is looked up under --root
         if (subject, filename) in videos:
             raise MevqaError(f"{where}: clip {filename} appears twice in the sheet")
         emotion = normalise_emotion(v["emotion"], SMIC_EMOTIONS, where)

@@ -30,6 +30,7 @@ import numpy as np
 
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir
+from mevqa.paths import check_seed, seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,7 @@ def write_synthetic_dataset(dataset: str, out_dir: str | Path, clips: int = 12, 
     ``size`` = (width, height) of the frames (default: small, about 96x72)."""
     if dataset not in WRITERS:
         raise MevqaError(f"unknown dataset {dataset!r}; expected one of {', '.join(WRITERS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise MevqaError(f"--seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     if size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in size):
         raise MevqaError(f"--size must give a width and height between {MIN_SIDE} and {MAX_SIDE} pixels, got "
                          f"{size[0]}x{size[1]}")
@@ -318,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=12, help="frames per clip (default 12)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
                         help="frame size (default 96x72; SAMM 96x65)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     synth_long.add_long_arguments(parser)
 
 
@@ -327,6 +327,10 @@ def run(args: argparse.Namespace) -> int:
         from mevqa.data_builders import synth_long
 
         return synth_long.run(args)
+    # Two sets written into one folder would share clip folders, mixing their frames (as synth_long refuses too).
+    if args.out.is_dir() and any(args.out.iterdir()):
+        raise MevqaError(f"{args.out}: not empty; write a synthetic dataset into a new or empty folder (a second set "
+                         "would mix its frames into the first one's clip folders)")
     paths = write_synthetic_dataset(args.dataset, args.out, clips=args.clips, seed=args.seed, frames=args.frames,
                                     size=tuple(args.size) if args.size else None)
     command = f"mevqa build-data {args.dataset} --root {paths['root']}"

@@ -27,21 +27,24 @@ import numpy as np
 from mevqa.errors import MevqaError
 from mevqa.eval.metrics import CLASS_KINDS, PRIMARY_KEYS, JoinedRows
 from mevqa.eval.rows import LABELS_OF_KIND, row_id
+from mevqa.paths import check_seed
 
 CONFIDENCE = 0.95
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
 FIGURES = (*PRIMARY_KEYS, "avg")
 # Resamples are processed in batches of at most this many (resample, clip) cells, so memory stays bounded on files
 # with tens of thousands of clips.
 _BATCH_CELLS = 2_000_000
 
 
-def check_resampling(resamples: int, seed: int, *, least: int = 1) -> None:
-    """The resample count and seed the commands take: at least ``least`` resamples, a seed of 0 or more (numpy's
-    generators take no negative seed)."""
-    if resamples < least:
-        raise MevqaError(f"--bootstrap must be at least {least}, got {resamples}")
-    if seed < 0:
-        raise MevqaError(f"--seed must be 0 or more, got {seed}")
+def check_resampling(resamples: int, seed: int, *, none_allowed: bool = False) -> None:
+    """The resample count and seed the commands take: ``MIN_RESAMPLES`` to ``MAX_RESAMPLES`` resamples (0, no
+    intervals, where ``none_allowed``), a seed in 0..2**32-1. Fewer resamples give a "95% interval" that is noise
+    (one resample gives an interval that may exclude the point estimate); more only spend time and memory."""
+    if not (none_allowed and resamples == 0) and not MIN_RESAMPLES <= resamples <= MAX_RESAMPLES:
+        raise MevqaError(f"--bootstrap must be {'0 (no intervals) or ' if none_allowed else ''}between "
+                         f"{MIN_RESAMPLES} and {MAX_RESAMPLES:,} resamples, got {resamples}")
+    check_seed(seed)
 
 
 def clip_of(row: dict) -> str:

@@ -17,6 +17,7 @@ from mevqa.eval.metrics import join, read_rows, report_of, round_floats
 from mevqa.eval.report import format_comparison
 from mevqa.eval.stamp import stamp
 from mevqa.jsonl import write_json
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the comparison as JSON")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="paired resamples of clips (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the resampling (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_resampling(args.bootstrap, args.seed)
+    refuse_outputs_onto_inputs(outputs={"--json": args.json}, inputs={"--a": args.a, "--b": args.b, "--gold": args.gold})
     gold = read_rows(args.gold)
     result = compare(read_rows(args.a), read_rows(args.b), gold, resamples=args.bootstrap, seed=args.seed)
     if args.json:

@@ -9,6 +9,7 @@ Public API::
     strs(pred, gt, *, analysis_labels=None, count_missing_subjects=False, iou_threshold=0.5) -> dict
     strs_report(pred, gt, *, analysis_labels=None, count_missing_subjects=False) -> dict   # per dataset + overall
     official_metrics(part) -> dict                                # one part under the official code's key names
+    typed_values(columns) -> dict                                 # a file's cells as the official pandas reads them
 
 The rules (docs/str.md has them in full, with the official code's quirks and how its numbers were obtained):
 
@@ -25,6 +26,8 @@ The rules (docs/str.md has them in full, with the official code's quirks and how
   analysed pair has it on both sides. F1_analysis is the harmonic mean of mean P and mean R; UF1 the mean F1; the
   official "UAR" is the mean *precision* (reported as ``uar_official``), the true UAR the mean recall (``uar``).
 - STRS = F1_spotting x F1_analysis.
+- Subjects, videos and emotions are the values the official code's ``pandas.read_csv`` gives: each file's column
+  typed from all its cells (integers, or text kept as written), ``NA`` and the like missing (:func:`typed_values`).
 
 Where the official code has no number (it raises on an empty TP set and gives NaN when mean P + mean R = 0), mevqa
 reports 0 and says so in the report's ``warnings``.
@@ -53,27 +56,73 @@ RESERVED = ("overall", "settings", "warnings")
 # (006_1; the 2025 test clips say 001_2); CAS(ME)^3 part A subjects are spNO.<n>.
 _SAMM_VIDEO = re.compile(r"^\d{3}_\d+$")
 _CAS_SUBJECT = re.compile(r"^spno\.?\d+$", re.IGNORECASE)
-_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
 class Interval:
     """One row of a STRS-format CSV: an interval of frames (inclusive) of one subject's video, with its emotion."""
 
-    subject: str
-    video: str
+    subject: str | int | float     # as the official code's pandas reads the file's column (:func:`typed_values`)
+    video: str | int | float
     onset: int
     offset: int
-    emotion: str
+    emotion: str | int | float     # a missing value is a :class:`Missing`
     dataset: str | None = None     # the dataset column's value as a report key (None without the column)
     where: str = ""                # "file:line", for messages
 
 
-def normalise_name(value: str) -> str:
-    """Subjects and videos compare as text, integer-looking ones as integers (``006`` is subject ``6``), as the
-    official code's pandas columns do."""
-    value = value.strip()
-    return str(int(value)) if _INTEGER.match(value) else value
+# The texts pandas reads as missing values (NaN) by default before version 2, the only versions the official code runs
+# on (it calls DataFrame.append, removed in pandas 2.0). pandas 2 added "None" to them: with the official code, "None"
+# is an emotion like any other.
+OFFICIAL_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                      "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null")
+TYPED_COLUMNS = ("subject", "video", "emotion")
+
+
+class Missing(str):
+    """A missing value (pandas' NaN): equal to nothing, itself included, as NaN compares in the official code. It
+    reads as ``NaN`` in reports.
+
+    Missing subjects and videos are one instance per cell: pandas compares columns null-aware, so they match nothing.
+    Missing emotions are one shared instance, :data:`MISSING_EMOTION`, as pandas' NaN is one object: the official
+    code's ``emotion in analysis_emotion`` (Python's ``in``, which tries identity before ``==``) finds a missing
+    ground-truth emotion in the set of ground-truth emotions, while its ``==`` tests never match it."""
+
+    def __new__(cls):
+        return super().__new__(cls, "NaN")
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    def __ne__(self, other) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+
+MISSING_EMOTION = Missing()
+
+
+def typed_values(columns: dict[str, list[str]]) -> dict[str, list]:
+    """The cells of one file's columns as the official evaluator's ``pandas.read_csv`` gives them: the type of a
+    column is inferred from all its cells (a column of integers, spaces around them allowed, holds ints: ``006`` is
+    ``6``; one text cell makes every cell text, kept as written: ``006`` is not ``6``, `` happiness`` keeps its
+    space), and the missing-value texts of :data:`OFFICIAL_NA_VALUES` are :class:`Missing`. pandas itself reads
+    them, from the cells this module has checked."""
+    import pandas as pd
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    writer.writerows(zip(*columns.values()))
+    frame = pd.read_csv(io.StringIO(buffer.getvalue()), keep_default_na=False, na_values=list(OFFICIAL_NA_VALUES),
+                        dtype=None)
+    return {name: [(MISSING_EMOTION if name == "emotion" else Missing()) if pd.isna(value) else value
+                   for value in frame.iloc[:, index].tolist()] for index, name in enumerate(columns)}
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else str(value)
 
 
 def dataset_key(name: str) -> str:
@@ -94,9 +143,9 @@ def dataset_of(subject: str, video: str, dataset: str | None = None) -> str | No
     ``006_1``, CAS for subjects named ``spNO.1``, else None (counted in Overall only)."""
     if dataset is not None and dataset.strip():
         return dataset_key(dataset)
-    if _SAMM_VIDEO.match(video):
+    if _SAMM_VIDEO.match(_text(video)):
         return "samm"
-    if _CAS_SUBJECT.match(subject):
+    if _CAS_SUBJECT.match(_text(subject)):
         return "cas"
     return None
 
@@ -149,6 +198,7 @@ def read_intervals(paths: str | Path | Iterable[str | Path], role: str = "pred")
                 raise MevqaError(f"{path}:1: column {repeated[0]} appears {names.count(repeated[0])} times in the "
                                  "header; expected it once")
             position = {column: names.index(column) for column in COLUMNS + OPTIONAL_COLUMNS if column in names}
+            checked: list[tuple[dict, int, int, str]] = []
             for cells in reader:
                 where = f"{path}:{reader.line_num}"
                 if not any(cell.strip() for cell in cells):
@@ -162,12 +212,14 @@ def read_intervals(paths: str | Path | Iterable[str | Path], role: str = "pred")
                 onset, offset = _frame(values["onset"], where, "onset"), _frame(values["offset"], where, "offset")
                 if onset > offset:
                     raise MevqaError(f"{where}: onset {onset} is after offset {offset}")
-                subject, video = normalise_name(values["subject"]), normalise_name(values["video"])
-                dataset = values.get("dataset", "").strip()
-                rows.append(Interval(subject, video, onset, offset, values["emotion"].strip(),
-                                     dataset_key(dataset) if dataset else None, where))
+                checked.append((values, onset, offset, where))
         except csv.Error as exc:
             raise MevqaError(f"{path}:{reader.line_num}: not a readable CSV line ({exc})") from None
+        typed = typed_values({column: [values[column] for values, *_ in checked] for column in TYPED_COLUMNS})
+        for index, (values, onset, offset, where) in enumerate(checked):
+            dataset = values.get("dataset", "").strip()
+            rows.append(Interval(typed["subject"][index], typed["video"][index], onset, offset,
+                                 typed["emotion"][index], dataset_key(dataset) if dataset else None, where))
     return rows
 
 
@@ -218,8 +270,13 @@ def _spot(pred: list[Interval], gt: list[Interval], count_missing_subjects: bool
     if count_missing_subjects:
         fn += not_counted
     unknown = [row for key, rows in pred_by_video.items() if key not in gt_by_video for row in rows]
-    return pairs, fp, fn, {"missing_subjects": sorted(missing), "gt_of_missing_subjects": not_counted,
+    return pairs, fp, fn, {"missing_subjects": sorted(missing, key=_text), "gt_of_missing_subjects": not_counted,
                            "unknown_video_predictions": unknown}
+
+
+def _among(value, labels: list) -> bool:
+    """``value == label`` for some label: the official code's per-emotion ``==`` (a missing value is none)."""
+    return any(value == label for label in labels)
 
 
 def _analysis(pairs: list[tuple[Interval, Interval]], labels: list[str]) -> dict:
@@ -232,20 +289,20 @@ def _analysis(pairs: list[tuple[Interval, Interval]], labels: list[str]) -> dict
         if analysed and tp == len(analysed):
             # Every analysed pair is (emotion, emotion): the binary labels hold one value, the official code's
             # confusion matrix is 1x1, and it scores the emotion 0.
-            quirk.append(emotion)
+            quirk.append(_text(emotion))
             precision = recall = f1 = 0.0
         else:
             precision, recall, f1 = _prf(tp, fp, fn)
-        per_emotion[emotion] = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+        per_emotion[_text(emotion)] = {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
     mean_p = _mean([entry["precision"] for entry in per_emotion.values()])
     mean_r = _mean([entry["recall"] for entry in per_emotion.values()])
     undefined = mean_p + mean_r == 0
     correct = sum(p == g for p, g in analysed)
     return {
-        "labels": labels, "pairs": len(analysed),
+        "labels": [_text(label) for label in labels], "pairs": len(analysed),
         # The official counts: FP = pairs labelled wrongly with an emotion of the set; its FN repeats that count.
-        "tp": correct, "fp": sum(p != g and p in labels for p, g in analysed),
-        "fn": sum(p != g and p in labels for p, g in analysed),
+        "tp": correct, "fp": sum(p != g and _among(p, labels) for p, g in analysed),
+        "fn": sum(p != g and _among(p, labels) for p, g in analysed),
         "precision": mean_p, "recall": mean_r, "f1": 0.0 if undefined else 2 * mean_p * mean_r / (mean_p + mean_r),
         "uf1": _mean([entry["f1"] for entry in per_emotion.values()]),
         "uar_official": mean_p, "uar": mean_r,
@@ -253,10 +310,18 @@ def _analysis(pairs: list[tuple[Interval, Interval]], labels: list[str]) -> dict
     }
 
 
+def _labels(values: Iterable) -> list:
+    """The distinct values, missing ones as one :class:`Missing` (as pandas' ``unique`` keeps one NaN), in a fixed
+    order across types."""
+    values = list(values)
+    distinct = sorted({value for value in values if not isinstance(value, Missing)}, key=lambda v: (_text(v), repr(v)))
+    return distinct + ([MISSING_EMOTION] if any(isinstance(value, Missing) for value in values) else [])
+
+
 def strs(pred: list[Interval], gt: list[Interval], *, analysis_labels: Iterable[str] | None = None,
          count_missing_subjects: bool = False, iou_threshold: float = IOU_THRESHOLD) -> dict:
     """STRS of predictions against ground truth, as one evaluation (the official code run on these rows)."""
-    labels = sorted(set(analysis_labels) if analysis_labels is not None else {row.emotion for row in gt})
+    labels = _labels(analysis_labels if analysis_labels is not None else [row.emotion for row in gt])
     pairs, fp, fn, notes = _spot(pred, gt, count_missing_subjects, iou_threshold)
     unknown = notes["unknown_video_predictions"]
     precision, recall, f1 = _prf(len(pairs), fp, fn)
@@ -265,7 +330,7 @@ def strs(pred: list[Interval], gt: list[Interval], *, analysis_labels: Iterable[
         "strs": f1 * analysis["f1"],
         "spotting": {"tp": len(pairs), "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1},
         "analysis": analysis,
-        "counts": {"gt": len(gt), "pred": len(pred), "missing_subjects": notes["missing_subjects"],
+        "counts": {"gt": len(gt), "pred": len(pred), "missing_subjects": [_text(s) for s in notes["missing_subjects"]],
                    "gt_of_missing_subjects": notes["gt_of_missing_subjects"],
                    "gt_counted": len(gt) - (0 if count_missing_subjects else notes["gt_of_missing_subjects"]),
                    "pred_ignored": len(unknown),
@@ -336,7 +401,20 @@ def strs_report(pred: list[Interval], gt: list[Interval], *, analysis_labels: It
 
 def strs_files(pred_paths, gt_paths, **options) -> dict:
     """Read STRS-format CSV files and :func:`strs_report` them."""
-    return strs_report(read_intervals(pred_paths, "pred"), read_intervals(gt_paths, "gt"), **options)
+    pred, gt = read_intervals(pred_paths, "pred"), read_intervals(gt_paths, "gt")
+    report = strs_report(pred, gt, **options)
+    kinds = {role: _subject_kinds(rows) for role, rows in (("predictions", pred), ("ground truth", gt))}
+    if kinds["predictions"] and kinds["ground truth"] and not kinds["predictions"] & kinds["ground truth"]:
+        report["warnings"].insert(0, f"the subject column reads as {'/'.join(kinds['predictions'])} in the "
+                                     f"predictions and as {'/'.join(kinds['ground truth'])} in the ground truth "
+                                     "(pandas infers each file's column type): the official evaluator matches no "
+                                     "subject across them")
+    return report
+
+
+def _subject_kinds(rows: list[Interval]) -> set[str]:
+    return {"text" if isinstance(row.subject, str) else "numbers" for row in rows
+            if not isinstance(row.subject, Missing)}
 
 
 def official_metrics(part: dict) -> dict[str, float]:

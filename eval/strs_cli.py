@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mevqa.eval.strs import format_table, strs_files
 from mevqa.jsonl import write_json
+from mevqa.paths import refuse_outputs_onto_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     labels = None
     if args.analysis_labels is not None:
         labels = [label.strip() for label in args.analysis_labels.split(",") if label.strip()]
+    refuse_outputs_onto_inputs(outputs={"--json": args.json}, inputs={"--pred": args.pred, "--gt": args.gt})
     report = strs_files(args.pred, args.gt, analysis_labels=labels,
                         count_missing_subjects=args.count_missing_subjects)
     for warning in report["warnings"]:

@@ -71,7 +71,12 @@ def run_reporting_errors(prog: str, func, *args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    try:  # an argument type (mevqa.paths.seed) refuses a value with the same one line as a command does
+        args = build_parser(argv).parse_args(argv)
+    except MevqaError as exc:
+        chosen = next((arg for arg in argv if not arg.startswith("-")), "")
+        print(f"mevqa {chosen}: error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(args.verbose)
     return run_reporting_errors(f"mevqa {args.command}", args.run, args)
 

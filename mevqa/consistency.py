@@ -27,6 +27,10 @@ or a coarse class that the fine class rules out, loses twice. Per clip (rows gro
 - **the composite answer** is assembled from the clip's own AU list, fine and coarse answers in the exact official
   template (:func:`mevqa.vocab.composite_answer`); a part the clip's own rows do not give is taken from the
   composite answer itself; an answer that names no label is repeated as written.
+- **the analysis answer** (MEGC2026, free text) stays as written when it names exactly the clip's AUs (as a set),
+  fine and coarse class (read as the scorer reads labels); otherwise it is rewritten in mevqa's analysis template
+  (:func:`mevqa.vocab.analysis_answer`) from them. Without a composite row, the analysis answer gives the parts the
+  clip's rows do not.
 
 Laterality and other questions are left as they are. Every changed answer says why in ``Answer.consistency``.
 Applying the function twice changes nothing the second time.
@@ -40,7 +44,7 @@ from dataclasses import replace
 from mevqa import vocab
 from mevqa.au_rules import parse_au_names
 from mevqa.eval.bootstrap import clip_of
-from mevqa.strategies import Answer, composite_parts, label_of
+from mevqa.strategies import Answer, analysis_parts, composite_parts, label_of
 
 
 def clip_key(row: dict) -> tuple:
@@ -67,7 +71,9 @@ def _clip(rows: list[dict], answers: list[Answer]) -> list[Answer]:
         first.setdefault(kind, i)
     fine_i, coarse_i, au_i = first.get(vocab.FINE), first.get(vocab.COARSE), first.get(vocab.AU)
     composite = [i for i, kind in enumerate(kinds) if kind == vocab.COMPOSITE]
-    parts = composite_parts(answers[composite[0]].text) if composite else ([], None, None)
+    analysis = [i for i, kind in enumerate(kinds) if kind == vocab.ANALYSIS]
+    parts = composite_parts(answers[composite[0]].text) if composite \
+        else analysis_parts(answers[analysis[0]].text) if analysis else ([], None, None)
 
     # Fine and coarse.
     fine = label_of(answers[fine_i].text, vocab.FINE) if fine_i is not None else parts[1]
@@ -160,6 +166,14 @@ def _clip(rows: list[dict], answers: list[Answer]) -> list[Answer]:
             template = vocab.A_COMPOSITE_MANY if plural else vocab.A_COMPOSITE_ONE
             set_text(i, template.format(aus=aus_text, fine=fine_text, coarse=coarse_text),
                      "composite assembled from the clip's AU, fine and coarse answers")
+        for i in analysis:
+            # Free text that names exactly the clip's AUs, fine and coarse class stays; any other is rewritten.
+            said = analysis_parts(answers[i].text)
+            if not (names and fine and coarse and (set(said[0]), said[1], said[2]) == (set(names), fine, coarse)):
+                template = vocab.A_ANALYSIS_MANY if (len(names) > 1 if names else "," in aus_text) \
+                    else vocab.A_ANALYSIS_ONE
+                set_text(i, template.format(aus=aus_text, fine=fine_text, coarse=coarse_text),
+                         "analysis in mevqa's template from the clip's AU, fine and coarse answers")
     return new
 
 

@@ -71,6 +71,7 @@ from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, read_json, read_jsonl, write_json, write_jsonl
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,21 @@ def parse_gpus(text: str | None) -> list[str]:
     if not all(gpus) or len(set(gpus)) != len(gpus):
         raise MevqaError(f"--gpus {text}: expected distinct GPU ids separated by commas, e.g. 0,1,2,3")
     return gpus
+
+
+def check_gpus(gpus: list[str]) -> None:
+    """--gpus names CUDA devices of this machine: without CUDA every run would train on the CPU, one per "GPU" at a
+    time, without a word. Ids that are not numbers (GPU or MIG UUIDs) are left to CUDA."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise MevqaError(f"--gpus {','.join(gpus)}: this machine has no CUDA device (torch {torch.__version__}, "
+                         "CUDA available: no); leave out --gpus to run the folds one after another")
+    beyond = [gpu for gpu in gpus if gpu.isdigit() and int(gpu) >= count]
+    if beyond:
+        raise MevqaError(f"--gpus {','.join(gpus)}: GPU {beyond[0]} does not exist (this machine has {count}: "
+                         f"0..{count - 1})")
 
 
 def check_single_process(accelerate_config: Path) -> None:
@@ -539,11 +555,19 @@ def locked(out: Path):
 def check_settings(out: Path, folds_dir: Path, configs: list[CvConfig], overrides: list[str]) -> None:
     """Record the runs' settings in ``OUT/cv.json``; refuse configs that resolve differently from earlier runs."""
     path = out / SETTINGS
-    folds = {"folder": str(folds_dir.resolve()), "folds_json_sha256": file_sha256(folds_dir / "folds.json")}
+    # The fold files' hashes too: a fold edited after its runs finished would be pooled over other rows silently.
+    folds = {"folder": str(folds_dir.resolve()), "folds_json_sha256": file_sha256(folds_dir / "folds.json"),
+             "files_sha256": {path.relative_to(folds_dir).as_posix(): file_sha256(path)
+                              for path in sorted(folds_dir.glob("fold_*/*.jsonl"))}}
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"configs": {}}
-    if previous.get("folds") not in (None, folds):
-        raise MevqaError(f"{out}: holds runs over other folds ({previous['folds']['folder']}, see {path}); use "
-                         f"another --out")
+    before = previous.get("folds")
+    if before is not None and {**before, "files_sha256": None} != {**folds, "files_sha256": None}:
+        raise MevqaError(f"{out}: holds runs over other folds ({before['folder']}, see {path}); use another --out")
+    if before is not None and "files_sha256" in before and before["files_sha256"] != folds["files_sha256"]:
+        changed = sorted(name for name in set(before["files_sha256"]) | set(folds["files_sha256"])
+                         if before["files_sha256"].get(name) != folds["files_sha256"].get(name))
+        raise MevqaError(f"{folds_dir / changed[0]}: changed since the runs in {out} were made over it (sha256 "
+                         f"recorded in {path}); restore the fold file or use another --out")
     recorded = dict(previous["configs"])
     for config in configs:
         before, values = recorded.get(config.name), _jsonable(config.values)
@@ -637,7 +661,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accelerate config file for the training launches (default: one process)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="resamples of clips for the pooled 95%% intervals (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the resampling (default 0)")
     parser.add_argument("overrides", nargs="*", metavar="-- --field value",
                         help="config overrides for every run, after --")
     parser.epilog = __doc__[__doc__.index("Output folder::"):].replace("::", ":")
@@ -660,6 +684,8 @@ def run(args: argparse.Namespace) -> int:
             raise MevqaError(f"{args.accelerate_config}: accelerate config not found")
         if gpus:
             check_single_process(args.accelerate_config)
+    if gpus:
+        check_gpus(gpus)
     configs = [resolve_config(path, overrides) for path in expand_configs(args.config)]
     names = [config.name for config in configs]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -670,6 +696,10 @@ def run(args: argparse.Namespace) -> int:
             check_predict_flags(config)
         else:
             recipe_path(config.recipe)
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [args.out / name for name in (SETTINGS, "scores.json", "report.md", "plots", *names)]},
+        into={"--out": args.out}, inputs={"--folds": args.folds, "--config": [config.path for config in configs],
+                                          "--accelerate-config": args.accelerate_config})
     summary = cross_validate(configs, args.folds, args.out, overrides=overrides, gpus=gpus,
                              accelerate_config=args.accelerate_config, resamples=args.bootstrap, seed=args.seed)
     print(pooled_markdown({name: result["pooled"] for name, result in summary["configs"].items()}))

@@ -58,6 +58,7 @@ anything else is refused.
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import logging
@@ -77,7 +78,8 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
-from mevqa.rows import media_settings_of, read_rows, row_id
+from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
+from mevqa.rows import media_paths, media_settings_of, read_rows, row_id
 
 log = logging.getLogger(__name__)
 
@@ -487,12 +489,17 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
             raise MevqaError(f"{path}: file not found")
         sources.append({"split": name, "file": str(path.resolve()), "sha256": file_sha256(path)})
     identity = {"settings": asdict(settings), "sources": sources}
+    rows_of = _read_rows(data_files)
+    # out is replaced whole: it may hold neither the row files nor the media they name
+    media_folders = {os.path.dirname(path) for rows in rows_of.values() for row in rows
+                     if isinstance(row.get("media"), dict) for *_, path in media_paths(row["media"])}
+    refuse_outputs_onto_inputs(outputs={"--out": out},
+                               inputs={"--data": data_files, "the media of --data": sorted(media_folders)})
     _check_out(out, identity)
     ensure_dir(out.parent, "folder of --out")   # a file or a read-only folder: one line, before any work
 
     progress = progress and is_main_process()
     by_split: dict[str, list[Sample]] = {name: [] for name in names}
-    rows_of = _read_rows(data_files)
     # the build-data options the media were made with (one record; rows built differently are refused)
     media_settings = media_settings_of(row for rows in rows_of.values() for row in rows)
     for path, name in zip(data_files, names):
@@ -506,7 +513,8 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
 
     all_samples = [s for samples in by_split.values() for s in samples]
     tools = tool_settings(settings.model, all_samples) if settings.model else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    _remove_killed_exports(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".tmp", dir=out.parent))
     try:
         if settings.format == "hf":
             fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -522,6 +530,11 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
         write_json(tmp / MANIFEST, manifest)
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_dir(tmp, out)
+    except Exception as exc:  # datasets wraps a full disk in its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out}: no space left on the device while writing the export (in {tmp}); nothing was "
+                         "written, free space and run again") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -536,12 +549,34 @@ def _umask() -> int:
     return mask
 
 
+def _remove_killed_exports(out: Path) -> None:
+    """Remove the temporary folders that an export to ``out`` killed before its end left beside it. Their names hold
+    the writer's process id; a folder whose process still runs belongs to an export in progress and is kept."""
+    for stale in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*.tmp")) + \
+            sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*.old")):
+        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
+        if not pid.isdigit() or not stale.is_dir() or _process_runs(int(pid)):
+            continue
+        log.info("removing %s, left by an export that was stopped", stale)
+        shutil.rmtree(stale)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _replace_dir(new: Path, out: Path) -> None:
     """Put the finished folder ``new`` at ``out``; an old ``out`` is moved aside first and removed after."""
     if not out.exists():
         new.rename(out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".old", dir=out.parent))
     old.rmdir()
     out.rename(old)
     try:

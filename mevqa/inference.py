@@ -35,6 +35,7 @@ from typing import Iterator
 
 from mevqa.errors import MevqaError
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, add_media_arguments, given_media_options
+from mevqa.paths import seed as seed_type
 from mevqa.rows import clip_name, resolve_media, where
 from mevqa.strategies import StrategyOptions
 
@@ -115,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> No
     group.add_argument("--top-p", type=float, default=1.0)
     group.add_argument("--top-k", type=int, default=None)
     group.add_argument("--repetition-penalty", type=float, default=1.0)
-    group.add_argument("--seed", type=int, default=0, help="random seed for sampling, votes included (default 0)")
+    group.add_argument("--seed", type=seed_type, default=0, help="random seed for sampling, votes included (default 0)")
     group.add_argument("--system-prompt", default=None,
                        help="'default' (a prompt per question kind listing the allowed answers), 'none', or a text "
                             "used for every question (default: as trained, else 'default')")

@@ -498,6 +498,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mevqa.jsonl import write_json
 
+    from mevqa.paths import refuse_outputs_onto_inputs
+
+    settings = Settings.from_config(args.config, args.overrides)  # its train_file and model are inputs too
+    refuse_outputs_onto_inputs(outputs={"--json": args.json}, inputs={
+        "--data": args.data or settings.train_file, "--config": args.config,
+        "--model": args.model or settings.model_name_or_path})
     report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
     print(report.format())
     if args.json:

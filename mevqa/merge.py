@@ -27,6 +27,7 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
+from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,15 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
     """Write ``base`` + ``adapter`` as one checkpoint to ``out``; returns ``out``."""
     from transformers import AutoProcessor
 
-    from mevqa.model import load_model_and_processor, resolve_dtype
+    from mevqa.model import check_model_source, load_model_and_processor, resolve_dtype
 
     adapter, out = Path(adapter), Path(out)
-    if out.resolve() in (adapter.resolve(), Path(base).resolve()):
-        raise MevqaError(f"{out}: --out must be a new folder, not the base or the adapter")
+    refuse_outputs_onto_inputs(outputs={"--out": out}, inputs={"--base": base, "--adapter": adapter})
+    check_model_source(base)  # a missing folder is one line, not a hub-name error from deep inside the loading
+    if not (adapter / "adapter_config.json").is_file():  # checked before the base loads, which is slow
+        what = "not a PEFT adapter folder (no adapter_config.json)" if adapter.is_dir() else "adapter folder does " \
+            "not exist"
+        raise MevqaError(f"{adapter}: {what}")
     if out.exists() and not out.is_dir():
         raise MevqaError(f"{out}: exists and is a file; --out must be a new folder")
     if out.exists() and any(out.iterdir()):
@@ -93,6 +98,11 @@ def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str
                 raise MevqaError(f"{out}: another merge wrote here meanwhile; remove it or choose another --out") \
                     from None
         tmp.rename(out)
+    except Exception as exc:  # safetensors reports a full disk with its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out}: no space left on the device while writing the merged model (in {tmp}); nothing "
+                         "was written, free space and run again") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

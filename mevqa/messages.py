@@ -20,8 +20,9 @@ collator passes to the processor so that ``second_per_grid_ts`` is right).
 
 System prompts (``system_prompt``): ``"default"`` picks one per question kind (:func:`mevqa.vocab.question_kind`)
 that lists the only allowed answers, as the MEGC2025 winner did (coarse: the 3 labels; fine: the fine labels; AU: the
-official AU names; laterality/presence: the two words; composite: the exact template); questions outside the
-official set get a generic expert prompt. ``None`` sends no system turn (the chat template then adds Qwen's default
+official AU names; laterality/presence: the two words; composite: the exact template; the MEGC2026 analysis
+prompt: what to name, the AUs, fine and coarse class, in free text); questions outside the official set get a
+generic expert prompt. ``None`` sends no system turn (the chat template then adds Qwen's default
 "You are a helpful assistant."). Any other string is used as the system prompt for every question.
 """
 
@@ -53,6 +54,11 @@ KIND_SYSTEM_PROMPTS = {
     vocab.COMPOSITE: f"{_EXPERT} Answer in exactly this form, with action unit names from the official list: "
                      + vocab.A_COMPOSITE_MANY.format(aus="{action units}", fine="{fine-grained class}",
                                                      coarse="{coarse class}"),
+    # Free text (the official answers to it are not public): what to cover, not a form.
+    vocab.ANALYSIS: f"{_EXPERT} Analyse the micro-expression: name the action units shown, with names from this "
+                    f"list: {', '.join(vocab.OFFICIAL_AU_NAMES.values())}; then the fine-grained expression class "
+                    f"({', '.join(vocab.FINE_LABELS)}) and the coarse expression class "
+                    f"({', '.join(vocab.COARSE_LABELS)}) they indicate.",
 }
 
 

@@ -60,6 +60,7 @@ from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
     answer_batch, check_weight_files, load_model, resolve_settings
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, strip_private, write_json, write_jsonl
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_name, read_rows, row_id, where
 from mevqa.strategies import Answer, parse_dataset_items
 
@@ -479,6 +480,13 @@ def run(args: argparse.Namespace) -> int:
             check_weight_files(*run.key)  # a damaged file fails here, before anything is written
         except MevqaError as exc:
             raise MevqaError(f"{exc} (model {run.describe()})" if len(runs) > 1 else str(exc)) from None
+    from mevqa.submission import ZIP_NAME, pred_file_name
+
+    written = [args.out / name for name in (PREDICTIONS, FINAL, ERRORS, RUN_CONFIG, SCORES, "media", ZIP_NAME)]
+    written += [args.out / pred_file_name(path) for path in args.questions if is_official(path)]
+    refuse_outputs_onto_inputs(outputs={"--out": written}, into={"--out": args.out}, inputs={
+        "--questions": args.questions, "--clips": args.clips, "--gold": args.gold,
+        "--model": [run.model for run in runs], "--adapter": [run.adapter for run in runs]})
     out = ensure_dir(args.out)
     with folder_lock(out, LOCK, "mevqa predict"):  # a second run here would append a second copy of every answer
         previous = read_run_config(out)

@@ -144,6 +144,10 @@ def resolve_media(row: dict, base_dir, where: str) -> dict:
                              "under the folder of the file that holds them (or the build recorded in media.root)")
         if not os.path.exists(full):
             raise MevqaError(f"{where}: {label} {path} does not exist (looked for {full})")
+        real = os.path.realpath(full)
+        if not _inside(real, real_root := os.path.realpath(root)):  # a symlink is confined by where it points
+            raise MevqaError(f"{where}: {label} {path} is a link to {real}, outside the media root {real_root}; "
+                             "media must lie under the root, not only their links")
         if index is None:
             resolved[key][name] = full
         else:

@@ -26,6 +26,7 @@ from mevqa import vocab
 from mevqa.consistency import clip_key
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.rows import BUILD_RECORD, read_rows, relative_media, where
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", default="loso", help="loso, kfold:K or cross (default loso)")
     parser.add_argument("--train-datasets", default="", help="cross: comma-separated datasets to train on")
     parser.add_argument("--val-datasets", default="", help="cross: comma-separated datasets to validate on")
-    parser.add_argument("--seed", type=int, default=0, help="kfold shuffling seed")
+    parser.add_argument("--seed", type=seed_type, default=0, help="kfold shuffling seed")
     parser.add_argument("--out", type=Path, required=True, help="output folder for fold_K/{train,val}.jsonl")
 
 
@@ -153,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     split = lambda text: [part.strip() for part in text.split(",") if part.strip()]  # noqa: E731
     folds = make_folds(rows, args.scheme, seed=args.seed, train_datasets=split(args.train_datasets),
                        val_datasets=split(args.val_datasets))
+    written = [args.out / f"fold_{index}" for index in range(len(folds))] + [args.out / "folds.json",
+                                                                              args.out / "split.json"]
+    refuse_outputs_onto_inputs(outputs={"--out": written}, into={"--out": args.out}, inputs={"--data": args.data})
     ensure_dir(args.out)
     with folder_lock(args.out, ".split.lock", "mevqa split"):  # two splits at once would interleave their folds
         summary = write_splits(rows, folds, args.out)

@@ -501,8 +501,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mevqa.jsonl import ensure_dir
+    from mevqa.paths import refuse_outputs_onto_inputs
 
     flow, vlm = settings_from_args(args)
+    refuse_outputs_onto_inputs(into={"--work": args.work}, inputs={"--video": args.video, "--model": args.model,
+                                                                   "--adapter": args.adapter})
     clip = read_clip(args.video)  # a bad path, frame rate or --work folder fails before a model is loaded
     check_fps(clip, args.fps)
     if args.work is not None:

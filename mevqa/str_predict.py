@@ -34,6 +34,7 @@ from mevqa.data_builders.spot import GT_FILE, QA_DATASET, read_spot_rows
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, folder_lock, write_json
 from mevqa.log import is_main_process
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
             raise MevqaError(f"{args.spot_data}: no video of subject(s) {', '.join(sorted(unknown))}")
         videos = [row for row in videos if str(row["subject"]) in wanted]
     settings_from_args(args)          # bad settings fail before the folder is made or a model loads
+    refuse_outputs_onto_inputs(
+        outputs={"--out": [args.out / name for name in (RUN_FILE, VIDEOS_FILE, PRED_FILE, SCORES_FILE, "work")]},
+        into={"--out": args.out},
+        inputs={"--spot-data": [args.spot_data, Path(args.spot_data).parent / GT_FILE],
+                "the frames of --spot-data": [row["frames"] for row in videos], "--model": args.model,
+                "--adapter": args.adapter})
     with folder_lock(ensure_dir(args.out), LOCK, "mevqa str-predict"):
         return predict_videos(args, videos, Path(args.out))
 

@@ -31,14 +31,15 @@ A strategy is one answer mechanism, optionally with modifiers, joined by ``+`` (
     probabilities (summing to 1). AU lists: "What is the action unit?" is one choice among the 25 official names;
     "What are the action units?" is built name by name (:func:`mevqa.label_scoring.greedy_au_list`, two or more
     names, ``Answer.au_steps``). The composite answer is assembled in the official template from the clip's own
-    constrained AU, fine and coarse answers (asking those questions when the clip's rows do not). Questions outside
-    the official set are generated.
+    constrained AU, fine and coarse answers (asking those questions when the clip's rows do not). The MEGC2026
+    analysis prompt stays free text (generated), as do questions outside the official set.
   - ``vote``: ``options.votes`` answers sampled at ``options.vote_temperature`` (TIE, 3rd place 2025: 5 at 0.5),
     then the majority: per label for label questions, per AU for AU lists (an AU is kept when more than half the
     samples name it), and the composite rebuilt from its voted parts (:func:`vote_answer`; samples that all agree
-    are kept as written). Each row's sampling is seeded from ``options.seed`` and the row's clip and question, so
-    results do not depend on batching or on which other rows are answered. Temperature 0 means greedy, so 1 vote at
-    temperature 0 equals ``direct``.
+    are kept as written); an analysis answer (free text) is the first sample naming the voted AUs, fine and coarse
+    class, else the most frequent sample. Each row's sampling is seeded from ``options.seed`` and the row's clip and
+    question, so results do not depend on batching or on which other rows are answered. Temperature 0 means
+    greedy, so 1 vote at temperature 0 equals ``direct``.
 - modifiers:
   - ``hierarchical`` (HierMEQA, 2nd place 2025): the fine question is asked after the clip's coarse answer, with the
     coarse class and the fine classes it allows stated in the prompt (:func:`mevqa.messages.coarse_hint_text`;
@@ -305,6 +306,13 @@ def composite_parts(text: str) -> tuple[list[str], str | None, str | None]:
     return parse_au_names(au_part), label_of(text, vocab.FINE), label_of(text, vocab.COARSE)
 
 
+def analysis_parts(text: str) -> tuple[list[str], str | None, str | None]:
+    """``(AU names, fine label, coarse label)`` a free-text analysis answer names (AUs anywhere in the text)."""
+    from mevqa.au_rules import parse_au_names
+
+    return parse_au_names(text), label_of(text, vocab.FINE), label_of(text, vocab.COARSE)
+
+
 def vote_answer(samples: list[str], question: str) -> str:
     """The majority answer of sampled answers to ``question`` (see the module docstring). Samples that all say the
     same are that answer as written (so one vote is the sample itself); when no sample can be read as the question's
@@ -329,6 +337,12 @@ def vote_answer(samples: list[str], question: str) -> str:
         coarse = _majority([p[2] for p in parts if p[2] is not None])
         if aus and fine and coarse:
             return vocab.composite_answer(aus, fine, coarse)
+    if kind == vocab.ANALYSIS:
+        # Free text is not rebuilt: the first sample that names the voted AUs, fine and coarse class.
+        parts = [analysis_parts(sample) for sample in samples]
+        voted = (set(_voted_aus([p[0] for p in parts]) or ()), _majority([p[1] for p in parts if p[1] is not None]),
+                 _majority([p[2] for p in parts if p[2] is not None]))
+        return next((sample for sample, p in zip(samples, parts) if (set(p[0]), p[1], p[2]) == voted), fallback)
     return fallback
 
 

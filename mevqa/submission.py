@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, strip_private
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows, row_id, where
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,14 @@ def build_submission(question_files: Sequence[str | os.PathLike], pred_rows: Ite
 
 
 def write_submission(question_files: Sequence[str | os.PathLike], pred_rows: Iterable[dict],
-                     out_dir: str | os.PathLike) -> list[Path]:
-    """Write the prediction files and ``submission.zip`` into ``out_dir``, all or nothing; return their paths."""
+                     out_dir: str | os.PathLike, *, pred_files: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """Write the prediction files and ``submission.zip`` into ``out_dir``, all or nothing; return their paths.
+    None of them may be one of the question files or ``pred_files``."""
     outputs = build_submission(question_files, pred_rows)
     out_dir = Path(out_dir)
     paths = [out_dir / name for name in outputs] + [out_dir / ZIP_NAME]
+    refuse_outputs_onto_inputs(outputs={"--out": paths}, into={"--out": out_dir},
+                               inputs={"--questions": question_files, "--pred": pred_files})
     # Every file goes to a temporary path first; the renames happen together once all are complete.
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(path)) for path in paths]
@@ -116,6 +120,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     predictions = read_rows(args.pred, required=(), unique=False, check_media=False)
-    for path in write_submission(args.questions, predictions, args.out):
+    for path in write_submission(args.questions, predictions, args.out, pred_files=args.pred):
         print(path)
     return 0

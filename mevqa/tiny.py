@@ -36,6 +36,7 @@ from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
+from mevqa.paths import is_disk_full, seed as seed_type
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,11 @@ def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Pa
                 os.replace(item, out_dir / item.name)
         else:
             os.replace(tmp, out_dir)
+    except Exception as exc:  # safetensors reports a full disk with its own exception type
+        if not is_disk_full(exc):
+            raise
+        raise MevqaError(f"{out_dir}: no space left on the device while writing the model (in {tmp}); nothing was "
+                         "written, free space and run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_params = sum(p.numel() for p in model.parameters())
@@ -280,7 +286,7 @@ def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Pa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the model and processor into")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--family", default=DEFAULT_FAMILY, choices=TINY_FAMILIES,
                         help=f"model family (config.model_type) of the tiny model (default {DEFAULT_FAMILY})")
 

@@ -2,11 +2,13 @@
 
 Everything here is taken from the official MEGC2025 ME-VQA training file (see ``docs/scoring.md``):
 the data builders generate with it, the prompts constrain with it, and the scorer parses with it, so a question or
-label is spelled the same everywhere.
+label is spelled the same everywhere. The MEGC2026 ME-VQA-v2 analysis prompts come from the public v2 test questions;
+the answer template for them is mevqa's own (``docs/megc2026.md``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from mevqa.errors import MevqaError
@@ -18,7 +20,8 @@ AU = "au"                # A
 LATERALITY = "lr"        # LR
 PRESENCE = "yesno"       # Y
 COMPOSITE = "composite"  # X
-QUESTION_KINDS = (COARSE, FINE, AU, LATERALITY, PRESENCE, COMPOSITE)
+ANALYSIS = "analysis"    # V: MEGC2026 ME-VQA-v2's open analysis prompt, asked in place of the composite question
+QUESTION_KINDS = (COARSE, FINE, AU, LATERALITY, PRESENCE, COMPOSITE, ANALYSIS)
 
 Q_COARSE = "What is the coarse expression class?"
 Q_FINE = "What is the fine-grained expression class?"
@@ -30,6 +33,11 @@ Q_COMPOSITE_ONE = ("What is the action unit present, and based on it, what is th
                    "coarse expression class?")
 Q_COMPOSITE_MANY = ("What are the action units present, and based on them, what is the fine-grained expression and "
                     "the coarse expression class?")
+# MEGC2026 ME-VQA-v2: the three official phrasings of the analysis prompt (one per clip; the public v2 test
+# questions, data/megc2026/README.md). The official answers to them are not public.
+Q_ANALYSIS = ("Please analyse the micro-expression shown in this video in detail.",
+              "Provide a detailed analysis of the micro-expression observed in this clip.",
+              "Provide a comprehensive analysis of the facial micro-expression shown in this clip.")
 # ME-STR spotting windows (mevqa build-spot --windows): not an official question; answered yes or no.
 Q_SPOT = "Is there a micro-expression in this clip?"
 A_COMPOSITE_ONE = ("The action unit present is: {aus}. Therefore, the fine-grained expression class is {fine}, "
@@ -37,12 +45,27 @@ A_COMPOSITE_ONE = ("The action unit present is: {aus}. Therefore, the fine-grain
 A_COMPOSITE_MANY = ("The action units present are: {aus}. Therefore, the fine-grained expression class is {fine}, "
                     "and the coarse expression class is {coarse}.")
 
+# mevqa's own answer to an analysis prompt (not the organisers' wording, which is not public): the clip's AUs, fine
+# and coarse class, with the class phrases of the composite template so the scorer and mevqa.consistency read them
+# back (mevqa.eval.extract_label). No word outside the slots is, or contains, an AU name.
+A_ANALYSIS_ONE = ("In this clip the face shows one action unit: {aus}. Judging from this movement, the fine-grained "
+                  "expression class is {fine}, and the coarse expression class is {coarse}.")
+A_ANALYSIS_MANY = ("In this clip the face shows these action units: {aus}. Judging from these movements, the "
+                   "fine-grained expression class is {fine}, and the coarse expression class is {coarse}.")
+
 _LATERALITY_RE = re.compile(r"^Is the action unit (?P<au>.+) located on the left or right face\?$")
 _PRESENCE_RE = re.compile(r"^Is the action unit (?P<au>.+) shown on the face\?$")
+# An analysis prompt: a request to analyse or describe (an "analysis"/"description" of) the micro-expression or the
+# facial expression, in any case, spelling (analyse/analyze, micro-expression/microexpression/micro expression) or
+# wording around it: the three official phrasings and their reasonable variants. Checked after the exact questions.
+_ASK = r"\b(?:analy[sz]e|analy[sz]ing|analysis|describe|description)\b"
+_EXPRESSION = r"\b(?:micro[- ]?|facial )expressions?\b"
+_ANALYSIS_RE = re.compile(rf"{_ASK}.*{_EXPRESSION}|{_EXPRESSION}.*{_ASK}", re.IGNORECASE | re.DOTALL)
 
 
 def question_kind(question: str) -> str | None:
-    """The kind of an official question string, or None for a question outside the official set."""
+    """The kind of an official question string, or None for a question outside the official set. The 2025 questions
+    are matched exactly; an analysis prompt (MEGC2026) by what it asks (``_ANALYSIS_RE``)."""
     question = question.strip()
     if question == Q_COARSE:
         return COARSE
@@ -56,6 +79,8 @@ def question_kind(question: str) -> str | None:
         return LATERALITY
     if _PRESENCE_RE.match(question):
         return PRESENCE
+    if _ANALYSIS_RE.search(question):
+        return ANALYSIS
     return None
 
 
@@ -79,6 +104,19 @@ def composite_question(au_names: list[str]) -> str:
 
 def composite_answer(au_names: list[str], fine: str, coarse: str) -> str:
     template = A_COMPOSITE_ONE if len(au_names) == 1 else A_COMPOSITE_MANY
+    return template.format(aus=au_answer(au_names), fine=fine, coarse=coarse)
+
+
+def analysis_question(key: str, seed: int) -> str:
+    """The analysis prompt asked about one clip: one of :data:`Q_ANALYSIS`, drawn from ``seed`` and the clip's
+    ``key`` through SHA-256, so the same on every run, machine and Python (not ``hash()``, which is salted)."""
+    digest = hashlib.sha256(f"{seed}:analysis:{key}".encode()).digest()
+    return Q_ANALYSIS[int.from_bytes(digest[:8], "big") % len(Q_ANALYSIS)]
+
+
+def analysis_answer(au_names: list[str], fine: str, coarse: str) -> str:
+    """mevqa's analysis answer (:data:`A_ANALYSIS_ONE` / :data:`A_ANALYSIS_MANY`, by the number of AUs)."""
+    template = A_ANALYSIS_ONE if len(au_names) == 1 else A_ANALYSIS_MANY
     return template.format(aus=au_answer(au_names), fine=fine, coarse=coarse)
 
 

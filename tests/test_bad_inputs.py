@@ -103,8 +103,8 @@ CASES = [
                                           f"{c.tmp / 'out'} is a file")),
     ("predict --out is a file", lambda c: (c.predict("--out", c.file("out")), f"{c.tmp / 'out'}: cannot be the "
                                                                              "output folder")),
-    ("merge --out is a file", lambda c: (["merge", "--base", str(c.model), "--adapter", str(c.tmp), "--out",
-                                          str(c.file("out"))], f"{c.tmp / 'out'}: exists and is a file")),
+    ("merge --out is a file", lambda c: (["merge", "--base", str(c.model), "--adapter", str(_damaged_adapter(c)),
+                                          "--out", str(c.file("out"))], f"{c.tmp / 'out'}: exists and is a file")),
     ("demo --workdir is a file", lambda c: (["demo", "--workdir", str(c.file("work"))],
                                             f"{c.tmp / 'work'}: exists and is a file")),
     # --- a folder that cannot be written ----------------------------------------------------------------------------
@@ -226,7 +226,7 @@ CASES = [
     ("synth-data --size 0 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--size", "0", "0"],
                                          "--size must give a width and height between 16 and 4096 pixels, got 0x0")),
     ("synth-data --seed -1", lambda c: (["synth-data", "casme2", "--out", str(c.tmp / "out"), "--seed", "-1"],
-                                        "--seed must be a non-negative integer, got -1")),
+                                        "--seed must be an integer between 0 and 4294967295 (2**32 - 1), got -1")),
     ("synth-data --clips 0", lambda c: (["synth-data", "samm", "--out", str(c.tmp / "out"), "--clips", "0"],
                                         "--clips must be at least 1, got 0")),
     ("split --scheme kfold:1", lambda c: (["split", "--data", str(c.data / "qa.jsonl"), "--scheme", "kfold:1",
@@ -296,20 +296,26 @@ def _snapshot(*roots: Path) -> dict:
     return state
 
 
-@pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_path, capsys, name, make):
-    case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
-    if "read-only" in name:
-        case.read_only = request.getfixturevalue("read_only")
-    argv, expected = make(case)
-    before = _snapshot(tmp_path, shared["base"])
+def assert_refused(argv: list[str], expected: str, capsys, *watched: Path) -> None:
+    """``mevqa.cli.main(argv)`` exits 2 with one error line holding ``expected``, no traceback, nothing on stdout,
+    and nothing changed under the ``watched`` folders (the tables of hostile inputs share this)."""
+    capsys.readouterr()
+    before = _snapshot(*watched)
     code = main(argv)
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.startswith(f"mevqa {argv[0]}: error: ")]
     assert code == 2, captured.err
     assert len(lines) == 1 and expected in lines[0], captured.err
     assert "Traceback" not in captured.err and captured.out == ""
-    assert _snapshot(tmp_path, shared["base"]) == before
+    assert _snapshot(*watched) == before
+
+
+@pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_path, capsys, name, make):
+    case = Case(tmp_path, shared["data"], shared["raw"], shared["clips"], shared["model"])
+    if "read-only" in name:
+        case.read_only = request.getfixturevalue("read_only")
+    assert_refused(*make(case), capsys, tmp_path, shared["base"])
 
 
 def test_the_table_is_as_long_as_the_readme_says():

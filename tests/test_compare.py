@@ -88,4 +88,4 @@ def test_mismatched_files_are_refused(tmp_path, capsys):
     assert "b.jsonl:1: prediction id 'samm_b_1' is not in the gold rows" in err and err.count("\n") == 1
     assert not out.exists()
     assert main(["compare", "--gold", str(gold), "--a", str(a), "--b", str(a), "--bootstrap", "0"]) == 2
-    assert "--bootstrap must be at least 1, got 0" in capsys.readouterr().err
+    assert "--bootstrap must be between 100 and 1,000,000 resamples, got 0" in capsys.readouterr().err

@@ -128,14 +128,21 @@ GOLD = [{"id": "samm_a_1", "dataset": "samm", "question": vocab.Q_COARSE, "answe
 PRED = [{"id": row["id"], "question": row["question"], "answer": row["answer"]} for row in GOLD]
 
 
-def test_missing_prediction_rows_are_a_warning(tmp_path, capsys):
+def test_missing_prediction_rows_are_an_error_unless_allowed(tmp_path, capsys):
     gold, pred = write(tmp_path / "gold.jsonl", GOLD), write(tmp_path / "pred.jsonl", PRED[:2])
     out = tmp_path / "report.json"
-    assert main(["eval", "--pred", str(pred), "--gold", str(gold), "--json", str(out)]) == 0
+    assert main(["eval", "--pred", str(pred), "--gold", str(gold), "--json", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"mevqa eval: error: 1 of 3 gold rows have no prediction in {pred} "
+                                               "(first: samm_a_3); finish the predictions or pass --allow-missing "
+                                               "to score them as misses")
+    assert not out.exists()
+    assert main(["eval", "--pred", str(pred), "--gold", str(gold), "--json", str(out), "--allow-missing"]) == 0
     report = json.loads(out.read_text())
     assert report["counts"]["missing"] == 1
     assert report["overall"]["uf1_coarse"] == 1.0 and report["overall"]["rouge1"] == pytest.approx(2 / 3)
-    assert "missing prediction rows: 1" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "missing prediction rows: 1" in captured.out
+    assert "1 of 3 gold rows have no prediction; scored as empty answers (first: samm_a_3)" in captured.err
 
 
 def test_predictions_may_come_in_several_files(tmp_path):
@@ -187,16 +194,17 @@ def test_missing_file_exits_nonzero(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["eval", "--pred", "{pred}", "--gold", "{gold}", "--bootstrap", "-5"],
-     "--bootstrap must be 0 (no intervals) or a number of resamples, got -5"),
-    (["eval", "--pred", "{pred}", "--gold", "{gold}", "--seed", "-1"], "--seed must be 0 or more, got -1"),
+     "--bootstrap must be 0 (no intervals) or between 100 and 1,000,000 resamples, got -5"),
+    (["eval", "--pred", "{pred}", "--gold", "{gold}", "--seed", "-1"],
+     "--seed must be an integer between 0 and 4294967295 (2**32 - 1), got -1"),
     (["compare", "--gold", "{gold}", "--a", "{pred}", "--b", "{pred}", "--seed", "-1"],
-     "--seed must be 0 or more, got -1"),
+     "--seed must be an integer between 0 and 4294967295 (2**32 - 1), got -1"),
     (["compare", "--gold", "{gold}", "--a", "{pred}", "--b", "{pred}", "--bootstrap", "0"],
-     "--bootstrap must be at least 1, got 0"),
+     "--bootstrap must be between 100 and 1,000,000 resamples, got 0"),
     (["cv", "--config", "{config}", "--folds", "{tmp}", "--out", "{out}", "--seed", "-3"],
-     "--seed must be 0 or more, got -3"),
+     "--seed must be an integer between 0 and 4294967295 (2**32 - 1), got -3"),
     (["cv", "--config", "{config}", "--folds", "{tmp}", "--out", "{out}", "--bootstrap", "0"],
-     "--bootstrap must be at least 1, got 0"),
+     "--bootstrap must be between 100 and 1,000,000 resamples, got 0"),
 ])
 def test_bad_resampling_settings_are_refused(tmp_path, capsys, argv, message):
     values = {"gold": write(tmp_path / "gold.jsonl", GOLD), "pred": write(tmp_path / "pred.jsonl", PRED),

@@ -202,9 +202,69 @@ def test_bad_csv_is_a_one_line_error(tmp_path, capsys, body, message):
     assert err.startswith("mevqa str-eval: error: ") and message in err and "\n" not in err
 
 
-def test_subjects_compare_as_integers_when_they_are(tmp_path):
+def test_subjects_compare_as_integers_when_their_columns_are(tmp_path):
     gt, pred = tmp_path / "gt.csv", tmp_path / "pred.csv"
     gt.write_text(HEADER + "1,EP02_01f,45,85,happiness\n006,006_1,10,40,others\n")
     pred.write_text(HEADER + "01,EP02_01f,46,85,happiness\n6,006_1,10,40,others\n")
-    assert [(r.subject, r.video) for r in read_intervals(pred)] == [("1", "EP02_01f"), ("6", "006_1")]
+    assert [(r.subject, r.video) for r in read_intervals(pred)] == [(1, "EP02_01f"), (6, "006_1")]
     assert strs_files(pred, gt)["overall"]["spotting"]["tp"] == 2
+
+
+# Hand-made files on which mevqa once differed from the official evaluator, with the evaluator's own figures: its
+# strs_metric.py (genbing99/STRS-Metric at eb86468), unmodified, under pandas 1.5.3, numpy 1.26.4 and scikit-learn
+# 1.2.2, each file read with pd.read_csv as its main.py does. Keys: the official metric names (official_metrics).
+OFFICIAL_CASES = {
+    # subject 6 against 006 in columns that are not all numbers: text, kept apart (the 006_1 video is not visited)
+    "subject 6 is not 006 in a text column": (
+        "006,006_1,10,40,happiness\nspNO.1,a,100,140,surprise\nspNO.1,a,200,240,happiness\n",
+        "6,006_1,10,40,happiness\nspNO.1,a,100,140,surprise\nspNO.1,a,200,240,surprise\n",
+        {"STRS": 1 / 3, "TP spotting": 2, "FP spotting": 0, "FN spotting": 0, "TP analysis": 1, "FP analysis": 1,
+         "Precision analysis": 0.25, "Recall analysis": 0.5, "UF1 analysis": 1 / 3, "UAR analysis": 0.25}),
+    # an emotion with a space before it is another emotion
+    "' happiness' is not 'happiness'": (
+        "1,EP02_01f,45,85,happiness\n1,EP02_01f,100,140,surprise\n",
+        "1,EP02_01f,45,85, happiness\n1,EP02_01f,100,140,surprise\n",
+        {"STRS": 0.5, "TP spotting": 2, "TP analysis": 1, "FP analysis": 0, "Precision analysis": 0.5,
+         "Recall analysis": 0.5, "UF1 analysis": 0.5}),
+    # NA is a missing value: a label of its own that matches nothing, its ground-truth pair still analysed
+    "NA emotions are missing values": (
+        "1,v1,10,40,happiness\n1,v1,100,140,NA\n1,v1,200,240,surprise\n1,v1,300,340,surprise\n",
+        "1,v1,10,40,happiness\n1,v1,100,140,happiness\n1,v1,200,240,NA\n1,v1,300,340,surprise\n",
+        {"STRS": 0.5, "TP spotting": 4, "TP analysis": 2, "FP analysis": 1, "FN analysis": 1,
+         "Precision analysis": 0.5, "Recall analysis": 0.5, "UF1 analysis": 4 / 9, "UAR analysis": 0.5}),
+    # None is not: pandas reads it as missing only from version 2, on which the official code does not run
+    "None is an emotion to the official pandas": (
+        "1,v1,10,40,happiness\n1,v1,100,140,None\n1,v1,200,240,surprise\n",
+        "1,v1,10,40,happiness\n1,v1,100,140,None\n1,v1,200,240,happiness\n",
+        {"STRS": 4 / 7, "TP spotting": 3, "TP analysis": 2, "FP analysis": 1, "Precision analysis": 0.5,
+         "Recall analysis": 2 / 3, "F1-score analysis": 4 / 7, "UF1 analysis": 5 / 9}),
+}
+
+
+@pytest.mark.parametrize("gt_rows, pred_rows, expected", OFFICIAL_CASES.values(), ids=list(OFFICIAL_CASES))
+def test_hand_made_files_score_as_the_official_evaluator(tmp_path, gt_rows, pred_rows, expected):
+    gt, pred = tmp_path / "gt.csv", tmp_path / "pred.csv"
+    gt.write_text(HEADER + gt_rows)
+    pred.write_text(HEADER + pred_rows)
+    figures = official_metrics(strs_files(pred, gt)["overall"])
+    assert {key: figures[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+
+
+def test_subject_columns_of_other_types_give_the_official_evaluator_no_number(tmp_path, capsys):
+    """Predictions' subjects all numbers, the ground truth's text: pandas reads one column as integers and the other
+    as text, no subject matches, and the official code raises (KeyError 'gt', on no spotted pairs). mevqa prints 0
+    and says why, in one warning each."""
+    gt, pred = tmp_path / "gt.csv", tmp_path / "pred.csv"
+    gt.write_text(HEADER + "006,006_1,10,40,happiness\nspNO.1,a,100,140,surprise\n")
+    pred.write_text(HEADER + "6,006_1,10,40,happiness\n1,a,100,140,surprise\n")
+    assert [r.subject for r in read_intervals(gt)] == ["006", "spNO.1"]
+    report = strs_files(pred, gt)
+    assert report["overall"]["strs"] == 0 and report["overall"]["spotting"]["tp"] == 0
+    assert report["warnings"][0].startswith("the subject column reads as numbers in the predictions and as text in "
+                                            "the ground truth")
+    assert any(w.startswith("Overall: F1_analysis is undefined (there are no spotted pairs; the official code "
+                            "raises") for w in report["warnings"])
+    assert main(["str-eval", "--pred", str(pred), "--gt", str(gt)]) == 0
+    assert "the official evaluator matches no subject across them" in capsys.readouterr().err
+
+

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one script a GPU session runs, from the repository root, in under 8 minutes on one H100/H200:
 #   1. pytest -m gpu tests/gpu: every recipes/accelerate/*.yaml x {steps, in-training evaluation, save, resume,
-#      merge} on the tiny model (about 4 min; stopped at 5 min, each launch at 2 min);
+#      merge} on the tiny model (about 4 min; stopped at 5 min, each launch at 2 min), and
+#      tests/gpu/test_qwen3_vl_4b.py: one LoRA step of Qwen3-VL-4B at its real size, random weights (video and OAO;
+#      DeepStack mergers get gradients; peak memory printed);
 #   2. benchmarks/train_throughput.py on the real Qwen2.5-VL-3B/7B architectures with random weights, a few steps
 #      each: samples/s, tokens/s, peak GPU memory and MFU per config (about 2 min; 50 s each at most).
 # Output goes to stdout and, when $OUT is set, to $OUT/gpu_check.log.

@@ -102,11 +102,13 @@ def build_model(name: str, processor, dtype: torch.dtype, device: torch.device, 
 
 
 def part_sizes(model) -> dict[str, int]:
+    from mevqa.families import family_of
     from mevqa.train.parts import part_of
 
+    family = family_of(model)
     counts = {"vision": 0, "merger": 0, "llm": 0}
     for name, param in model.named_parameters():
-        part = part_of(name)
+        part = part_of(name, family)
         if part and "lora_" not in name and "modules_to_save" not in name:
             counts[part] += param.numel()
     return counts

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("mevqa.split", "subject-independent train/validation splits (LOSO, k-fold, cross-dataset)"),
     "export": ("mevqa.export", "write QA rows with their inputs for other tools (datasets, LLaMA-Factory, ms-swift)"),
     "inspect": ("mevqa.inspect", "visual and text tokens per row, max_length and activation memory before training"),
-    "tiny-model": ("mevqa.tiny", "write a tiny random Qwen2.5-VL (real classes and processor) for dry runs"),
+    "tiny-model": ("mevqa.tiny", "write a tiny random Qwen VLM (--family; real classes and processor) for dry runs"),
     "merge": ("mevqa.merge", "fold a LoRA adapter (and fully trained parts) into a standalone checkpoint"),
     "answer": ("mevqa.answer", "ask a model one question about one clip (frame folder or video file)"),
     "predict": ("mevqa.predict", "answer question files in batches and write the submission files"),
@@ -44,7 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mevqa", description="Micro-expression visual question answering with Qwen2.5-VL.")
+    parser = argparse.ArgumentParser(prog="mevqa", description="Micro-expression visual question answering with Qwen "
+                                                               "VLMs (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).")
     parser.add_argument("--version", action="version", version=f"mevqa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

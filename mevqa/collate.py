@@ -10,17 +10,20 @@ Public API::
     IGNORE_INDEX = -100
 
 What a batch holds: every output of the processor (``input_ids``, ``attention_mask``, ``pixel_values`` +
-``image_grid_thw`` or ``pixel_values_videos`` + ``video_grid_thw`` + ``second_per_grid_ts``, and
-``mm_token_type_ids``, without which Qwen2.5-VL silently falls back to 1-D positions), plus ``labels`` when
+``image_grid_thw`` or ``pixel_values_videos`` + ``video_grid_thw`` (+ ``second_per_grid_ts`` for Qwen2.5-VL), and
+``mm_token_type_ids``, without which the Qwen VLMs silently fall back to 1-D positions), plus ``labels`` when
 ``train``.
 
 - ``train=True``: right padding; ``labels`` are -100 everywhere except the assistant answer and its closing
   ``<|im_end|>`` (found from the chat template's ``<|im_start|>assistant\\n`` span, so the prompt, the vision pad tokens
   and padding never count in the loss).
 - ``train=False``: left padding and a generation prompt (``<|im_start|>assistant\\n``) for batched generation.
-- Videos go in as the already sampled frames with ``VideoMetadata(fps=sample_fps)`` and ``do_sample_frames=False``,
-  so the processor's ``second_per_grid_ts`` is ``temporal_patch_size / sample_fps`` (without metadata
-  transformers assumes 24 fps).
+- Videos go in as the already sampled frames with ``VideoMetadata(fps=sample_fps, frames_indices=0..n-1)`` and
+  ``do_sample_frames=False``, so the model is told the frames' true times, whichever way its family takes them
+  (``mevqa.families``, ``video_timing``): Qwen2.5-VL's ``second_per_grid_ts`` is ``temporal_patch_size /
+  sample_fps``; Qwen3-VL's processor writes ``<t seconds>`` before each temporal patch, t the mean of its frames'
+  ``index / sample_fps`` (the time since the first sampled frame); Qwen2-VL orders frames only. Without metadata
+  transformers assumes 24 fps, and Qwen3-VL's video processor would resample the frames to its own 2 fps.
 - ``video_fps``: the frame rate told to the model instead of each video's true ``sample_fps`` (None: the true
   rate). Qwen2.5-VL places video frames in time (temporal position = seconds x ``tokens_per_second`` (2), truncated),
   so all frames of a clip shorter than 0.5 s, i.e. every micro-expression at its true rate, share one temporal
@@ -132,8 +135,8 @@ def encode(processor, samples: list[Sample], *, train: bool, max_length: int | N
     batch = processor(text=texts, padding=True, padding_side="right" if train else "left", return_tensors="pt",
                       **kwargs)
     if "mm_token_type_ids" not in batch:
-        raise MevqaError(f"{type(processor).__name__} returned no mm_token_type_ids; Qwen2.5-VL needs them for 3-D "
-                         "positions (is this a transformers 5.x Qwen2.5-VL processor?)")
+        raise MevqaError(f"{type(processor).__name__} returned no mm_token_type_ids; the Qwen VLMs need them for 3-D "
+                         "positions (is this a transformers 5.x processor of a supported family?)")
     lengths = batch["attention_mask"].sum(dim=1).tolist()
     if max_length is not None:
         for sample, length in zip(samples, lengths):

@@ -5,7 +5,8 @@ Each step is the real command a user runs, started as a subprocess and printed b
 1. ``mevqa synth-data casme2``: a synthetic dataset in CASME II's real on-disk layout (sheet and frame folders);
 2. ``mevqa build-data casme2``: QA jsonl with onset/apex/offset, flow and video inputs;
 3. ``mevqa split --scheme loso``: leave-one-subject-out folds; fold 0's subject is held out;
-4. ``mevqa tiny-model``: a tiny, randomly initialised Qwen2.5-VL (real classes, processor and chat template);
+4. ``mevqa tiny-model --family F``: a tiny, randomly initialised model of the chosen family (Qwen2.5-VL by default;
+   Qwen2-VL, Qwen3-VL; real classes, processor and chat template);
 5. ``accelerate launch recipes/lora.py --config recipes/configs/tiny/lora.yaml``: a short LoRA run;
 6. ``mevqa predict`` on the held-out subject's clips with the adapter;
 7. ``mevqa eval``: the score table; and ``mevqa answer`` on one raw held-out clip folder.
@@ -27,27 +28,33 @@ from importlib import resources
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
+from mevqa.tiny import TINY_FAMILIES
 
 MARKER = "demo.json"
 
 NOTICE = """\
-The model above is a tiny, randomly initialised Qwen2.5-VL (about 0.2M parameters) given {steps} LoRA steps on the
+The model above is a tiny, randomly initialised {family} (about 0.2M parameters) given {steps} LoRA steps on the
 synthetic clips of all subjects but the held-out one. The synthetic frames show each coarse class as a blob moving in
 its own place, so the coarse scores on the held-out subject show that pixels reach the answer through every step of
-the pipeline; they say nothing about micro-expressions. Real use needs Qwen2.5-VL-3B/7B weights (from the Hugging
-Face hub or a local copy), the licensed datasets, and a GPU. The same steps, for real:
+the pipeline; they say nothing about micro-expressions. Real use needs
+{sizes} weights (from the Hugging Face hub or a local copy), the licensed datasets, and a GPU. The same steps, for real:
 
   mevqa build-data casme2 --root CASME2_RAW_selected --annotations CASME2-coding-20140508.xlsx --out data/casme2
   mevqa split --data data/casme2/qa.jsonl --scheme loso --out data/splits
   accelerate launch --config_file recipes/accelerate/single_gpu.yaml recipes/lora.py \\
-      --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml \\
+      --config recipes/configs/{config} \\
       --train_file data/splits/fold_0/train.jsonl --output_dir runs/lora
-  mevqa predict --questions data/splits/fold_0/val.jsonl --model Qwen/Qwen2.5-VL-3B-Instruct \\
+  mevqa predict --questions data/splits/fold_0/val.jsonl --model {checkpoint} \\
       --adapter runs/lora/final --out runs/val --gold data/splits/fold_0/val.jsonl
   mevqa predict --questions me_vqa_samm_test_to_answer.jsonl me_vqa_casme3_test_to_answer.jsonl \\
-      --clips TEST_CLIPS --model Qwen/Qwen2.5-VL-3B-Instruct --adapter runs/lora/final --out runs/test
+      --clips TEST_CLIPS --model {checkpoint} --adapter runs/lora/final --out runs/test
 """
+# The shipped config of the smallest checkpoint of each family with one (Qwen2-VL: none shipped; the 2.5 one shows
+# the shape).
+_REAL_CONFIGS = {"qwen2_vl": "qwen2_5_vl_3b/lora_baseline.yaml", "qwen2_5_vl": "qwen2_5_vl_3b/lora_baseline.yaml",
+                 "qwen3_vl": "qwen3_vl_4b/lora_baseline.yaml"}
 
 
 def recipe_paths() -> tuple[Path, Path]:
@@ -114,7 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo"),
                         help="folder for everything the demo writes (default: runs/demo; a previous demo's is cleared)")
     parser.add_argument("--steps", type=int, default=300, help="LoRA training steps of 8 rows (default: 300)")
-    parser.add_argument("--clips", type=int, default=20, help="synthetic clips, spread over up to 5 subjects")
+    parser.add_argument("--clips", type=int, default=20, help="synthetic clips, spread over up to 5 subjects (default: 20)")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=TINY_FAMILIES,
+                        help=f"model family of the tiny model (default: {DEFAULT_FAMILY})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     run_step("split", mevqa + ["split", "--data", str(data / "qa.jsonl"), "--scheme", "loso", "--out",
                                str(splits)])
     train_file, val_file = splits / "fold_0" / "train.jsonl", splits / "fold_0" / "val.jsonl"
-    run_step("tiny-model", mevqa + ["tiny-model", "--out", str(model)])
+    run_step("tiny-model", mevqa + ["tiny-model", "--family", args.family, "--out", str(model)])
     # 8 rows a step: with the tiny config's 2 x 2 and a constant 5e-3 rate the steps are too noisy for the model to
     # pick up the coarse class in a few hundred steps (held-out coarse UF1 0.22 after 200 steps; 1.0 after 300 of 8).
     run_step("train", launch + ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
@@ -161,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
     print(table.rstrip())
     print(f"\nmevqa answer on the raw clip folder {clip_dir}:\n  Q: {question}\n  A: {answer.strip()!r}")
     print(f"\nAll steps took {time.perf_counter() - start:.0f} s; outputs and logs are in {work}.\n")
-    print(NOTICE.format(steps=args.steps))
+    family = FAMILIES[args.family]
+    print(NOTICE.format(steps=args.steps, family=family.name, config=_REAL_CONFIGS[args.family],
+                        sizes=" or ".join(name.split("/")[-1] for name in family.checkpoints),
+                        checkpoint=family.checkpoints[0]))
     return 0
 
 

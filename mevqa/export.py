@@ -42,6 +42,13 @@ Video timing: both tools take a frame list as already sampled and give every vid
 ``video_fps: 2.0``). The true per-clip rate (``media.video.sample_fps``) is written beside each row as ``video_fps``
 and summarised in ``OUT/export.json``, but neither tool reads it.
 
+Tool settings (``--model``): ``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that
+model the inputs mevqa gives it: the template of the model's family (LLaMA-Factory ``template``, ms-swift
+``--template``; ms-swift needs it for a local model), the pixel budgets of the model's processor (LLaMA-Factory
+``image_*_pixels`` / ``video_*_pixels``; ms-swift's environment: ``MAX_PIXELS`` ... for Qwen2/2.5-VL,
+``IMAGE_MAX_TOKEN_NUM`` ... for Qwen3-VL; without them ms-swift uses its own, far larger budget), and the videos'
+frame count and median true rate (``video_maxlen`` / ``FPS_MAX_FRAMES``, ``video_fps`` / ``FPS``).
+
 ``OUT/export.json`` records the settings, the input files (with their SHA-256) and the build-data settings of the
 media, so an export can be traced back and repeated. The folder is written under a temporary name and renamed when
 complete. An existing non-empty ``OUT`` is replaced only when it holds an export of the same files and settings;
@@ -95,6 +102,7 @@ class ExportSettings:
     max_frames: int | None = None           # cap on video frames, kept uniformly (as the training config's)
     copy_media: bool = False                # llamafactory / swift: copy media into OUT/media, relative paths
     name: str = "mevqa"                     # llamafactory: datasets are registered as <name>_<split>
+    model: str | None = None                # the model the export is for: the tools' settings are written for it
 
     def check(self) -> "ExportSettings":
         if self.format not in FORMATS:
@@ -403,6 +411,53 @@ def _check_out(out: Path, identity: dict) -> None:
     log.info("%s holds an export of the same files and settings; writing it again", out)
 
 
+def tool_settings(model: str, samples: list[Sample]) -> dict:
+    """What LLaMA-Factory and ms-swift must be told to give ``model`` the inputs mevqa gives it: the chat template of
+    its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate and count of the
+    exported videos. Only config.json and the processor files are read."""
+    from transformers import AutoProcessor
+
+    from mevqa.families import family_of_source
+
+    fam = family_of_source(model)
+    try:
+        processor = AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MevqaError(f"--model {model}: cannot load its processor ({first})") from None
+    images, videos = processor.image_processor, processor.video_processor
+    factor = int(images.patch_size) * int(images.merge_size)
+    image_pixels = (int(images.size["shortest_edge"]), int(images.size["longest_edge"]))
+    frame_counts = sorted({len(video) for s in samples for video in s.videos})
+    frames = frame_counts[-1] if frame_counts else None
+    video_pixels = (int(videos.size["shortest_edge"]), int(videos.size["longest_edge"]))
+    if fam.video_budget == "video" and frames:  # the processor bounds the whole video; the tools bound each frame
+        video_pixels = (max(1, video_pixels[0] // frames), video_pixels[1] // frames)
+    fps = _fps_summary(samples)
+    rate = fps["median"] if fps else None
+    llamafactory = {"template": fam.llamafactory_template, "image_min_pixels": image_pixels[0],
+                    "image_max_pixels": image_pixels[1], "video_min_pixels": video_pixels[0],
+                    "video_max_pixels": video_pixels[1], "video_fps": rate, "video_maxlen": frames}
+    if fam.swift_budget_env == "pixels":
+        env = {"MIN_PIXELS": image_pixels[0], "MAX_PIXELS": image_pixels[1], "VIDEO_MIN_PIXELS": video_pixels[0],
+               "VIDEO_MAX_PIXELS": video_pixels[1]}
+    else:
+        env = {"IMAGE_MIN_TOKEN_NUM": max(1, image_pixels[0] // factor ** 2),
+               "IMAGE_MAX_TOKEN_NUM": image_pixels[1] // factor ** 2,
+               "VIDEO_MIN_TOKEN_NUM": max(1, video_pixels[0] // factor ** 2),
+               "VIDEO_MAX_TOKEN_NUM": video_pixels[1] // factor ** 2}
+    env.update({"FPS": rate, "FPS_MAX_FRAMES": frames})
+    notes = []
+    if fps and fps["min"] != fps["max"]:
+        notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
+                     "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")
+    return {"model": model, "model_type": fam.model_type, "family": fam.name, "resize_factor": factor,
+            "llamafactory": {key: value for key, value in llamafactory.items() if value is not None},
+            "swift": {"template": fam.swift_template,
+                      "env": {key: value for key, value in env.items() if value is not None}},
+            "notes": notes}
+
+
 def _fps_summary(samples: list[Sample]) -> dict | None:
     rates = [fps for s in samples for fps in s.video_fps]
     if not rates:
@@ -456,6 +511,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
+    tools = tool_settings(settings.model, all_samples) if settings.model else None
     try:
         # A finished export replaces the old one whole; the temporary folders of a killed one are removed first.
         with atomic_folder(out) as tmp:
@@ -469,6 +525,8 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                         "splits": {name: {"rows": len(samples), "file": files[name]}
                                    for name, samples in by_split.items()},
                         "video_sample_fps": _fps_summary(all_samples)}
+            if settings.model:
+                manifest["tool_settings"] = tools
             write_json(tmp / MANIFEST, manifest)
     except Exception as exc:  # datasets wraps a full disk in its own exception type
         if not is_disk_full(exc):
@@ -498,6 +556,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--copy-media", action="store_true",
                         help="llamafactory/swift: copy the media into OUT/media and write paths relative to OUT "
                              "(default: absolute paths to the media where build-data wrote them)")
+    parser.add_argument("--model", help="the model the export is for (folder or hub name; only config.json and the "
+                                        "processor files are read): export.json then records the settings each tool "
+                                        "needs to give it mevqa's inputs (template, pixel budgets, fps, frames)")
     parser.add_argument("--name", default="mevqa", help="llamafactory: register the splits as NAME_<split> in "
                                                         "dataset_info.json (default: mevqa)")
 
@@ -505,10 +566,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = ExportSettings(format=args.format, inputs=args.inputs,
                               system_prompt=None if args.system_prompt.lower() == "none" else args.system_prompt,
-                              max_frames=args.max_frames, copy_media=args.copy_media, name=args.name)
+                              max_frames=args.max_frames, copy_media=args.copy_media, name=args.name,
+                              model=args.model)
     manifest = export(args.data, args.out, settings, splits=args.splits)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['rows']} rows -> {args.out / info['file']}")
+    tools = manifest.get("tool_settings")
+    if tools:
+        lf, swift = tools["llamafactory"], tools["swift"]
+        print(f"for {tools['family']} ({tools['model_type']}): LLaMA-Factory "
+              + " ".join(f"{key}: {value}" for key, value in lf.items())
+              + f"; ms-swift --template {swift['template']} with "
+              + " ".join(f"{key}={value}" for key, value in swift["env"].items()) + f" (in {args.out / MANIFEST})")
     if manifest["video_sample_fps"] and settings.format != "hf":
         fps = manifest["video_sample_fps"]
         print(f"video frames were sampled at {fps['min']}-{fps['max']} fps (median {fps['median']}); "

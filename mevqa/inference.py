@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> No
     own model)."""
     add_model_arguments(
         parser, default_model=DEFAULT_MODEL if default_model else None,
-        model_help="model folder or hub name: a base Qwen2.5-VL, a merged checkpoint or a tiny model"
+        model_help="model folder or hub name: a base Qwen2-VL / Qwen2.5-VL / Qwen3-VL, a merged checkpoint or a tiny model"
                    + ("" if default_model else
                       " (needed unless every dataset of the questions has --model-for or --adapter-for)"))
     group = parser.add_argument_group("what the model sees (default: as the model was trained)")

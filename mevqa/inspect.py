@@ -7,7 +7,8 @@ Public API::
 
     image_tokens(height, width, *, min_pixels, max_pixels, patch_size=14, merge_size=2) -> int
     video_tokens(frames, height, width, *, min_pixels, max_pixels, patch_size=14, merge_size=2,
-                 temporal_patch_size=2) -> int
+                 temporal_patch_size=2, budget="frame") -> int
+    timestamp_tokens(tokenizer, frames, fps, temporal_patch_size=2) -> int   # Qwen3-VL's <t seconds> text
     activation_memory(tokens, patches, model_config, settings) -> dict[str, int]     # bytes per part
     inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport
     inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True) -> InspectReport
@@ -19,8 +20,11 @@ What it reports:
 - Visual tokens per row for every input mode the rows have media for, under the config's pixel budgets and frame
   cap. The count is the processor's own rule: each image or video frame is resized by transformers'
   ``smart_resize`` (the Qwen2-VL image/video processors' function, which qwen-vl-utils' ``smart_resize``
-  reimplements) to a multiple of ``patch_size * merge_size`` px whose area lies in the budget, and gives
-  ``(h / 28) * (w / 28)`` tokens; a video of T frames gives ``ceil(T / temporal_patch_size)`` times that.
+  reimplements) to a multiple of the family's factor ``patch_size * merge_size`` px (28 for Qwen2/2.5-VL, 32 for
+  Qwen3-VL, read from the processor) whose area lies in the budget, and gives ``(h / factor) * (w / factor)``
+  tokens; a video of T frames gives ``ceil(T / temporal_patch_size)`` times that (Qwen3-VL's video processor
+  applies the budget to frames x height x width, with its own ``smart_resize``). Qwen3-VL's ``<t seconds>`` text
+  before each temporal patch counts as text.
 - For the config's input mode: text + visual tokens of each row as the trainer builds it (mevqa's chat with the
   answer), the longest row, and the rows over ``max_length`` (which training refuses; nothing is truncated).
 - An estimate of activation memory for one micro-batch of ``per_device_batch_size`` copies of the longest row. It
@@ -69,19 +73,22 @@ from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows
 
 GIB = 1024 ** 3
-# The LoRA-able Linear layers whose input is the MLP's width; every other one (q/k/v/o, gate/up, the vision qkv and
-# proj) takes the part's hidden size.
-_MLP_INPUT = {"down_proj"}
 
 
 # --- the processor's resize rule --------------------------------------------------------------------------------
-def _resized(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+def _resized(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int,
+             frames: int | None = None, temporal_factor: int = 2) -> tuple[int, int]:
+    """``frames``: the budget bounds the whole video (Qwen3-VL's video processor), else one image or frame."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as smart_resize_video
 
     try:
+        if frames is not None:
+            return smart_resize_video(max(frames, temporal_factor), height, width, temporal_factor=temporal_factor,
+                                      factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
         return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     except ValueError as exc:  # an aspect ratio beyond 200:1
-        raise MevqaError(f"a {width}x{height} image cannot be given to Qwen2.5-VL ({exc})") from None
+        raise MevqaError(f"a {width}x{height} image cannot be given to the model ({exc})") from None
 
 
 def image_tokens(height: int, width: int, *, min_pixels: int, max_pixels: int, patch_size: int = 14,
@@ -93,11 +100,24 @@ def image_tokens(height: int, width: int, *, min_pixels: int, max_pixels: int, p
 
 
 def video_tokens(frames: int, height: int, width: int, *, min_pixels: int, max_pixels: int, patch_size: int = 14,
-                 merge_size: int = 2, temporal_patch_size: int = 2) -> int:
-    """Visual tokens of a video of ``frames`` frames (the last frame is repeated up to a whole temporal patch)."""
-    per_frame = image_tokens(height, width, min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
-                             merge_size=merge_size)
-    return math.ceil(frames / temporal_patch_size) * per_frame
+                 merge_size: int = 2, temporal_patch_size: int = 2, budget: str = "frame") -> int:
+    """Visual tokens of a video of ``frames`` frames (the last frame is repeated up to a whole temporal patch);
+    ``budget``: what ``(min_pixels, max_pixels)`` bounds, one "frame" or the whole "video" (``Family.video_budget``)."""
+    factor = patch_size * merge_size
+    h, w = _resized(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels,
+                    frames=frames if budget == "video" else None, temporal_factor=temporal_patch_size)
+    return math.ceil(frames / temporal_patch_size) * (h // factor) * (w // factor)
+
+
+def timestamp_tokens(tokenizer, frames: int, fps: float, temporal_patch_size: int = 2) -> int:
+    """Text tokens Qwen3-VL's processor adds to a video of ``frames`` frames at ``fps``: before each temporal patch
+    a ``<t seconds>`` tag (t the mean time of its frames) and a vision start / end pair around its tokens."""
+    times = [i / fps for i in range(frames)] + [(frames - 1) / fps] * (-frames % temporal_patch_size)
+    total = 0
+    for first in range(0, len(times), temporal_patch_size):
+        mean = (times[first] + times[first + temporal_patch_size - 1]) / 2
+        total += len(tokenizer(f"<{mean:.1f} seconds>", add_special_tokens=False)["input_ids"]) + 2
+    return total
 
 
 # --- settings -----------------------------------------------------------------------------------------------------
@@ -125,6 +145,7 @@ class Settings:
     max_pixels: int | None = None
     video_min_pixels: int | None = None
     video_max_pixels: int | None = None
+    video_fps: float | None = None
     train_file: str | None = None
 
     @classmethod
@@ -156,14 +177,21 @@ class Budgets:
     patch_size: int
     merge_size: int
     temporal_patch_size: int
+    video_budget: str = "frame"        # what the video budget bounds: one "frame" or the whole "video"
+    video_timing: str = "second_per_grid_ts"
 
     @classmethod
-    def from_processor(cls, processor) -> "Budgets":
+    def from_processor(cls, processor, family=None) -> "Budgets":
+        """``family``: the model's (:mod:`mevqa.families`); None: Qwen2.5-VL's."""
+        from mevqa.families import DEFAULT_FAMILY, FAMILIES
+
+        family = family or FAMILIES[DEFAULT_FAMILY]
         images, videos = processor.image_processor, processor.video_processor
         return cls(image_pixels=(int(images.size["shortest_edge"]), int(images.size["longest_edge"])),
                    video_pixels=(int(videos.size["shortest_edge"]), int(videos.size["longest_edge"])),
                    patch_size=int(images.patch_size), merge_size=int(images.merge_size),
-                   temporal_patch_size=int(videos.temporal_patch_size))
+                   temporal_patch_size=int(videos.temporal_patch_size), video_budget=family.video_budget,
+                   video_timing=family.video_timing)
 
     def vision_tokens(self, vision) -> int:
         """Visual tokens of the loaded inputs of one row (a :class:`mevqa.messages.Vision`)."""
@@ -174,26 +202,35 @@ class Budgets:
         for video in vision.videos:  # (T, H, W, 3)
             total += video_tokens(video.shape[0], video.shape[1], video.shape[2], min_pixels=low, max_pixels=high,
                                   patch_size=self.patch_size, merge_size=self.merge_size,
-                                  temporal_patch_size=self.temporal_patch_size)
+                                  temporal_patch_size=self.temporal_patch_size, budget=self.video_budget)
         return total
+
+    def timing_tokens(self, vision, tokenizer, video_fps: float | None = None) -> int:
+        """Text tokens the processor adds to the loaded videos of one row to tell their times (Qwen3-VL only)."""
+        if self.video_timing != "timestamps":
+            return 0
+        return sum(timestamp_tokens(tokenizer, video.shape[0], video_fps or fps, self.temporal_patch_size)
+                   for video, fps in zip(vision.videos, vision.video_fps))
 
 
 # --- memory ---------------------------------------------------------------------------------------------------------
-def _geometry(model_config) -> dict:
+def _geometry(model_config, fam) -> dict:
     text, vision = model_config.text_config, model_config.vision_config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    hv, iv = fam.vision_widths(vision)
     return {"h": text.hidden_size, "I": text.intermediate_size, "layers": text.num_hidden_layers,
-            "kv": text.num_key_value_heads * head_dim, "V": text.vocab_size, "hv": vision.hidden_size,
-            "Iv": vision.intermediate_size, "depth": vision.depth, "merge": vision.spatial_merge_size}
+            "kv": text.num_key_value_heads * head_dim, "V": text.vocab_size, "hv": hv,
+            "Iv": iv, "depth": vision.depth, "merge": vision.spatial_merge_size}
 
 
-def _lora_bytes(modules: Sequence[str], hidden: int, mlp: int, settings: Settings, mask_bytes: int) -> int:
+def _lora_bytes(modules: Sequence[str], hidden: int, mlp: int, settings: Settings, mask_bytes: int,
+                mlp_inputs=frozenset({"down_proj"})) -> int:
     """Bytes per token (or patch) that LoRA adds in one layer whose ``modules`` carry adapters: peft keeps its
     adapters in float32, so each adapted layer keeps a float32 copy of its input (dropped out, or just cast) and its
-    rank-r output, plus the dropout mask."""
+    rank-r output, plus the dropout mask. ``mlp_inputs``: the layers whose input is the MLP width (per family)."""
     total = 0
     for name in modules:
-        width = mlp if name in _MLP_INPUT else hidden
+        width = mlp if name in mlp_inputs else hidden
         total += 4 * width + 4 * settings.lora_r + (mask_bytes * width if settings.lora_dropout > 0 else 0)
     return total
 
@@ -203,7 +240,10 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     """Estimated bytes of activations for one micro-batch of ``tokens`` tokens (rows x padded length) whose vision
     inputs make ``patches`` vision patches; the formula and its assumptions are in the module docstring.
     ``mask_bytes``: bytes per element of a dropout mask (1 on CUDA; the CPU kernel keeps it in float32, 4)."""
-    g = _geometry(model_config)
+    from mevqa.families import family
+
+    fam = family(getattr(model_config, "model_type", None), where="model config")
+    g = _geometry(model_config, fam)
     d = settings.dtype_bytes
     n = 3 if d == 2 else 2
     kv = g["h"] if settings.per_device_batch_size > 1 else g["kv"]
@@ -214,7 +254,8 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     if settings.llm == "full":
         layer += (4 * g["h"] + g["I"]) * d
     if settings.llm == "lora":
-        layer += _lora_bytes(settings.lora_llm_modules, g["h"], g["I"], settings, mask_bytes)
+        layer += _lora_bytes(fam.lora_names("llm", settings.lora_llm_modules), g["h"], g["I"], settings, mask_bytes,
+                             fam.mlp_width_inputs)
     if settings.gradient_checkpointing:
         language = tokens * (g["layers"] * g["h"] * d + layer)
     else:
@@ -226,7 +267,8 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
         if settings.vision == "full":
             block += (5 * g["hv"] + g["Iv"]) * d
         else:
-            block += _lora_bytes(settings.lora_vision_modules, g["hv"], g["Iv"], settings, mask_bytes)
+            block += _lora_bytes(fam.lora_names("vision", settings.lora_vision_modules), g["hv"], g["Iv"], settings,
+                                 mask_bytes, fam.mlp_width_inputs)
         if settings.gradient_checkpointing:
             memory["vision"] = patches * (g["depth"] * g["hv"] * d + block)
         else:
@@ -239,7 +281,9 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
         elif settings.merger == "lora":
             merger += 2 * (4 * g["hv"] + 4 * settings.lora_r / g["merge"] ** 2
                            + (mask_bytes * g["hv"] if settings.lora_dropout > 0 else 0))
-        memory["merger"] = int(patches * merger)
+        # Qwen3-VL's DeepStack mergers each keep as much as the main one.
+        mergers = 1 + len(getattr(model_config.vision_config, "deepstack_visual_indexes", None) or ())
+        memory["merger"] = int(patches * merger * mergers)
     return memory
 
 
@@ -297,7 +341,8 @@ class InspectReport:
         factor = b.patch_size * b.merge_size
         lines = [f"model {s.model_name_or_path} · inputs {s.inputs} · max_length {s.max_length} · "
                  f"max_frames {s.max_frames if s.max_frames is not None else 'all'}",
-                 f"pixel budgets: image {b.image_pixels[0]}-{b.image_pixels[1]} px, video frame "
+                 f"pixel budgets: image {b.image_pixels[0]}-{b.image_pixels[1]} px, video "
+                 f"{'frame' if b.video_budget == 'frame' else '(all frames)'} "
                  f"{b.video_pixels[0]}-{b.video_pixels[1]} px (one visual token per {factor}x{factor} px)",
                  "", f"{'visual tokens per row':<24}{'rows':>7}{'min':>8}{'median':>8}{'max':>8}"]
         for mode, st in self.mode_stats().items():
@@ -355,7 +400,10 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
     ``settings``, with ``processor`` already holding the config's pixel budgets."""
     if not rows:
         raise MevqaError("no rows to inspect")
-    budgets = Budgets.from_processor(processor)
+    from mevqa.families import family
+
+    budgets = Budgets.from_processor(processor, family(getattr(model_config, "model_type", None),
+                                                       where=settings.model_name_or_path))
     tokenizer = processor.tokenizer
     results = []
     for row in tqdm(rows, desc="inspect", unit="row", disable=not (progress and is_main_process())):
@@ -372,7 +420,8 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
             if mode == settings.inputs:
                 text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=not with_answer)
                 placeholders = len(vision.images) + len(vision.videos)  # one <|image_pad|>/<|video_pad|> each
-                entry.text = len(tokenizer(text)["input_ids"]) - placeholders
+                entry.text = len(tokenizer(text)["input_ids"]) - placeholders \
+                    + budgets.timing_tokens(vision, tokenizer, settings.video_fps)
                 entry.total = entry.text + entry.vision[mode]
         results.append(entry)
     longest = max(results, key=lambda r: r.total)
@@ -404,8 +453,11 @@ def load_processor_and_config(settings: Settings):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MevqaError(f"{source}: cannot load the processor and config ({first}); pass --model with a folder that "
                          "holds them (the weights are not needed)") from None
-    if not hasattr(model_config, "vision_config") or not hasattr(processor, "video_processor"):
-        raise MevqaError(f"{source}: not a Qwen2.5-VL model and processor")
+    from mevqa.families import family
+
+    family(getattr(model_config, "model_type", None), where=source)  # one line naming the supported types
+    if not hasattr(processor, "video_processor"):
+        raise MevqaError(f"{source}: its processor has no video processor; expected the model family's own")
     set_pixel_budgets(processor, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                       video_min_pixels=settings.video_min_pixels, video_max_pixels=settings.video_max_pixels)
     return processor, model_config

@@ -58,10 +58,23 @@ def _sample(row: dict, mode: str, answer: str, system_prompt, max_frames) -> Sam
     return Sample(scored, messages, vision)
 
 
-def _vision_features(model, batch, n_samples: int) -> dict:
-    """Vision features of the first sample of a batch whose samples all carry the same images and videos."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+def _per_image_fields(output) -> dict:
+    """The fields of a vision encoder output that hold one entry per image or video: ``pooler_output`` (a tuple of
+    per-image tensors) and, where the family has them, lists of such tuples (Qwen3-VL's ``deepstack_features``, one
+    tuple per DeepStack layer). Whole-batch fields (``last_hidden_state``) are left out: the language model does not
+    read them."""
+    fields = {}
+    for key, value in output.items():
+        if isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
+            fields[key] = value
+        elif isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+            fields[key] = [tuple(v) for v in value]
+    return fields
 
+
+def _vision_features(model, batch, n_samples: int) -> dict:
+    """Vision features of the first sample of a batch whose samples all carry the same images and videos, as the
+    model's own encoder output class (every per-image field kept, e.g. Qwen3-VL's DeepStack features)."""
     features = {}
     for kind, pixels_key, grid_key, method in (("image", "pixel_values", "image_grid_thw", "get_image_features"),
                                                ("video", "pixel_values_videos", "video_grid_thw",
@@ -73,15 +86,17 @@ def _vision_features(model, batch, n_samples: int) -> dict:
         grids = grids[:per_sample]
         rows = int(grids.prod(-1).sum())
         output = getattr(model, method)(batch[pixels_key][:rows], grids)
-        features[kind] = tuple(output.pooler_output)
-    return {kind: BaseModelOutputWithPooling(pooler_output=value) for kind, value in features.items()}
+        features[kind] = type(output)(**_per_image_fields(output))
+    return features
 
 
 def _repeat_features(features: dict, n: int) -> dict:
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    return {kind: BaseModelOutputWithPooling(pooler_output=tuple(value.pooler_output) * n)
-            for kind, value in features.items()}
+    repeated = {}
+    for kind, value in features.items():
+        fields = {key: (tuple(v) * n if isinstance(v, tuple) else [tuple(layer) * n for layer in v])
+                  for key, v in _per_image_fields(value).items()}
+        repeated[kind] = type(value)(**fields)
+    return repeated
 
 
 @torch.no_grad()

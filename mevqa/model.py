@@ -1,4 +1,4 @@
-"""Loading Qwen2.5-VL (base, base + LoRA adapter, or merged) and finding its parts, on transformers 5.x.
+"""Loading a supported Qwen VLM (base, base + LoRA adapter, or merged) and finding its parts, on transformers 5.x.
 
 Public API::
 
@@ -7,22 +7,25 @@ Public API::
                              video_min_pixels=None, video_max_pixels=None, max_frames=None, trainable_adapter=False)
         -> (model, processor)
     resolve_dtype(dtype="auto", device=None) -> torch.dtype       # "auto": bf16 on CUDA when supported, else fp32
-    model_parts(model) -> ModelParts(vision, merger, language_model, lm_head)   # PEFT-wrapped or not
-    PART_PATTERNS: dict[str, re.Pattern]     # parameter-name patterns per part ("vision", "merger", ...)
-    part_of(param_name) -> str | None       # which part a parameter belongs to, by name
+    model_parts(model) -> ModelParts(vision, merger, language_model, lm_head, names, mergers)   # PEFT-wrapped or not
+    part_of(param_name, family) -> str | None       # which part a parameter belongs to, by name
     set_pixel_budgets(processor, *, min_pixels=None, max_pixels=None, video_min_pixels=None,
                       video_max_pixels=None, max_frames=None)
 
-Parts are found by module-name patterns (``...visual``, ``...visual.merger``, ``...language_model``, ``...lm_head``),
-so the same code works on ``Qwen2_5_VLForConditionalGeneration`` (``model.model.visual``), on a PEFT-wrapped model
-(``base_model.model.model.visual``) and on older layouts (``model.visual``). The merger is the vision-language
-projector; ``ModelParts.vision`` is the whole tower module (the merger is inside it), while for parameter names
-(``PART_PATTERNS`` / ``part_of``) ``"vision"`` means the tower without its merger, so each parameter has one part.
+The supported families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and every fact that differs between them are in
+:mod:`mevqa.families`, keyed by ``config.model_type``; an unsupported ``model_type`` is one line, raised from
+config.json before any weights load. Parts are found by the table's module paths (``model.visual``,
+``model.visual.merger`` and Qwen3-VL's ``model.visual.deepstack_merger_list``, ``model.language_model``,
+``lm_head``), so the same code works on a plain and on a PEFT-wrapped model (``base_model.model.model.visual``).
+``ModelParts.vision`` is the whole tower module (the mergers are inside it), while for parameter names (``part_of``)
+``"vision"`` means the tower without its mergers, so each parameter has one part.
 
-Pixel budgets are pixels per image (``min_pixels``/``max_pixels``) and per video frame (``video_*``); each image or
-frame is resized, keeping its aspect ratio, to a multiple of 28 px whose area lies in the budget (one visual token
-per 28x28 px). They are set as ``size={"shortest_edge": min, "longest_edge": max}`` on the image and video
-processors (the 5.x form of Qwen's ``min_pixels``/``max_pixels``).
+Pixel budgets are pixels per image (``min_pixels``/``max_pixels``) and per video (``video_*``: per frame for the
+Qwen2-VL video processor of Qwen2/2.5-VL, per whole video for Qwen3-VL's, see ``Family.video_budget``); an image
+or frame is resized, keeping its aspect ratio, to a multiple of the family's resize factor (28 px for Qwen2/2.5-VL,
+32 for Qwen3-VL: one visual token per factor x factor px) whose area lies in the budget. They are set as
+``size={"shortest_edge": min, "longest_edge": max}`` on the image and video processors (the 5.x form of Qwen's
+``min_pixels``/``max_pixels``).
 """
 
 from __future__ import annotations
@@ -39,49 +42,48 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
-# Parameter (or module) names -> part. Anchored on a dot or the start so PEFT prefixes
-# (``base_model.model.``) and LoRA suffixes (``.lora_A.default.weight``) match too.
-PART_PATTERNS: dict[str, re.Pattern] = {
-    "merger": re.compile(r"(^|\.)visual\.merger(\.|$)"),
-    "vision": re.compile(r"(^|\.)visual\.(?!merger(\.|$))"),
-    "language_model": re.compile(r"(^|\.)language_model(\.|$)"),
-    "lm_head": re.compile(r"(^|\.)lm_head(\.|$)"),
-}
-
-
-def part_of(name: str) -> str | None:
-    """The part ("vision", "merger", "language_model", "lm_head") a parameter or module name belongs to."""
-    for part, pattern in PART_PATTERNS.items():
-        if pattern.search(name):
-            return part
-    return None
+def part_of(name: str, family) -> str | None:
+    """The part ("vision", "merger", "language_model", "lm_head") a parameter or module name belongs to in a model
+    of ``family`` (a :class:`mevqa.families.Family`): the family table's module paths, anchored on a dot or the
+    start, so PEFT prefixes (``base_model.model.``) and LoRA suffixes (``.lora_A.default.weight``) match too."""
+    return family.part_of(name)
 
 
 @dataclass
 class ModelParts:
-    vision: "torch.nn.Module"          # the whole vision tower (patch embed, blocks and merger)
-    merger: "torch.nn.Module"          # vision -> language projector
+    vision: "torch.nn.Module"          # the whole vision tower (patch embed, blocks and merger(s))
+    merger: "torch.nn.Module"          # vision -> language projector (the main one)
     language_model: "torch.nn.Module"  # the text decoder (embeddings, layers, norm)
     lm_head: "torch.nn.Module"
     names: dict[str, str]              # part -> its module name in ``model``
+    mergers: dict[str, "torch.nn.Module"]  # every module of the merger part (Qwen3-VL: + the DeepStack mergers)
 
 
-def _find_module(model, suffix: str, part: str):
+def _find_module(model, suffix: str, part: str, family):
     pattern = re.compile(rf"(^|\.){re.escape(suffix)}$")
     found = [(name, module) for name, module in model.named_modules() if pattern.search(name)]
     if not found:
-        raise MevqaError(f"{type(model).__name__} has no module named like '*{suffix}' ({part}); "
-                         "is this a Qwen2.5-VL model?")
+        raise MevqaError(f"{type(model).__name__} has no module named like '*{suffix}' ({part}), which a "
+                         f"{family.name} model ({family.model_type}) has in transformers 5.x")
     return min(found, key=lambda item: len(item[0]))  # the outermost, when a wrapper nests the same name
 
 
 def model_parts(model) -> ModelParts:
-    """The vision tower, merger, language model and lm_head of a Qwen2.5-VL model, PEFT-wrapped or not."""
+    """The vision tower, merger(s), language model and lm_head of a supported model, PEFT-wrapped or not; the
+    module paths come from the family table (:mod:`mevqa.families`)."""
+    from mevqa.families import family_of
+
+    family = family_of(model)
     names, modules = {}, {}
-    for part, suffix in (("vision", "visual"), ("merger", "visual.merger"), ("language_model", "language_model"),
-                         ("lm_head", "lm_head")):
-        names[part], modules[part] = _find_module(model, suffix, part)
-    return ModelParts(**modules, names=names)
+    for part, suffix in (("vision", family.vision_tower), ("merger", family.merger_modules[0]),
+                         ("language_model", family.language_modules[0].rsplit(".", 1)[0]),
+                         ("lm_head", family.lm_head)):
+        names[part], modules[part] = _find_module(model, suffix, part, family)
+    mergers = {}
+    for suffix in family.merger_modules:
+        name, module = _find_module(model, suffix, "merger", family)
+        mergers[name] = module
+    return ModelParts(**modules, names=names, mergers=mergers)
 
 
 def resolve_dtype(dtype="auto", device=None):
@@ -103,7 +105,7 @@ def resolve_dtype(dtype="auto", device=None):
 def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: int | None = None,
                       video_min_pixels: int | None = None, video_max_pixels: int | None = None,
                       max_frames: int | None = None) -> None:
-    """Set per-image and per-video-frame pixel budgets (and the video frame cap) on a Qwen2.5-VL processor.
+    """Set per-image and per-video pixel budgets (and the video frame cap) on a Qwen VL processor.
 
     ``None`` keeps the processor's current value. ``max_frames`` is the cap the video processor reports; mevqa
     caps frames itself when it builds messages (``build_messages(max_frames=...)``), since it passes frames it
@@ -192,7 +194,7 @@ def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter
                              max_pixels: int | None = None, video_min_pixels: int | None = None,
                              video_max_pixels: int | None = None, max_frames: int | None = None,
                              trainable_adapter: bool = False):
-    """Load a Qwen2.5-VL model (plus optional LoRA adapter) and its processor.
+    """Load a supported Qwen VL model (plus optional LoRA adapter) and its processor.
 
     ``device``: None picks CUDA when available, else CPU; pass ``False`` to leave the model where it was loaded
     (CPU), e.g. when accelerate places it. ``dtype``: see :func:`resolve_dtype`. The model is returned in eval mode.
@@ -200,8 +202,11 @@ def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from mevqa.families import family_of_source
+
     model_name_or_path = str(model_name_or_path)
     check_model_source(model_name_or_path)
+    family_of_source(model_name_or_path)  # an unsupported model_type is one line, before any weights load
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device if device is not False else "cpu")

@@ -1,20 +1,25 @@
-"""A tiny, randomly initialised Qwen2.5-VL for tests, the demo and users' dry runs (``mevqa tiny-model``).
+"""Tiny, randomly initialised Qwen VLMs of each supported family for tests, the demo and users' dry runs
+(``mevqa tiny-model --family qwen2_vl|qwen2_5_vl|qwen3_vl``).
 
 Public API::
 
-    write_tiny_model(out_dir, seed=0) -> Path     # writes model + processor with save_pretrained, returns out_dir
+    write_tiny_model(out_dir, seed=0, family="qwen2_5_vl") -> Path   # model + processor via save_pretrained
+    TINY_FAMILIES                                                   # the families a tiny model can be built for
 
-Everything is the real thing at a toy size: ``Qwen2_5_VLForConditionalGeneration`` built from a ``Qwen2_5_VLConfig``
-(text hidden 64, 2 layers, 4 heads; vision hidden 32, depth 2, patch 14, spatial merge 2, temporal patch 2), and a
-``Qwen2_5_VLProcessor`` with the Qwen2-VL image and video processors, a ``Qwen2Tokenizer`` and a chat template
-equivalent to Qwen2.5-VL-Instruct's. The tokenizer is a byte-level BPE trained offline (no download) with Qwen2's
-normaliser and pre-tokenisation, followed by Qwen's special tokens in Qwen's order. Its corpus holds every official
-question, answer template, label, AU name and mevqa prompt, so an answer is a few tokens and a tiny model can learn
-it in a few steps. The folder loads back offline with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
+Everything is the real thing at a toy size: the family's ``*ForConditionalGeneration`` built from its config class
+(text hidden 64, 2 layers, 4 heads; vision hidden 32, depth 2, spatial merge 2, temporal patch 2; the family's patch
+size: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL, whose tiny model has one DeepStack merger), and the family's
+processor class with its real image and video processors, a ``Qwen2Tokenizer`` and a chat template equivalent to the
+Instruct checkpoint's (Qwen2/2.5-VL add Qwen's default system turn when none is given; Qwen3-VL adds none). The
+tokenizer is a byte-level BPE trained offline (no download) with Qwen2's normaliser and pre-tokenisation, followed by
+Qwen's special tokens in Qwen's order. Its corpus holds every official question, answer template, label, AU name and
+mevqa prompt, so an answer is a few tokens and a tiny model can learn it in a few steps. The folder loads back
+offline with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
 
 Weights are random with std 0.1 (see ``INIT_STD``) so that a short CPU run can learn from pixels.
-Pixel budgets are small (16 to 64 patches of 14 px per image or video frame: 4 to 16 visual tokens) so CPU runs stay
-fast; :func:`mevqa.model.set_pixel_budgets` changes them.
+Pixel budgets are small (4x4 to 8x8 patches per image or video frame: 4 to 16 visual tokens; Qwen3-VL's video
+processor budgets the whole video, so its budget is that times 8 frames) so CPU runs stay fast;
+:func:`mevqa.model.set_pixel_budgets` changes them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
+from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
 from mevqa.paths import is_disk_full, seed as seed_type
 
@@ -43,11 +49,13 @@ QWEN_SPECIAL_TOKENS = (
 QWEN_EXTRA_TOKENS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
                      "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 
-# Qwen2.5-VL-Instruct's chat template (the one in its chat_template.json).
-CHAT_TEMPLATE = (
+# Qwen2-VL / Qwen2.5-VL-Instruct's chat template (the one in their chat_template.json); Qwen3-VL-Instruct's renders
+# mevqa's messages the same way except that it adds no default system turn.
+_DEFAULT_SYSTEM = ("{% if loop.first and message['role'] != 'system' %}"
+                   "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}")
+_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}DEFAULT_SYSTEM"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -63,6 +71,8 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+CHAT_TEMPLATE = _CHAT_TEMPLATE.replace("DEFAULT_SYSTEM", _DEFAULT_SYSTEM)
+QWEN3_CHAT_TEMPLATE = _CHAT_TEMPLATE.replace("DEFAULT_SYSTEM", "")
 
 # Weights are drawn with std 0.1 (about 1/sqrt(64)), not Qwen's 0.02: at width 64 each 0.02 layer scales activations
 # by 0.02 * sqrt(64) = 0.16, so a random tiny model passes almost nothing from the pixels to the answer and a short
@@ -75,6 +85,7 @@ MERGE = 2
 # Per image / per video frame, in pixels: 4x4 to 8x8 patches of 14 px.
 TINY_MIN_PIXELS = (PATCH * 4) ** 2
 TINY_MAX_PIXELS = (PATCH * 8) ** 2
+TINY_FRAMES = 8  # the frames a Qwen3-VL video budget (for the whole video) is sized for
 
 
 def _corpus() -> list[str]:
@@ -132,64 +143,120 @@ def _train_tokenizer():
     return tokenizer
 
 
-def tiny_config(vocab_size: int, token_ids: dict[str, int]):
-    """The Qwen2_5_VLConfig of the tiny model (about 230k parameters)."""
-    from transformers import Qwen2_5_VLConfig
-
+def _text_config(vocab_size: int, token_ids: dict[str, int], *, interleaved: bool = False) -> dict:
     hidden, heads = 64, 4
     head_dim = hidden // heads
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": heads, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-6, "hidden_act": "silu", "initializer_range": INIT_STD,
-            # M-RoPE splits head_dim/2 rotary frequencies over (time, height, width), like Qwen's [16, 24, 24].
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
-            "bos_token_id": token_ids["<|endoftext|>"], "eos_token_id": token_ids["<|im_end|>"],
-            "pad_token_id": token_ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "in_channels": 3,
-            "patch_size": PATCH, "spatial_merge_size": MERGE, "temporal_patch_size": 2, "tokens_per_second": 2,
-            "window_size": PATCH * MERGE * 4, "out_hidden_size": hidden, "fullatt_block_indexes": [1],
-            "hidden_act": "silu", "initializer_range": INIT_STD,
-        },
-        image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
-        vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    # M-RoPE splits head_dim/2 rotary frequencies over (time, height, width), like Qwen's [16, 24, 24].
+    rope = {"rope_type": "default", "rope_theta": 1000000.0,
+            "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]}
+    if interleaved:
+        rope["mrope_interleaved"] = True
+    return {
+        "vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": heads, "num_key_value_heads": 2, "head_dim": head_dim, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6, "hidden_act": "silu", "initializer_range": INIT_STD, "rope_parameters": rope,
+        "bos_token_id": token_ids["<|endoftext|>"], "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+    }
 
 
-def build_tiny_processor():
-    """The tiny model's processor: real Qwen2-VL image/video processors, the offline BPE and Qwen's chat template."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    size = {"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=PATCH, merge_size=MERGE, temporal_patch_size=2,
-                                            cap_pixels_per_frame=False)
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=_train_tokenizer(),
-                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+def _token_config(token_ids: dict[str, int]) -> dict:
+    return dict(image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
+                vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
+                tie_word_embeddings=False)
 
 
-def write_tiny_model(out_dir, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2.5-VL and its processor to ``out_dir`` (created); return the path."""
+def _qwen2_vl_config(vocab_size, token_ids):
+    from transformers import Qwen2VLConfig
+
+    return Qwen2VLConfig(text_config=_text_config(vocab_size, token_ids), vision_config={
+        "depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_channels": 3, "hidden_size": 64,
+        "patch_size": PATCH, "spatial_merge_size": MERGE, "temporal_patch_size": 2, "initializer_range": INIT_STD,
+    }, **_token_config(token_ids))
+
+
+def _qwen2_5_vl_config(vocab_size, token_ids):
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(text_config=_text_config(vocab_size, token_ids), vision_config={
+        "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "in_channels": 3,
+        "patch_size": PATCH, "spatial_merge_size": MERGE, "temporal_patch_size": 2, "tokens_per_second": 2,
+        "window_size": PATCH * MERGE * 4, "out_hidden_size": 64, "fullatt_block_indexes": [1],
+        "hidden_act": "silu", "initializer_range": INIT_STD,
+    }, **_token_config(token_ids))
+
+
+def _qwen3_vl_config(vocab_size, token_ids):
+    from transformers import Qwen3VLConfig
+
+    return Qwen3VLConfig(text_config=_text_config(vocab_size, token_ids, interleaved=True), vision_config={
+        "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "in_channels": 3,
+        "patch_size": 16, "spatial_merge_size": MERGE, "temporal_patch_size": 2, "out_hidden_size": 64,
+        # A 16 x 16 learned position grid (resampled to each image's grid) and one DeepStack merger (after block 0).
+        "num_position_embeddings": 256, "deepstack_visual_indexes": [0], "hidden_act": "gelu_pytorch_tanh",
+        "initializer_range": INIT_STD,
+    }, **_token_config(token_ids))
+
+
+# family -> (config builder, model class, processor class, video processor class, patch size, chat template)
+_TINY = {
+    "qwen2_vl": (_qwen2_vl_config, "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "Qwen2VLVideoProcessor",
+                 PATCH, CHAT_TEMPLATE),
+    "qwen2_5_vl": (_qwen2_5_vl_config, "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
+                   "Qwen2VLVideoProcessor", PATCH, CHAT_TEMPLATE),
+    "qwen3_vl": (_qwen3_vl_config, "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen3VLVideoProcessor",
+                 16, QWEN3_CHAT_TEMPLATE),
+}
+TINY_FAMILIES = tuple(_TINY)
+
+
+def _tiny(family: str):
+    if family not in _TINY:
+        raise MevqaError(f"--family {family!r}: expected one of {', '.join(TINY_FAMILIES)}")
+    return _TINY[family]
+
+
+def tiny_config(vocab_size: int, token_ids: dict[str, int], family: str = DEFAULT_FAMILY):
+    """The config of the tiny model of ``family`` (about 230k parameters)."""
+    return _tiny(family)[0](vocab_size, token_ids)
+
+
+def build_tiny_processor(family: str = DEFAULT_FAMILY):
+    """The tiny model's processor: the family's real processor classes, the offline BPE and its chat template."""
+    import transformers
+
+    _, _, processor_class, video_class, patch, template = _tiny(family)
+    size = {"shortest_edge": (patch * 4) ** 2, "longest_edge": (patch * 8) ** 2}
+    video_size = dict(size)
+    if FAMILIES[family].video_budget == "video":  # the budget bounds frames x height x width
+        video_size = {"shortest_edge": size["shortest_edge"] * 2, "longest_edge": size["longest_edge"] * TINY_FRAMES}
+    image_processor = transformers.Qwen2VLImageProcessor(size=size, patch_size=patch, merge_size=MERGE,
+                                                         temporal_patch_size=2)
+    video_processor = getattr(transformers, video_class)(size=video_size, patch_size=patch, merge_size=MERGE,
+                                                         temporal_patch_size=2, cap_pixels_per_frame=False)
+    return getattr(transformers, processor_class)(image_processor=image_processor, tokenizer=_train_tokenizer(),
+                                                  video_processor=video_processor, chat_template=template)
+
+
+def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Path:
+    """Write a tiny random model of ``family`` and its processor to ``out_dir`` (created); return the path."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
+    from transformers import GenerationConfig
 
+    model_class = _tiny(family)[1]
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MevqaError(f"{out_dir}: exists and is a file; expected a folder for the model")
     # The files land in out_dir itself when it exists (else the folder is renamed into its parent): check that one.
     ensure_dir(out_dir if out_dir.is_dir() else out_dir.parent, "output folder" if out_dir.is_dir() else
                "folder of --out")
-    processor = build_tiny_processor()
+    processor = build_tiny_processor(family)
     tokenizer = processor.tokenizer
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    config = tiny_config(len(tokenizer), token_ids)
+    config = tiny_config(len(tokenizer), token_ids, family)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model = getattr(transformers, model_class)(config).eval()
     # Greedy by default; Qwen's stop tokens (end of turn, end of text).
     model.generation_config = GenerationConfig(
         bos_token_id=token_ids["<|endoftext|>"], pad_token_id=token_ids["<|endoftext|>"],
@@ -212,16 +279,19 @@ def write_tiny_model(out_dir, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("wrote a tiny random Qwen2.5-VL (%d parameters, vocabulary %d) to %s", n_params, len(tokenizer), out_dir)
+    log.info("wrote a tiny random %s (%d parameters, vocabulary %d) to %s", FAMILIES[family].name, n_params,
+             len(tokenizer), out_dir)
     return out_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write the model and processor into")
     parser.add_argument("--seed", type=seed_type, default=0, help="seed of the random weights")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=TINY_FAMILIES,
+                        help=f"model family (config.model_type) of the tiny model (default: {DEFAULT_FAMILY})")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_tiny_model(args.out, seed=args.seed)
+    path = write_tiny_model(args.out, seed=args.seed, family=args.family)
     print(path)
     return 0

@@ -52,6 +52,32 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
 
 
+# The families a tiny model is built for; ``tiny_family_dir`` gives one folder per family (built once per session).
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dirs(tmp_path_factory, tiny_model_dir) -> dict:
+    """Family -> folder of its tiny model, each written once per session on first use (Qwen2.5-VL is
+    ``tiny_model_dir``)."""
+    return {"qwen2_5_vl": tiny_model_dir, "_root": tmp_path_factory.mktemp("tiny-families")}
+
+
+@pytest.fixture(scope="session", params=TINY_FAMILIES)
+def tiny_family_dir(request, tiny_family_dirs) -> Path:
+    """The tiny model of each family in turn: a test using it runs once per family."""
+    return tiny_family(tiny_family_dirs, request.param)
+
+
+def tiny_family(dirs: dict, family: str) -> Path:
+    """The tiny model of ``family`` from the session's ``tiny_family_dirs``, written on first use."""
+    from mevqa.tiny import write_tiny_model
+
+    if family not in dirs:
+        dirs[family] = write_tiny_model(dirs["_root"] / family, seed=0, family=family)
+    return dirs[family]
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     """``(model, processor)`` of the tiny model on the CPU, loaded once per test module (a module that changes the

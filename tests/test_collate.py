@@ -5,12 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+import re
+
 from mevqa.collate import IGNORE_INDEX, Collator, QADataset, encode
 from mevqa.errors import MevqaError
+from mevqa.families import family_of
 from mevqa.messages import INPUT_MODES
 from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
+
+@pytest.fixture(scope="module")
+def family_tiny(tiny_family_dir):
+    """``(model, processor)`` of each family's tiny model in turn."""
+    from mevqa.model import load_model_and_processor
+
+    return load_model_and_processor(tiny_family_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +29,8 @@ def rows(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", list(INPUT_MODES))
-def test_labels_are_exactly_the_answer_and_its_end_token(tiny, rows, mode):
-    model, processor = tiny
+def test_labels_are_exactly_the_answer_and_its_end_token(family_tiny, rows, mode):
+    model, processor = family_tiny
     tokenizer = processor.tokenizer
     picked = [rows[0], rows[4], rows[6]]          # coarse, composite (long), fine: different lengths
     dataset = QADataset(picked, mode)
@@ -40,11 +50,12 @@ def test_labels_are_exactly_the_answer_and_its_end_token(tiny, rows, mode):
 
 
 @pytest.mark.parametrize("mode", list(INPUT_MODES))
-def test_every_processor_output_reaches_the_batch_and_the_loss_is_finite(tiny, rows, mode):
-    model, processor = tiny
+def test_every_processor_output_reaches_the_batch_and_the_loss_is_finite(family_tiny, rows, mode):
+    model, processor = family_tiny
     batch = encode(processor, [QADataset(rows, mode)[i] for i in (0, 1)], train=True)
     expected = {"input_ids", "attention_mask", "mm_token_type_ids", "labels"}
-    expected |= ({"pixel_values_videos", "video_grid_thw", "second_per_grid_ts"} if mode == "video"
+    grid_seconds = {"second_per_grid_ts"} if family_of(model).video_timing == "second_per_grid_ts" else set()
+    expected |= ({"pixel_values_videos", "video_grid_thw", *grid_seconds} if mode == "video"
                  else {"pixel_values", "image_grid_thw"})
     assert set(batch.keys()) == expected
     # mm_token_type_ids marks exactly the vision placeholders (1 image, 2 video): 3-D M-RoPE depends on it.
@@ -52,9 +63,9 @@ def test_every_processor_output_reaches_the_batch_and_the_loss_is_finite(tiny, r
     ids = batch["input_ids"]
     assert torch.equal(types == 1, ids == model.config.image_token_id)
     assert torch.equal(types == 2, ids == model.config.video_token_id)
-    position_ids, _ = model.model.get_rope_index(ids, batch["mm_token_type_ids"], batch.get("image_grid_thw"),
-                                                 batch.get("video_grid_thw"), batch.get("second_per_grid_ts"),
-                                                 batch["attention_mask"])
+    grids = {key: batch[key] for key in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if key in batch}
+    position_ids, _ = model.model.get_rope_index(ids, batch["mm_token_type_ids"], attention_mask=batch["attention_mask"],
+                                                 **grids)
     assert not torch.equal(position_ids[1], position_ids[2])          # height and width positions differ
     model.train()
     try:
@@ -78,6 +89,60 @@ def test_video_gets_its_true_fps(tiny, tmp_path):
     capped = QADataset([slow], "video", max_frames=4)[0]                  # frames 10, 20, 35, 45 at 200 fps
     assert encode(processor, [capped], train=True)["second_per_grid_ts"].tolist() == \
         pytest.approx([temporal_patch / (200.0 * 3 / 35)])
+
+
+@pytest.mark.parametrize("mode", list(INPUT_MODES))
+def test_inputs_equal_the_family_processor_given_the_same_frames_and_metadata(family_tiny, rows, mode):
+    """mevqa's batch is exactly what the family's own processor makes of the same chat, images and frames when it
+    is told the clip's true timing (metadata built here from the row: the frames' rate and indices)."""
+    from transformers.video_utils import VideoMetadata
+
+    _, processor = family_tiny
+    samples = [QADataset(rows, mode)[i] for i in (0, 5)]
+    ours = encode(processor, samples, train=False)
+    texts = [processor.apply_chat_template(s.messages, tokenize=False, add_generation_prompt=True) for s in samples]
+    kwargs = {}
+    if mode == "video":
+        media = [s.row["media"]["video"] for s in samples]
+        kwargs = {"videos": [v for s in samples for v in s.vision.videos], "do_sample_frames": False,
+                  "video_metadata": [VideoMetadata(total_num_frames=len(m["frames"]), fps=m["sample_fps"],
+                                                   frames_indices=list(range(len(m["frames"])))) for m in media]}
+    else:
+        kwargs = {"images": [i for s in samples for i in s.vision.images]}
+    theirs = processor(text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+    assert set(ours.keys()) == set(theirs.keys())
+    for key in theirs:
+        assert torch.equal(torch.as_tensor(ours[key]), torch.as_tensor(theirs[key])), key
+
+
+@pytest.mark.parametrize("source_fps, step", [(200.0, 25), (200.0, 9)])
+def test_the_encoded_video_carries_the_true_times(family_tiny, tmp_path, source_fps, step):
+    """8 frames sampled over onset..offset of a 200 fps (SAMM) clip: the model is told their true times, and gets
+    exactly the 8 frames (Qwen3-VL's processor would resample them to its own fps and assume 24 fps without the
+    metadata mevqa passes)."""
+    model, processor = family_tiny
+    fam = family_of(model)
+    row = read_rows(write_qa_file(tmp_path, clips=1, step=step, source_fps=source_fps, n_frames=8, first=1000))[0]
+    video = row["media"]["video"]
+    numbers = video["frame_numbers"]
+    true_times = [(n - numbers[0]) / source_fps for n in numbers]          # from the clip's onset
+    batch = encode(processor, [QADataset([row], "video")[0]], train=True)
+    temporal = processor.video_processor.temporal_patch_size
+    assert int(batch["video_grid_thw"][0, 0]) * temporal == len(numbers)   # the same frames, none resampled
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    stamps = re.findall(r"<(\d+\.\d) seconds>", text)
+    if fam.video_timing == "second_per_grid_ts":
+        assert batch["second_per_grid_ts"].tolist() == pytest.approx([temporal / video["sample_fps"]])
+        assert temporal / video["sample_fps"] == pytest.approx(true_times[temporal] - true_times[0])
+    else:
+        assert "second_per_grid_ts" not in batch
+    if fam.video_timing == "timestamps":
+        pairs = [(true_times[i] + true_times[i + 1]) / 2 for i in range(0, len(true_times), temporal)]
+        assert stamps == [f"{t:.1f}" for t in pairs]
+        if step == 25:  # 0.125 s apart: the 24 fps the processor assumes without metadata would read 0.0 ... 0.3
+            assert stamps == ["0.1", "0.3", "0.6", "0.8"]
+    else:
+        assert stamps == []
 
 
 def test_generation_batches_are_left_padded_and_end_with_the_assistant_header(tiny, rows):

@@ -12,6 +12,7 @@ import yaml
 from mevqa.errors import MevqaError
 from mevqa.messages import INPUT_MODES
 from mevqa.train.config import TrainConfig, load_config, parse_args, save_config
+from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.train.parts import lora_target_regex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +24,8 @@ def test_the_configs_the_issue_asks_for_are_shipped():
     names = {path.relative_to(REPO / "recipes" / "configs").as_posix() for path in CONFIGS}
     assert {"tiny/lora.yaml", "tiny/full.yaml", "qwen2_5_vl_3b/lora_baseline.yaml", "qwen2_5_vl_7b/lora.yaml",
             "qwen2_5_vl_7b/full.yaml", "qwen2_5_vl_7b/qlora.yaml", "megc2025/rank1_emotion_qwen_vl.yaml",
-            "megc2025/rank2_hiermeqa.yaml", "megc2025/rank3_tie.yaml"} <= names
+            "megc2025/rank2_hiermeqa.yaml", "megc2025/rank3_tie.yaml", "qwen3_vl_4b/lora_baseline.yaml",
+            "qwen3_vl_4b/full.yaml", "qwen3_vl_8b/lora_baseline.yaml", "qwen3_vl_8b/full.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "recipes" / "configs").as_posix())
@@ -41,7 +43,10 @@ def test_every_shipped_yaml_parses_into_the_config(path):
         assert getattr(cfg, key) == (None if value == "none" else value), key
     assert cfg.inputs in INPUT_MODES
     if "lora" in (cfg.vision, cfg.merger, cfg.llm):
-        lora_target_regex(cfg)  # a LoRA config names its targets
+        # a LoRA config names its targets, layers its model's family has (the tiny configs: the default family)
+        family = next((f for f in FAMILIES.values() if cfg.model_name_or_path in f.checkpoints),
+                      FAMILIES[DEFAULT_FAMILY])
+        lora_target_regex(cfg, family)
 
 
 def test_a_lora_preset_fills_the_parts_and_explicit_keys_win(tmp_path):

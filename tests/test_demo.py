@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     scores = json.loads((work / "predict" / "scores.json").read_text())
     assert scores["counts"]["rows"] == len(val) and scores["counts"]["missing"] == 0
     assert "Overall" in out and "Avg (mean of the six Overall figures)" in out
-    assert "tiny, randomly initialised" in out and "needs Qwen2.5-VL-3B/7B weights" in out and "GPU" in out
+    assert "tiny, randomly initialised" in out and "Qwen2.5-VL-3B-Instruct or Qwen2.5-VL-7B-Instruct weights" in out and "GPU" in out
     assert "mevqa predict --questions me_vqa_samm_test_to_answer.jsonl" in out
     assert (work / "logs" / "train.log").read_text().startswith("$ ")
 

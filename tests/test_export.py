@@ -156,7 +156,8 @@ def _qwen_rendering(processor, messages):
 
 
 @pytest.mark.parametrize("mode", ["oao", "video", "frames+flow"])
-def test_llamafactory_export_follows_its_dataset_format(qa_files, tmp_path, tiny_model_dir, mode):
+def test_llamafactory_export_follows_its_dataset_format(qa_files, tmp_path, tiny_family_dir, mode):
+    tiny_model_dir = tiny_family_dir  # the exported chat renders as mevqa's under each family's chat template
     from transformers import AutoProcessor
 
     train, val = qa_files
@@ -217,6 +218,44 @@ def test_swift_export_follows_its_dataset_format(qa_files, test_questions, tmp_p
     test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
     assert [m["role"] for m in test[0]["messages"]] == ["user"]  # a question to answer
     _check_chat(test[0])
+
+
+# The tools' names for each family's chat template, and how each takes pixel budgets (the family table's facts).
+TEMPLATES = {"qwen2_vl": ("qwen2_vl", "qwen2_vl"), "qwen2_5_vl": ("qwen2_vl", "qwen2_5_vl"),
+             "qwen3_vl": ("qwen3_vl_nothink", "qwen3_vl")}
+
+
+@pytest.mark.parametrize("mode", ["video", "oao"])
+def test_export_for_a_model_records_each_tool_s_settings(qa_files, tmp_path, tiny_family_dir, mode):
+    from transformers import AutoProcessor
+
+    train, val = qa_files
+    processor = AutoProcessor.from_pretrained(tiny_family_dir)
+    model_type = json.loads((tiny_family_dir / "config.json").read_text())["model_type"]
+    manifest = export([train, val], tmp_path / "lf", ExportSettings(format="llamafactory", inputs=mode,
+                                                                    model=str(tiny_family_dir)), progress=False)
+    tools = manifest["tool_settings"]
+    assert json.loads((tmp_path / "lf" / "export.json").read_text())["tool_settings"] == tools
+    assert (tools["llamafactory"]["template"], tools["swift"]["template"]) == TEMPLATES[model_type]
+    factor = 32 if model_type == "qwen3_vl" else 28
+    assert tools["resize_factor"] == factor
+    image = processor.image_processor.size
+    assert (tools["llamafactory"]["image_min_pixels"], tools["llamafactory"]["image_max_pixels"]) == \
+        (image["shortest_edge"], image["longest_edge"])
+    video = processor.video_processor.size
+    env = tools["swift"]["env"]
+    if mode == "video":
+        assert tools["llamafactory"]["video_maxlen"] == env["FPS_MAX_FRAMES"] == 8   # the longest exported video
+        # the true rates: 8 frames 5 apart at 200 fps (40 fps) and 6 frames 4 apart at 100 fps (125 fps)
+        assert tools["llamafactory"]["video_fps"] == env["FPS"] == pytest.approx(40.0)
+        assert tools["notes"] and "one rate for all" in tools["notes"][0]
+    per_frame = video["longest_edge"] // 8 if model_type == "qwen3_vl" else video["longest_edge"]
+    if mode == "video":
+        assert tools["llamafactory"]["video_max_pixels"] == per_frame
+    if model_type == "qwen3_vl":
+        assert env["IMAGE_MAX_TOKEN_NUM"] == image["longest_edge"] // factor ** 2 and "MAX_PIXELS" not in env
+    else:
+        assert env["MAX_PIXELS"] == image["longest_edge"] and "IMAGE_MAX_TOKEN_NUM" not in env
 
 
 def test_copy_media_makes_the_export_movable(qa_files, tmp_path):

@@ -66,14 +66,21 @@ def test_image_and_video_token_counts():
     assert image_tokens(480, 640, min_pixels=3136, max_pixels=448 * 448) == 18 * 13
     # 7 frames make 4 temporal patches (the last frame repeated)
     assert video_tokens(7, 112, 168, min_pixels=3136, max_pixels=112 * 168) == 4 * 4 * 6
+    # Qwen3-VL (32 px factor) budgets the whole video: 8 frames of 448 x 336 under 8 x 448 x 336 px keep their size
+    # (14 x 10.5 -> 14 x 10 tokens per temporal patch), under a quarter of that they halve each side
+    assert video_tokens(8, 336, 448, min_pixels=4096, max_pixels=8 * 448 * 336, patch_size=16,
+                        budget="video") == 4 * 14 * 10
+    assert video_tokens(8, 336, 448, min_pixels=4096, max_pixels=2 * 448 * 336, patch_size=16,
+                        budget="video") == 4 * 7 * 5
     with pytest.raises(MevqaError, match="aspect ratio"):
         image_tokens(10, 3000, min_pixels=3136, max_pixels=12544)
 
 
 @pytest.mark.parametrize("mode", list(INPUT_MODES))
-def test_token_counts_equal_the_processor_output(tiny_model_dir, odd_rows, mode):
+def test_token_counts_equal_the_processor_output(tiny_family_dir, odd_rows, mode):
+    """For each family, with its own resize factor (28 or 32 px), video budget and Qwen3-VL's timestamp text."""
     rows = read_rows(odd_rows)
-    settings = _settings(tiny_model_dir, f"inputs={mode}", "max_frames=3", "min_pixels=1000", "max_pixels=30000")
+    settings = _settings(tiny_family_dir, f"inputs={mode}", "max_frames=3", "min_pixels=1000", "max_pixels=30000")
     processor, model_config = load_processor_and_config(settings)
     report = inspect_rows(rows, processor, model_config, settings, progress=False)
     dataset = QADataset(rows, mode, system_prompt=settings.system_prompt, max_frames=3)

@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 from mevqa.collate import QADataset, encode
 from mevqa.errors import MevqaError
 from mevqa.rows import read_rows
-from mevqa.model import (PART_PATTERNS, load_model_and_processor, model_parts, part_of, resolve_dtype,
-                         set_pixel_budgets)
+from mevqa.families import FAMILIES, family, family_of_source
+from mevqa.model import load_model_and_processor, model_parts, part_of, resolve_dtype, set_pixel_budgets
 from qa_rows import write_qa_file
 
 
@@ -76,24 +76,52 @@ def test_model_parts_plain_and_peft_wrapped(tiny_model_dir):
     assert wrapped.names["lm_head"] == "base_model.model.lm_head"
     assert type(wrapped.lm_head).__name__ == "ModulesToSaveWrapper"     # trained in full under LoRA
     assert wrapped.lm_head.original_module is parts.lm_head
-    with pytest.raises(MevqaError, match="no module named like"):
+    with pytest.raises(MevqaError, match="model_type None is not supported; mevqa supports qwen2_vl, qwen2_5_vl"):
         model_parts(torch.nn.Linear(2, 2))
 
 
-def test_part_of_sorts_every_parameter_plain_and_peft(tiny_model_dir):
-    model, _ = load_model_and_processor(tiny_model_dir)
-    counts = {}
-    for name, _ in model.named_parameters():
-        counts[part_of(name)] = counts.get(part_of(name), 0) + 1
-    assert set(counts) == set(PART_PATTERNS)                    # nothing unassigned (no None)
-    assert part_of("model.visual.merger.mlp.0.weight") == "merger"
-    assert part_of("model.visual.blocks.1.attn.qkv.weight") == "vision"
-    assert part_of("base_model.model.model.visual.blocks.0.attn.qkv.lora_A.default.weight") == "vision"
-    assert part_of("base_model.model.model.visual.merger.ln_q.weight") == "merger"
-    assert part_of("base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.default.weight") \
-        == "language_model"
-    assert part_of("base_model.model.lm_head.modules_to_save.default.weight") == "lm_head"
-    assert part_of("model.visual_extra.weight") is None
+# Where each parameter of each family belongs, by its module path (the family table's facts, checked on the real
+# classes): every parameter has exactly one part; Qwen3-VL's DeepStack mergers and position table are placed.
+EXPECTED_PARTS = {
+    "model.visual.patch_embed.": "vision", "model.visual.pos_embed.": "vision", "model.visual.blocks.": "vision",
+    "model.visual.merger.": "merger", "model.visual.deepstack_merger_list.": "merger",
+    "model.language_model.": "language_model", "lm_head.": "lm_head",
+}
+
+
+def expected_part(name: str) -> str:
+    [part] = [part for prefix, part in EXPECTED_PARTS.items() if name.startswith(prefix)]
+    return part
+
+
+def test_every_parameter_of_each_family_has_its_part(tiny_family_dir):
+    model, _ = load_model_and_processor(tiny_family_dir, device="cpu")
+    fam = family_of_source(tiny_family_dir)
+    assert fam.model_type == model.config.model_type
+    names = [name for name, _ in model.named_parameters()]
+    assert {name: part_of(name, fam) for name in names} == {name: expected_part(name) for name in names}
+    assert {part_of(name, fam) for name in names} == {"vision", "merger", "language_model", "lm_head"}
+    deepstack = [name for name in names if ".deepstack_merger_list." in name]
+    assert bool(deepstack) == (fam.model_type == "qwen3_vl")
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "qkv"], modules_to_save=["lm_head"]))
+    for name, _ in peft_model.named_parameters():
+        bare = name.removeprefix("base_model.model.").replace(".modules_to_save.default", "") \
+            .replace(".original_module", "")
+        bare = bare.replace(".lora_A.default", "").replace(".lora_B.default", "").replace(".base_layer", "")
+        assert part_of(name, fam) == expected_part(bare), name
+    assert part_of("model.visual_extra.weight", fam) is None
+
+
+def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "architectures": ["X"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"not read")
+    expected = (r"config.json: model_type 'llava' is not supported; mevqa supports qwen2_vl, qwen2_5_vl, qwen3_vl, "
+                r"qwen3_vl_moe \(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE\)$")
+    with pytest.raises(MevqaError, match=expected):
+        load_model_and_processor(tmp_path)
+    with pytest.raises(MevqaError, match="is not supported"):
+        family("qwen2_audio")
+    assert set(FAMILIES) == {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
 
 
 def test_pixel_budgets_set_image_and_video_processors(tiny_model_dir):

@@ -212,7 +212,25 @@ def test_merge_of_the_recipe_adapter_loads_with_plain_transformers(lora_run, tin
     assert (logits_of(merged, batch) - logits_of(with_adapter, batch)).abs().max() < 1e-5
 
 
-def test_resumed_run_ends_with_the_same_weights_and_may_run_longer(lora_run, lora_args, tmp_path):
+# The default family runs in the default tier (its run is shared by other tests); the others in the e2e tier.
+FAMILY_RUNS = ["qwen2_5_vl", pytest.param("qwen2_vl", marks=pytest.mark.e2e),
+               pytest.param("qwen3_vl", marks=pytest.mark.e2e)]
+
+
+@pytest.mark.parametrize("family", FAMILY_RUNS)
+def test_resumed_run_ends_with_the_same_weights_and_may_run_longer(family, lora_run, lora_args, synth, tmp_path,
+                                                                   tiny_family_dirs):
+    if family != "qwen2_5_vl":  # the same run on another family's tiny model, uninterrupted then resumed
+        from conftest import tiny_family
+
+        model_dir = tiny_family(tiny_family_dirs, family)
+
+        def lora_args(output_dir: Path, *extra: str) -> list[str]:
+            return tiny_args("lora", model_dir, synth["mixed"], output_dir, "--llm", "full", "--lora_dropout", "0.1",
+                             *extra)
+
+        lora_run = tmp_path / "uninterrupted"
+        launch("lora", SINGLE, *lora_args(lora_run))
     out = tmp_path / "resumed"
     launch("lora", SINGLE, *lora_args(out, "--stop_after_steps", "3"))
     assert (out / "checkpoint-3").is_dir() and not (out / "final").exists()
@@ -465,8 +483,12 @@ def test_full_recipe_trains_the_chosen_parts_and_checkpoints_only_them(tiny_mode
     assert torch.allclose(logits_of(model, batch), logits_of(loaded, batch), atol=1e-6)
 
 
-def test_two_processes_form_one_group_shard_the_data_and_save_once(tiny_model_dir, synth, tmp_path):
+@pytest.mark.parametrize("family", FAMILY_RUNS)
+def test_two_processes_form_one_group_shard_the_data_and_save_once(family, tiny_family_dirs, synth, tmp_path):
+    from conftest import tiny_family
     from mevqa.model import load_model_and_processor
+
+    tiny_model_dir = tiny_family(tiny_family_dirs, family)
 
     out = tmp_path / "ddp"
     # Evaluation answers with the label-constrained strategy, and fine rows are trained with the gold coarse class

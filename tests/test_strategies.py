@@ -111,8 +111,16 @@ def test_fine_labels_can_be_set_per_dataset(tiny, official_test_rows):
                     options=StrategyOptions(fine_labels={"samm": ["rage"]}))
 
 
-def test_constrained_au_lists_and_composite_answers(tiny, qa_rows):
-    model, processor = tiny
+@pytest.fixture(scope="module")
+def family_tiny(tiny_family_dir):
+    """``(model, processor)`` of each family's tiny model in turn."""
+    from mevqa.model import load_model_and_processor
+
+    return load_model_and_processor(tiny_family_dir, device="cpu")
+
+
+def test_constrained_au_lists_and_composite_answers(family_tiny, qa_rows):
+    model, processor = family_tiny
     answers = answer_rows(model, processor, qa_rows, "oao", "constrained", batch_size=32)
     by_question = {(row["image_id"], kind(row)): (row, answer) for row, answer in zip(qa_rows, answers)}
     for clip in ("clip0", "clip1"):
@@ -131,6 +139,22 @@ def test_constrained_au_lists_and_composite_answers(tiny, qa_rows):
     alone = [row for row in qa_rows if kind(row) == vocab.COMPOSITE]
     again = answer_rows(model, processor, alone, "oao", "constrained", batch_size=32)
     assert [a.text for a in again] == [by_question[(r["image_id"], vocab.COMPOSITE)][1].text for r in alone]
+
+
+@pytest.mark.parametrize("strategy", ["direct", "vote", "hierarchical+constrained"])
+def test_each_strategy_answers_video_rows_on_each_family(family_tiny, qa_rows, strategy):
+    """Every strategy through each family's video path (Qwen3-VL: timestamps and DeepStack features included)."""
+    model, processor = family_tiny
+    rows = qa_rows[:5]                                          # one clip: C F A Y X
+    options = StrategyOptions(votes=2, vote_temperature=1.0, seed=0, max_new_tokens=6)
+    answers = answer_rows(model, processor, rows, "video", strategy, options=options, batch_size=8)
+    assert len(answers) == len(rows) and all(a.text.strip() for a in answers)
+    if strategy == "hierarchical+constrained":
+        coarse = next(a for r, a in zip(rows, answers) if kind(r) == vocab.COARSE).text
+        fine = next(a for r, a in zip(rows, answers) if kind(r) == vocab.FINE).text
+        assert coarse in vocab.COARSE_LABELS and vocab.FINE_TO_COARSE[fine] == coarse
+    if strategy == "vote":
+        assert all(len(a.votes) == 2 for a in answers)
 
 
 # --- vote ---------------------------------------------------------------------------------------------------------

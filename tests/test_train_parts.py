@@ -10,9 +10,20 @@ import pytest
 import torch
 
 from mevqa.errors import MevqaError
+from mevqa.families import FAMILIES, family_of
 from mevqa.train import data as train_data
 from mevqa.train.config import parse_args
-from mevqa.train.parts import apply_full, apply_lora, lora_target_regex, param_groups, part_of
+from mevqa.train.parts import apply_full, apply_lora, lora_target_regex, param_groups
+from mevqa.train.parts import part_of as family_part_of
+
+QWEN2_5_VL = FAMILIES["qwen2_5_vl"]
+# Each family's merger-part Linear layers in the tiny models (Qwen3-VL: one DeepStack merger beside the main one).
+MERGER_LINEARS = {
+    "qwen2_vl": {"model.visual.merger.mlp.0", "model.visual.merger.mlp.2"},
+    "qwen2_5_vl": {"model.visual.merger.mlp.0", "model.visual.merger.mlp.2"},
+    "qwen3_vl": {"model.visual.merger.linear_fc1", "model.visual.merger.linear_fc2",
+                 "model.visual.deepstack_merger_list.0.linear_fc1", "model.visual.deepstack_merger_list.0.linear_fc2"},
+}
 
 
 @pytest.fixture
@@ -23,29 +34,64 @@ def base(tiny_model_dir):
     return model
 
 
+@pytest.fixture
+def family_base(tiny_family_dir):
+    """The tiny model of each family in turn, float32 on the CPU."""
+    from mevqa.model import load_model_and_processor
+
+    model, _ = load_model_and_processor(tiny_family_dir, dtype="float32", device="cpu")
+    return model
+
+
+def part_of(name, model):
+    return family_part_of(name, family_of(model))
+
+
 def lora_modules(model) -> set[str]:
     return {name.removeprefix("base_model.model.") for name, module in model.named_modules()
             if hasattr(module, "lora_A") and len(module.lora_A)}
 
 
-def test_baseline_preset_puts_lora_on_vision_blocks_merger_and_llm_q_k(base):
+def test_baseline_preset_puts_lora_on_vision_blocks_merger_and_llm_q_k(family_base):
     cfg = parse_args(["--vision", "lora", "--merger", "lora", "--llm", "lora", "--lora_llm_modules", "q_proj,k_proj",
                       "--lora_vision_modules", "qkv,proj"])
-    model = apply_lora(base, cfg)
+    merger = MERGER_LINEARS[family_base.config.model_type]
+    model = apply_lora(family_base, cfg)
     expected = {f"model.visual.blocks.{i}.attn.{m}" for i in range(2) for m in ("qkv", "proj")}
-    expected |= {"model.visual.merger.mlp.0", "model.visual.merger.mlp.2"}
+    expected |= merger
     expected |= {f"model.language_model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "k_proj")}
     assert lora_modules(model) == expected
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
 
 
-def test_lora_llm_with_fully_trained_vision_and_merger(base):
+def test_vision_mlp_role_names_each_family_s_own_layers(family_base):
+    mlp = {"qwen2_vl": {"fc1", "fc2"}, "qwen2_5_vl": {"gate_proj", "up_proj", "down_proj"},
+           "qwen3_vl": {"linear_fc1", "linear_fc2"}}[family_base.config.model_type]
+    model = apply_lora(family_base, parse_args(["--vision", "lora", "--llm", "frozen", "--lora_vision_modules",
+                                                "mlp"]))
+    assert lora_modules(model) == {f"model.visual.blocks.{i}.mlp.{m}" for i in range(2) for m in mlp}
+
+
+def test_a_layer_name_the_family_lacks_is_one_line():
+    cfg = parse_args(["--vision", "lora", "--lora_vision_modules", "qkv,gate_proj"])
+    with pytest.raises(MevqaError, match="lora_vision_modules names 'gate_proj', which Qwen3-VL \\(qwen3_vl\\) does "
+                                         "not have; expected some of qkv, proj, linear_fc1, linear_fc2"):
+        lora_target_regex(cfg, FAMILIES["qwen3_vl"])
+    assert lora_target_regex(cfg, QWEN2_5_VL)
+
+
+def test_lora_llm_with_fully_trained_vision_and_merger(family_base):
     cfg = parse_args(["--vision", "full", "--merger", "full", "--llm", "lora"])
-    model = apply_lora(base, cfg)
+    model = apply_lora(family_base, cfg)
     assert all(name.startswith("model.language_model.layers.") for name in lora_modules(model))
+    saved = {name.split(".modules_to_save.")[0].removeprefix("base_model.model.")
+             for name, p in model.named_parameters() if p.requires_grad and ".modules_to_save." in name}
+    mergers = {"model.visual.merger"} | ({"model.visual.deepstack_merger_list.0"}
+                                         if family_base.config.model_type == "qwen3_vl" else set())
+    assert mergers <= saved
     for name, param in model.named_parameters():
-        part = part_of(name)
+        part = part_of(name, model)
         if part in ("vision", "merger"):
             # The trainable copy PEFT saves in the adapter; the original stays frozen beside it.
             assert param.requires_grad == ("modules_to_save" in name), name
@@ -60,7 +106,7 @@ def test_regex_option_replaces_the_part_targets(base):
 
 def test_lora_target_regex_never_matches_the_merger_activation_or_the_other_tower():
     regex = lora_target_regex(parse_args(["--vision", "lora", "--merger", "lora", "--llm", "frozen",
-                                          "--lora_vision_modules", "gate_proj"]))
+                                          "--lora_vision_modules", "gate_proj"]), QWEN2_5_VL)
     assert re.fullmatch(regex, "model.visual.blocks.3.mlp.gate_proj")
     assert re.fullmatch(regex, "model.visual.merger.mlp.2")
     assert not re.fullmatch(regex, "model.visual.merger.mlp.1")
@@ -76,12 +122,20 @@ def test_lora_needs_a_lora_part_and_full_refuses_one(base):
         apply_lora(base, parse_args(["--lora_target_regex", "nothing_matches_this"]))
 
 
-def test_full_freezes_exactly_the_frozen_parts_and_groups_learning_rates(base):
+def test_frozen_merger_freezes_the_deepstack_mergers_too(family_base):
+    model = apply_full(family_base, parse_args(["--vision", "full", "--merger", "frozen", "--llm", "frozen"]))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("model.visual.blocks.", "model.visual.patch_embed.",
+                                              "model.visual.pos_embed.")) for name in trainable)
+    assert not any("merger" in name for name in trainable)
+
+
+def test_full_freezes_exactly_the_frozen_parts_and_groups_learning_rates(family_base):
     cfg = parse_args(["--vision", "frozen", "--merger", "full", "--llm", "full", "--learning_rate", "1e-5",
                       "--lr_merger", "1e-4", "--weight_decay", "0.1"])
-    model = apply_full(base, cfg)
+    model = apply_full(family_base, cfg)
     for name, param in model.named_parameters():
-        assert param.requires_grad == (part_of(name) != "vision"), name
+        assert param.requires_grad == (part_of(name, model) != "vision"), name
     groups = {group["name"]: group for group in param_groups(model, cfg)}
     assert set(groups) == {"llm", "llm_no_decay", "merger", "merger_no_decay"}
     assert groups["merger"]["lr"] == 1e-4 and groups["llm"]["lr"] == 1e-5
@@ -138,7 +192,7 @@ def test_run_order_is_what_accelerate_deals_each_process_and_resumes_exactly():
         assert first_epoch[batch * accumulation:] == resumed
 
 
-def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_model_dir, tmp_path):
+def test_token_normalised_accumulation_gives_the_full_batch_gradient(family_base, tiny_family_dir, tmp_path):
     """Two micro-batches with different answer lengths, each given the answer tokens of both (Trainer's
     num_items_in_batch), give the gradient of the whole batch's mean token loss (a per-micro-batch mean would
     over-weight the short answers)."""
@@ -147,7 +201,8 @@ def test_token_normalised_accumulation_gives_the_full_batch_gradient(base, tiny_
     from mevqa.train.trainer import answer_token_loss
     from qa_rows import write_clip
 
-    _, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
+    base = family_base
+    _, processor = load_model_and_processor(tiny_family_dir, dtype="float32", device="cpu")
     media = write_clip(tmp_path, "clip")
     answers = ["positive", "The action units present are: brow lowerer, lip pressor. Therefore, the fine-grained "
                "expression class is disgust, and the coarse expression class is negative.", "negative", "surprise"]
@@ -203,16 +258,17 @@ def test_missing_data_files_fail_before_the_model_is_loaded(tmp_path):
         main("lora", [*base, "--train_file", str(tmp_path / "train.jsonl")])
 
 
-def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_model_dir):
+def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_family_dir):
     """transformers 5.x matches llm_int8_skip_modules from the start of the module name: "model.visual" keeps the
-    whole tower (merger included) in bf16, where a bare "visual" quantised all of it."""
+    whole tower (merger and DeepStack mergers included) in bf16, where a bare "visual" quantised all of it."""
     bnb = pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForImageTextToText
 
     from mevqa.train.parts import apply_lora, quantization_config
 
-    cfg = parse_args(["--load_in_4bit", "true", "--lora_preset", "llm_lora_full_vision"])
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16,
+    cfg = parse_args(["--load_in_4bit", "true", "--lora_preset", "llm_lora_full_vision",
+                      "--model_name_or_path", str(tiny_family_dir)])
+    model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir, dtype=torch.bfloat16,
                                                         quantization_config=quantization_config(cfg),
                                                         device_map={"": "cpu"})
     quantised = [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
@@ -221,7 +277,9 @@ def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_model_dir):
                                                               "up_proj", "down_proj"}
     assert not isinstance(model.lm_head, bnb.nn.Linear4bit)
     model = apply_lora(model, cfg)
-    trainable = {part_of(name) for name, p in model.named_parameters() if p.requires_grad}
+    trainable = {part_of(name, model) for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"vision", "merger", "llm"}
     assert all(p.dtype == torch.float32 for name, p in model.named_parameters()
-               if p.requires_grad and part_of(name) in ("vision", "merger"))
+               if p.requires_grad and part_of(name, model) in ("vision", "merger"))
+    assert not any(isinstance(module, bnb.nn.Linear4bit) for name, module in model.named_modules()
+                   if ".visual." in name)

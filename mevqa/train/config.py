@@ -55,7 +55,7 @@ LORA_PRESETS: dict[str, dict] = {
     # LoRA language model with the vision encoder and merger trained fully (ms-swift's lora_llm).
     "llm_lora_full_vision": {"vision": "full", "merger": "full", "llm": "lora", "lora_llm_modules": _ATTENTION + _MLP},
     # Every linear layer of all three parts.
-    "all_linear": {"vision": "lora", "merger": "lora", "llm": "lora", "lora_vision_modules": ["qkv", "proj"] + _MLP,
+    "all_linear": {"vision": "lora", "merger": "lora", "llm": "lora", "lora_vision_modules": ["attention", "mlp"],
                    "lora_llm_modules": _ATTENTION + _MLP},
 }
 
@@ -106,8 +106,9 @@ class TrainConfig:
     lora_dropout: float = _f(0.05, "dropout on the LoRA input, in [0, 1)")
     lora_llm_modules: list[str] = _f(help="Linear layers of each language-model block that get LoRA",
                                      factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lora_vision_modules: list[str] = _f(help="Linear layers of each vision block that get LoRA",
-                                        factory=lambda: ["qkv", "proj", "gate_proj", "up_proj", "down_proj"])
+    lora_vision_modules: list[str] = _f(help="Linear layers of each vision block that get LoRA (the roles attention "
+                                             "and mlp stand for the model family's own layers)",
+                                        factory=lambda: ["attention", "mlp"])
     lora_target_regex: str | None = _f(None, "a regex over full module names replacing the per-part LoRA targets")
     use_dora: bool = _f(False, "DoRA (weight-decomposed LoRA) instead of LoRA")
 

@@ -1,20 +1,23 @@
-"""Which parts of Qwen2.5-VL train, and how: frozen, LoRA or fully trained; one learning rate per part.
+"""Which parts of the model train, and how: frozen, LoRA or fully trained; one learning rate per part.
 
-A Qwen2.5-VL has three parts (transformers 5.x names; PEFT prefixes them with ``base_model.model.``):
+A supported Qwen VLM has three parts; their module paths and Linear layer names per family come from the family
+table (:mod:`mevqa.families`, keyed by ``config.model_type``; PEFT prefixes the paths with ``base_model.model.``):
 
-=========  ==============================================================  ============================
-part       parameters                                                      LoRA targets (Linear layers)
-=========  ==============================================================  ============================
-vision     ``model.visual.patch_embed``, ``model.visual.blocks.N``        ``blocks.N.attn.{qkv,proj}``,
-                                                                           ``blocks.N.mlp.{gate,up,down}_proj``
-merger     ``model.visual.merger`` (vision -> language projector)          ``merger.mlp.{0,2}``
-llm        ``model.language_model``, ``lm_head``                           ``layers.N.self_attn.{q,k,v,o}_proj``,
-                                                                           ``layers.N.mlp.{gate,up,down}_proj``
-=========  ==============================================================  ============================
+=========  ===================================================================  ==================================
+part       parameters                                                           LoRA targets (Linear layers)
+=========  ===================================================================  ==================================
+vision     ``model.visual.patch_embed``, ``.blocks.N`` (Qwen3-VL: ``.pos_embed``)  ``blocks.N.attn.{qkv,proj}``, the
+                                                                                block MLP (family names)
+merger     ``model.visual.merger`` (Qwen3-VL: + ``.deepstack_merger_list.N``)    ``merger.mlp.{0,2}`` or
+                                                                                ``linear_fc{1,2}`` of each merger
+llm        ``model.language_model``, ``lm_head``                                ``layers.N.self_attn.{q,k,v,o}_proj``,
+                                                                                ``layers.N.mlp.{gate,up,down}_proj``
+=========  ===================================================================  ==================================
 
-Parts are told apart by these name patterns, never by module class or model name, so the same code serves the
-3B, the 7B, the tiny test model and a PEFT-wrapped model. The vision MLP and the language MLP share their
-projection names, so LoRA targets are regexes anchored on the part's path.
+Parts are told apart by these paths, never by module class or model name, so the same code serves every size and
+family, the tiny test models and a PEFT-wrapped model. The vision MLP and the language MLP may share projection
+names, so LoRA targets are regexes anchored on the part's path. ``lora_vision_modules`` / ``lora_llm_modules`` name
+Linear layers of a block, or the roles ``attention`` and ``mlp`` which the family expands to its own layers.
 
 Under LoRA a part marked ``full`` is trained through PEFT's ``modules_to_save`` (one entry per block, so the vision
 loop over ``blocks`` still works): PEFT saves those weights inside the adapter and ``merge_and_unload`` folds them
@@ -30,7 +33,7 @@ import re
 import torch
 
 from mevqa.errors import MevqaError
-from mevqa.model import part_of as model_part_of
+from mevqa.families import Family, family_of, family_of_source
 
 log = logging.getLogger(__name__)
 
@@ -39,43 +42,42 @@ PARTS = ("vision", "merger", "llm")
 _TRAIN_PART = {"vision": "vision", "merger": "merger", "language_model": "llm", "lm_head": "llm"}
 
 
-def part_of(name: str) -> str | None:
-    """The part a parameter or module name belongs to ("vision", "merger", "llm"), or None."""
-    return _TRAIN_PART.get(model_part_of(name))
+_NO_LORA = ("config: LoRA needs at least one part set to lora (vision, merger or llm), or lora_target_regex; for "
+            "full fine-tuning use recipes/full.py")
 
 
-def lora_target_regex(cfg) -> str:
+def part_of(name: str, family: Family) -> str | None:
+    """The part a parameter or module name belongs to ("vision", "merger", "llm") in ``family``, or None."""
+    return _TRAIN_PART.get(family.part_of(name))
+
+
+def lora_target_regex(cfg, family: Family) -> str:
     """The regex (PEFT full-match over module names) of the Linear layers that get LoRA adapters."""
     if cfg.lora_target_regex:
         return cfg.lora_target_regex
     alternatives = []
     if cfg.vision == "lora":
-        names = "|".join(map(re.escape, cfg.lora_vision_modules))
-        alternatives.append(rf".*visual\.blocks\.\d+\.(?:attn|mlp)\.(?:{names})")
+        names = "|".join(map(re.escape, family.lora_names("vision", cfg.lora_vision_modules)))
+        alternatives.append(rf".*{re.escape(family.vision_blocks)}\.\d+\.(?:attn|mlp)\.(?:{names})")
     if cfg.merger == "lora":
-        alternatives.append(r".*visual\.merger\.mlp\.[02]")  # mlp.1 is the GELU
+        alternatives += [f".*{regex}" for regex in family.merger_lora]
     if cfg.llm == "lora":
-        names = "|".join(map(re.escape, cfg.lora_llm_modules))
-        alternatives.append(rf".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{names})")
+        names = "|".join(map(re.escape, family.lora_names("llm", cfg.lora_llm_modules)))
+        alternatives.append(rf".*{re.escape(family.language_layers)}\.\d+\.(?:self_attn|mlp)\.(?:{names})")
     if not alternatives:
-        raise MevqaError("config: LoRA needs at least one part set to lora (vision, merger or llm), or "
-                         "lora_target_regex; for full fine-tuning use recipes/full.py")
+        raise MevqaError(_NO_LORA)
     return "|".join(f"(?:{alt})" for alt in alternatives)
 
 
-def _full_module_names(model, part: str) -> list[str]:
+def _full_module_names(model, part: str, family: Family) -> list[str]:
     """Module names (relative to ``model``) that together hold every parameter of ``part``, block by block."""
-    roots = {
-        "vision": ["model.visual.patch_embed", "model.visual.blocks"],
-        "merger": ["model.visual.merger"],
-        "llm": ["model.language_model.embed_tokens", "model.language_model.layers", "model.language_model.norm",
-                "lm_head"],
-    }[part]
+    roots = {"vision": family.vision_modules, "merger": family.merger_modules,
+             "llm": (*family.language_modules, family.lm_head)}[part]
     modules = dict(model.named_modules())
     names = []
     for root in roots:
         if root not in modules:
-            raise MevqaError(f"model has no module {root!r}: not a transformers 5.x Qwen2.5-VL layout")
+            raise MevqaError(f"model has no module {root!r}: not the transformers 5.x {family.name} layout")
         module = modules[root]
         if isinstance(module, torch.nn.ModuleList):
             names += [f"{root}.{i}" for i in range(len(module))]
@@ -86,9 +88,10 @@ def _full_module_names(model, part: str) -> list[str]:
 
 def apply_full(model, cfg):
     """Full fine-tuning: parts marked ``full`` train, ``frozen`` parts do not; ``lora`` is an error here."""
-    check_parts(cfg, "full")
+    family = family_of(model)
+    check_parts(cfg, "full", family)
     for name, param in model.named_parameters():
-        part = part_of(name)
+        part = part_of(name, family)
         param.requires_grad_(part is not None and getattr(cfg, part) == "full")
     return model
 
@@ -97,8 +100,9 @@ def apply_lora(model, cfg):
     """Wrap ``model`` with PEFT LoRA per the config: LoRA parts get adapters, full parts go to ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
 
+    family = family_of(model)
     modules_to_save = [name for part in PARTS if getattr(cfg, part) == "full"
-                       for name in _full_module_names(model, part)]
+                       for name in _full_module_names(model, part, family)]
     if cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -106,7 +110,7 @@ def apply_lora(model, cfg):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora_config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, use_dora=cfg.use_dora,
-        target_modules=lora_target_regex(cfg), modules_to_save=modules_to_save or None, bias="none",
+        target_modules=lora_target_regex(cfg, family), modules_to_save=modules_to_save or None, bias="none",
         task_type="CAUSAL_LM",
     )
     try:
@@ -116,8 +120,10 @@ def apply_lora(model, cfg):
     return model
 
 
-def check_parts(cfg, recipe: str) -> None:
-    """The part modes ``recipe`` ("lora" or "full") accepts; checked before the model loads."""
+def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
+    """The part modes ``recipe`` ("lora" or "full") accepts; checked before the model loads. With ``family`` (the
+    model's, :func:`mevqa.families.family_of_source` reads it from config.json alone) the LoRA layer names are
+    checked against that family too."""
     modes = {part: getattr(cfg, part) for part in PARTS}
     if recipe == "full":
         lora_parts = [part for part, mode in modes.items() if mode == "lora"]
@@ -128,32 +134,39 @@ def check_parts(cfg, recipe: str) -> None:
             raise MevqaError("config: recipes/full.py needs at least one part set to full (vision, merger, llm)")
         if cfg.load_in_4bit:
             raise MevqaError("config: load_in_4bit (QLoRA) trains adapters; use recipes/lora.py")
-    else:
-        lora_target_regex(cfg)  # needs a LoRA part or a regex
+    elif family is not None:
+        lora_target_regex(cfg, family)  # needs a LoRA part or a regex; the layer names exist in this family
+    elif not cfg.lora_target_regex and "lora" not in modes.values():
+        raise MevqaError(_NO_LORA)
 
 
-# Modules QLoRA leaves unquantised. transformers 5.x matches each name from the start of the full module name (up to a
-# dot), or as a suffix (quantizers_utils.should_convert_module): "model.visual" keeps the whole vision tower and its
-# merger out (a bare "visual" matches neither way, so they would be quantised), "lm_head" the output layer.
-QLORA_SKIP_MODULES = ["model.visual", "lm_head"]
+def qlora_skip_modules(family: Family) -> list[str]:
+    """Modules QLoRA leaves unquantised: the whole vision side (tower, merger and, for Qwen3-VL, the DeepStack
+    mergers, all under the vision tower's path) and the output layer. transformers 5.x matches each name from the
+    start of the full module name (up to a dot), or as a suffix (quantizers_utils.should_convert_module), so the
+    full path is needed (a bare "visual" matches neither way)."""
+    return [family.vision_tower, family.lm_head]
 
 
-def quantization_config(cfg):
+def quantization_config(cfg, family: Family | None = None):
     """QLoRA's bitsandbytes 4-bit config: nf4, double quantisation, bf16 compute; the language model only."""
     from transformers import BitsAndBytesConfig
 
+    if family is None:
+        family = family_of_source(cfg.model_name_or_path)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QLORA_SKIP_MODULES)
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=qlora_skip_modules(family))
 
 
 def param_groups(model, cfg) -> list[dict]:
     """AdamW parameter groups: one per (part, decay) with the part's learning rate; no decay on biases and norms."""
     lrs = {"vision": cfg.lr_vision, "merger": cfg.lr_merger, "llm": cfg.lr_llm}
     groups: dict[tuple[str, bool], list] = {}
+    family = family_of(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = part_of(name)
+        part = part_of(name, family)
         if part is None:
             raise MevqaError(f"trainable parameter {name} belongs to no known part (vision, merger, llm)")
         groups.setdefault((part, param.ndim >= 2), []).append(param)
@@ -168,8 +181,9 @@ def param_groups(model, cfg) -> list[dict]:
 def trainable_summary(model) -> dict[str, dict[str, int]]:
     """Trainable and total parameter counts per part (what the run log shows before training)."""
     summary = {part: {"trainable": 0, "total": 0} for part in (*PARTS, "other")}
+    family = family_of(model)
     for name, param in model.named_parameters():
-        part = part_of(name) or "other"
+        part = part_of(name, family) or "other"
         summary[part]["total"] += param.numel()
         if param.requires_grad:
             summary[part]["trainable"] += param.numel()

@@ -372,7 +372,7 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
         train = rows_file("train", rows + [rows[3]])
         expected = f"{case}-train.jsonl:13: duplicate id {rows[3]['id']!r}"
     elif case == "duplicate_eval_id":
-        extra = ["--eval_file", str(rows_file("val", rows[:5] + [rows[0]])), "--metric_for_best", "eval_loss"]
+        extra = ["--eval_file", str(rows_file("val", rows[:5] + [rows[0]])), "--metric_for_best_model", "eval_loss"]
         expected = f"{case}-val.jsonl:6: duplicate id {rows[0]['id']!r}"
     elif case == "non_string_id":
         train = rows_file("train", [*rows[:2], {**rows[2], "id": 7}])
@@ -405,8 +405,8 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
         (out / "logs" / "notes.txt").write_text("mine")
         expected = "out: holds logs but no train_config.yaml, so not the outputs of a training run"
     else:
-        extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best", "avg"]
-        expected = "metric_for_best=avg needs fine expression questions, which the validation file lacks"
+        extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best_model", "avg"]
+        expected = "metric_for_best_model=avg needs fine expression questions, which the validation file lacks"
     argv = ["--config", f"recipes/configs/tiny/{recipe}.yaml", "--model_name_or_path", str(tmp_path / "no-model"),
             "--train_file", str(train), "--output_dir", str(out), *extra]
     if recipe == "full":
@@ -471,7 +471,7 @@ def test_two_processes_form_one_group_shard_the_data_and_save_once(tiny_model_di
     out = tmp_path / "ddp"
     # Evaluation answers with the label-constrained strategy, and fine rows are trained with the gold coarse class
     # in the prompt (HierMEQA's format): both config fields reach Trainer through the recipe.
-    eval_args = ["--eval_file", str(synth["coarse_val"]), "--eval_max_new_tokens", "4", "--metric_for_best",
+    eval_args = ["--eval_file", str(synth["coarse_val"]), "--eval_max_new_tokens", "4", "--metric_for_best_model",
                  "uf1_coarse", "--answer_strategy", "constrained", "--hierarchical_prompt", "true"]
     result = launch("lora", TWO_PROCESSES, *tiny_args("lora", tiny_model_dir, synth["mixed"], out,
                                                        "--max_steps", "4", "--save_steps", "0", "--inputs", "video",
@@ -551,9 +551,9 @@ def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_pa
     # held-out clips right by step 200; a constant 3e-3 often sticks at two classes of three.
     launch("full", SINGLE, *tiny_args("full", tiny_model_dir, synth["coarse_train"], out, "--eval_file",
                                       str(synth["coarse_val"]), "--inputs", "oao", "--system_prompt", "none",
-                                      "--lr_scheduler", "cosine", "--warmup_steps", "30", "--per_device_batch_size",
+                                      "--lr_scheduler_type", "cosine", "--warmup_steps", "30", "--per_device_train_batch_size",
                                       "8", "--gradient_accumulation_steps", "1", "--max_steps", "250", "--save_steps",
-                                      "0", "--logging_steps", "50", "--metric_for_best", "uf1_coarse"))
+                                      "0", "--logging_steps", "50", "--metric_for_best_model", "uf1_coarse"))
     model, processor = load_model_and_processor(out / "final", dtype="float32", device="cpu")
     val = read_rows(synth["coarse_val"])
     answers = generate_answers(model, processor, val, "oao", system_prompt=None, max_new_tokens=8)
@@ -582,7 +582,7 @@ def test_a_model_answers_raw_clips_with_the_media_settings_it_was_trained_on(tin
                      "1", "--save_steps", "0")
 
     status, stderr = recipe_in_process("lora", [*base, "--eval_file", str(tmp_path / "plain" / "qa.jsonl"),
-                                                "--eval_generate", "false", "--metric_for_best", "eval_loss"], capsys)
+                                                "--eval_generate", "false", "--metric_for_best_model", "eval_loss"], capsys)
     assert status == 2 and len(stderr.strip().splitlines()) == 1
     assert "head_motion 'median', blend 0.5" in stderr and "cannot be mixed" in stderr and not out.exists()
 

@@ -104,7 +104,7 @@ def check_regular_file(path: Path, what: str) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise MevqaError(f"{path}: {what} file not found") from None
+        raise MevqaError(f"{path}: file not found") from None
     kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), None)
     if kind is not None:
         raise MevqaError(f"{path}: {kind}, not a {what} jsonl file")

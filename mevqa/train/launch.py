@@ -50,18 +50,23 @@ class _Refusing(argparse.ArgumentParser):
 
 
 def split_launch_options(args: argparse.Namespace) -> list[str]:
-    """The config overrides (what follows ``--``); launch options given between CONFIG and ``--`` go into
+    """The config overrides; launch options written after CONFIG (argparse leaves them in the remainder) go into
     ``args``."""
     rest = list(args.overrides)
-    cut = rest.index("--") if "--" in rest else len(rest)
-    if cut:
-        parser = _Refusing(prog="mevqa train", add_help=False)
-        _add_launch_options(parser)
-        given = parser.parse_args(rest[:cut])
+    parser = _Refusing(prog="mevqa train", add_help=False)
+    _add_launch_options(parser)
+    if "--" in rest:
+        cut = rest.index("--")
+        given, overrides = parser.parse_args(rest[:cut]), rest[cut + 1:]
+    else:
+        given, overrides = parser.parse_known_args(rest)
+    if given.gpus is not None or given.accelerate_config is not None:
         if args.gpus is not None or args.accelerate_config is not None:
-            raise MevqaError("give --gpus / --accelerate-config once")
+            raise MevqaError("give --gpus or --accelerate-config once")
         args.gpus, args.accelerate_config = given.gpus, given.accelerate_config
-    return rest[cut + 1:]
+    if args.gpus is not None and args.accelerate_config is not None:
+        raise MevqaError("--gpus and --accelerate-config: give one (set the processes in the accelerate config)")
+    return overrides
 
 
 def recipe_of(cfg) -> str:

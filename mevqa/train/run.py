@@ -264,7 +264,7 @@ def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_step
     if not isinstance(saved_cfg, dict):
         raise MevqaError(f"{checkpoint / CONFIG_NAME}: expected a mapping of config keys")
     saved_run = _read_json(checkpoint / RUN_STATE_NAME)
-    current = yaml.safe_load(yaml.safe_dump(config_dict(cfg)))  # as it would be written
+    current = yaml.safe_load(yaml.safe_dump(config_dict(cfg), sort_keys=False))  # as save_config writes it
     differences = resume_differences(saved_cfg, current) + [
         f"{key} ({saved_run.get(key)!r} -> {value!r})" if not key.endswith("sha256") else
         f"{key.removesuffix('_sha256')} content" for key, value in run_state.items() if saved_run.get(key) != value]
@@ -312,7 +312,7 @@ def loading(path: Path):
     except MevqaError:
         raise
     except (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
-            safetensors.SafetensorError) as exc:
+            safetensors.SafetensorError, yaml.YAMLError) as exc:
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise MevqaError(f"{path}: cannot be loaded ({type(exc).__name__}: {detail}); resume from an earlier "
                          f"checkpoint (--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)"

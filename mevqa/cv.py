@@ -232,14 +232,16 @@ def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[s
     launch = _tool("accelerate", "accelerate.commands.launch")
     launch += ["launch"] if len(launch) == 1 else []
     return [*launch, *launcher, str(recipe_path(config.recipe)), "--config", str(config.path), *overrides,
-            "--train_file", str(fold.train), "--eval_file", "none", "--eval_strategy", "no", "--output_dir", str(run_dir)]
+            "--train_file", str(fold.train), "--eval_file", "none", "--eval_strategy", "no",
+            "--output_dir", str(run_dir)]
 
 
 def predict_command(config: CvConfig, questions: list[Path], out: Path, model_dir: Path | None) -> list[str]:
     """``mevqa predict`` for the held-out rows: with the trained model (``model_dir/final``) or zero-shot."""
     values = config.values
     command = [*_tool("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
-               "--batch-size", str(values["per_device_eval_batch_size"]), "--max-new-tokens", str(values["eval_max_new_tokens"])]
+               "--batch-size", str(values["per_device_eval_batch_size"]),
+               "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:
         from mevqa.strategies import uses_option
 

@@ -53,7 +53,7 @@ def folds(tmp_path_factory) -> Path:
 def zero_shot_config(tmp_path_factory, tiny_model_dir) -> Path:
     path = tmp_path_factory.mktemp("cv-configs") / "zero_shot.yaml"
     path.write_text(f"model_name_or_path: {tiny_model_dir}\ndtype: float32\ninputs: oao\nsystem_prompt: default\n"
-                    "num_train_epochs: 0\neval_batch_size: 8\n")
+                    "num_train_epochs: 0\nper_device_eval_batch_size: 8\n")
     return path
 
 

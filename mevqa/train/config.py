@@ -86,6 +86,7 @@ class TrainConfig(TrainingArguments):
     per_device_train_batch_size: int = _f(1, "samples per process per micro-batch")
     num_train_epochs: float = _f(1.0, "passes over the training file (when max_steps is -1); 0 in a config "
                                       "file: zero-shot for mevqa cv")
+    per_device_eval_batch_size: int = _f(4, "samples per process per evaluation batch (answers are generated)")
     logging_steps: float = _f(1, "log loss, learning rates and throughput every N steps")
     logging_nan_inf_filter: bool = _f(False, "False: a non-finite loss stops the run with one line (mevqa)")
     remove_unused_columns: bool = _f(False, "mevqa's collator needs every column: keep False")

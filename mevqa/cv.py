@@ -16,8 +16,9 @@ Rules:
   in one ``mevqa predict`` run, with the config's ``inputs``, ``system_prompt``, ``max_frames``, ``video_fps``,
   pixel budgets and answer strategy (``answer_*``) passed as flags (a setting ``mevqa predict`` has no flag for is
   refused before any run). A trained model is answered with the strategy its ``train_config.yaml`` records.
-- Answers are generated with the config's ``per_device_eval_batch_size`` and ``eval_max_new_tokens``; a trained model's input
-  settings come from the ``train_config.yaml`` the recipe saved with it, as ``mevqa predict`` always does.
+- Answers are generated with the config's ``per_device_eval_batch_size`` and ``eval_max_new_tokens``; a trained
+  model's input settings come from the ``train_config.yaml`` the recipe saved with it, as ``mevqa predict`` always
+  does.
 - Resuming: a fold whose predictions are complete and scored is skipped; otherwise its training command is rerun
   (the recipe resumes from its latest checkpoint) unless training finished before, and ``mevqa predict`` answers only
   the rows not yet answered. ``OUT/cv.json`` records the resolved configs and the folds; a rerun whose config
@@ -52,7 +53,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import dataclasses
 import glob
 import json
 import logging

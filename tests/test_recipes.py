@@ -644,9 +644,10 @@ def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_pa
     # held-out clips right by step 200; a constant 3e-3 often sticks at two classes of three.
     launch("full", SINGLE, *tiny_args("full", tiny_model_dir, synth["coarse_train"], out, "--eval_file",
                                       str(synth["coarse_val"]), "--inputs", "oao", "--system_prompt", "none",
-                                      "--lr_scheduler_type", "cosine", "--warmup_steps", "30", "--per_device_train_batch_size",
-                                      "8", "--gradient_accumulation_steps", "1", "--max_steps", "250", "--save_steps",
-                                      "0", "--logging_steps", "50", "--metric_for_best_model", "uf1_coarse"))
+                                      "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
+                                      "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+                                      "--max_steps", "250", "--save_steps", "0", "--logging_steps", "50",
+                                      "--metric_for_best_model", "uf1_coarse"))
     model, processor = load_model_and_processor(out / "final", dtype="float32", device="cpu")
     val = read_rows(synth["coarse_val"])
     answers = generate_answers(model, processor, val, "oao", system_prompt=None, max_new_tokens=8)
@@ -675,7 +676,8 @@ def test_a_model_answers_raw_clips_with_the_media_settings_it_was_trained_on(tin
                      "1", "--save_steps", "0")
 
     status, stderr = recipe_in_process("lora", [*base, "--eval_file", str(tmp_path / "plain" / "qa.jsonl"),
-                                                "--eval_generate", "false", "--metric_for_best_model", "eval_loss"], capsys)
+                                                "--eval_generate", "false", "--metric_for_best_model",
+                                                "eval_loss"], capsys)
     assert status == 2 and len(stderr.strip().splitlines()) == 1
     assert "head_motion 'median', blend 0.5" in stderr and "cannot be mixed" in stderr and not out.exists()
 

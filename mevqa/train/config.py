@@ -22,10 +22,10 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import json
 import math
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,41 +252,15 @@ def _unknown(key: str, source: str) -> MevqaError:
     return MevqaError(f"{source}: unknown config key {key!r} ({hint})")
 
 
-def _check_value(key: str, value, source: str):
-    """A YAML value checked (and converted) as the command line would be, with ``None``, lists and mappings where
-    the field's type allows them."""
-    action, hint = _actions()[key], _hints()[key]
-    allowed = set(typing.get_args(hint)) | {typing.get_origin(hint) or hint}
-    allowed |= {typing.get_origin(arg) for arg in typing.get_args(hint) if typing.get_origin(arg)}
-    kind = {"string_to_bool": "true or false"}.get(getattr(action.type, "__name__", ""),
-                                                   getattr(action.type, "__name__", "a value"))
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise MevqaError(f"{source}: {key}: expected {kind}, got none")
+def _as_words(key: str, value) -> list[str]:
+    """A YAML value as the command line writes it, so that one parser (HfArgumentParser's) checks both."""
+    if isinstance(value, bool):
+        return [f"--{key}", str(value).lower()]
     if isinstance(value, dict):
-        if dict in allowed:
-            return value
-        raise MevqaError(f"{source}: {key}: expected {kind}, got a mapping")
+        return [f"--{key}", json.dumps(value)]
     if isinstance(value, list):
-        if action.nargs != "+" and list not in allowed:
-            raise MevqaError(f"{source}: {key}: expected {kind}, got a list")
-        return [_check_scalar(key, item, action, kind, source) for item in value]
-    return _check_scalar(key, value, action, kind, source)
-
-
-def _check_scalar(key, value, action, kind, source):
-    if isinstance(value, (dict, list)) or (isinstance(value, bool) and kind not in ("true or false", "str")) \
-            or (isinstance(value, float) and kind == "int"):
-        raise MevqaError(f"{source}: {key}: expected {kind}, got {value!r}")
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    try:
-        converted = action.type(text) if action.type else text
-    except (TypeError, ValueError):
-        raise MevqaError(f"{source}: {key}: expected {kind}, got {value!r}") from None
-    if action.choices is not None and converted not in action.choices:
-        raise MevqaError(f"{source}: {key}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
-    return converted
+        return [f"--{key}", *map(str, value)] if value else []
+    return [f"--{key}", str(value)]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -319,12 +293,20 @@ def load_yaml(path: str | Path) -> dict:
         raise MevqaError(f"{path}: not a valid YAML text ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise MevqaError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    actions = _actions()
-    values = {}
+    words, values = [], {}
     for key, value in data.items():
-        if key not in actions or key.startswith("no_"):
+        if key not in _actions():
             raise _unknown(str(key), str(path))
-        values[key] = _check_value(key, value, str(path))
+        if value is None or value == []:  # None where the field may be None; an empty list as it is
+            if value is None and type(None) not in typing.get_args(_hints()[key]):
+                raise MevqaError(f"{path}: {key}: expected a value, got none")
+            values[key] = value
+        else:
+            words += _as_words(key, value)
+    try:
+        values.update(parse_overrides(words))
+    except MevqaError as exc:
+        raise MevqaError(f"{path}: {str(exc).removeprefix('command line: ')}") from None
     return values
 
 

@@ -221,4 +221,5 @@ def test_resume_compares_every_field_except_the_result_neutral_ones_and_the_run_
             assert len(differences) == 1 and differences[0].startswith(f"{name} ("), (name, differences)
     assert {"learning_rate", "seed", "model_name_or_path", "inputs", "train_file", "eval_file", "metric_for_best_model",
             "eval_strategy", "eval_steps", "bf16", "fp16", "attn_implementation", "answer_strategy",
-            "lr_scheduler_type", "warmup_steps", "optim", "weight_decay", "hierarchical_prompt", "media_settings"}.isdisjoint(RESULT_NEUTRAL)
+            "lr_scheduler_type", "warmup_steps", "optim", "weight_decay", "hierarchical_prompt",
+            "media_settings"}.isdisjoint(RESULT_NEUTRAL)

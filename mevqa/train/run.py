@@ -5,10 +5,9 @@ eval files, the output folder (a folder, writable, and not in use: the main proc
 :func:`mevqa.jsonl.folder_lock` on it for the whole run), and the checkpoint to resume. The resume rule
 (docs/design.md, "Training engine"; docs/training.md): ``auto`` takes the latest complete checkpoint (its
 ``run_state.json``, written last, exists); it is resumed only when its ``train_config.yaml`` equals the current
-config outside
-:data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the current launch and
-data, it lies within the run, and every file it needs is intact. ``none`` starts over, removing the previous run's
-outputs.
+config outside :data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the
+current launch and data, it lies within the run, and every file it needs is intact. ``none`` starts over, removing
+the previous run's outputs.
 """
 
 from __future__ import annotations

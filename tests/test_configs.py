@@ -149,34 +149,22 @@ def test_bad_command_lines_are_one_line_errors(argv, message):
         parse_args(argv)
 
 
-def test_yaml_errors_name_the_file_and_key(tmp_path):
-    bad_key = tmp_path / "bad_key.yaml"
-    bad_key.write_text("max_steps: 3\nlora_rank: 8\n")
-    with pytest.raises(MevqaError, match=r"bad_key.yaml: unknown config key 'lora_rank'"):
-        load_config(bad_key)
-    bad_type = tmp_path / "bad_type.yaml"
-    bad_type.write_text("lora_r: 8.5\n")
-    with pytest.raises(MevqaError, match=r"bad_type.yaml: argument --lora_r/--lora-r: invalid int value: '8.5'"):
-        load_config(bad_type)
-    old_name = tmp_path / "old_name.yaml"
-    old_name.write_text("lr_scheduler: cosine\n")
-    with pytest.raises(MevqaError, match=r"old_name.yaml: 'lr_scheduler' is now lr_scheduler_type"):
-        load_config(old_name)
-    twice = tmp_path / "twice.yaml"
-    twice.write_text("learning_rate: 1.0e-4\nseed: 1\nlearning_rate: 1.0e-3\n")
-    with pytest.raises(MevqaError, match=r"twice.yaml: line 3: key 'learning_rate' given twice"):
-        load_config(twice)
-    bad_choice = tmp_path / "bad_choice.yaml"
-    bad_choice.write_text("lr_scheduler_type: cosin\n")
-    with pytest.raises(MevqaError, match=r"bad_choice.yaml: argument --lr_scheduler_type/--lr-scheduler-type: "
-                                         r"invalid choice: 'cosin'"):
-        load_config(bad_choice)
-    not_mapping = tmp_path / "list.yaml"
-    not_mapping.write_text("- a\n- b\n")
-    with pytest.raises(MevqaError, match="expected a mapping"):
-        load_config(not_mapping)
-    with pytest.raises(MevqaError, match="config file not found"):
-        load_config(tmp_path / "missing.yaml")
+@pytest.mark.parametrize("text, message", [
+    ("max_steps: 3\nlora_rank: 8\n", "c.yaml: unknown config key 'lora_rank'"),
+    ("lora_r: 8.5\n", "c.yaml: argument --lora_r/--lora-r: invalid int value: '8.5'"),
+    ("lr_scheduler: cosine\n", "c.yaml: 'lr_scheduler' is now lr_scheduler_type"),
+    ("learning_rate: 1.0e-4\nseed: 1\nlearning_rate: 1.0e-3\n", "c.yaml: line 3: key 'learning_rate' given twice"),
+    ("lr_scheduler_type: cosin\n", "c.yaml: argument --lr_scheduler_type/--lr-scheduler-type: invalid choice: 'cosin'"),
+    ("lora_r: null\n", "c.yaml: lora_r: expected a value, got none"),
+    ("- a\n- b\n", "expected a mapping"),
+    (None, "c.yaml: config file not found"),
+])
+def test_yaml_errors_name_the_file_and_key(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    if text is not None:
+        config.write_text(text)
+    with pytest.raises(MevqaError, match=re.escape(message)):
+        load_config(config)
 
 
 def test_saved_config_reloads_to_the_same_config(tmp_path):

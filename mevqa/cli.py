@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mevqa.export", "write QA rows with their inputs for other tools (datasets, LLaMA-Factory, ms-swift)"),
     "inspect": ("mevqa.inspect", "visual and text tokens per row, max_length and activation memory before training"),
     "tiny-model": ("mevqa.tiny", "write a tiny random Qwen VLM (--family; real classes and processor) for dry runs"),
+    "train": ("mevqa.train.launch", "train a config with accelerate launch (one GPU, DDP, DeepSpeed, FSDP)"),
     "merge": ("mevqa.merge", "fold a LoRA adapter (and fully trained parts) into a standalone checkpoint"),
     "answer": ("mevqa.answer", "ask a model one question about one clip (frame folder or video file)"),
     "predict": ("mevqa.predict", "answer question files in batches and write the submission files"),

@@ -8,16 +8,17 @@ the per-fold scores stand beside them. Every step is the real command a user wou
 and logged; its output goes to a log file next to its results.
 
 Rules:
-- Training sees only the fold's training file: ``--eval_file none --eval_steps 0`` are passed, so the held-out fold
+- Training sees only the fold's training file: ``--eval_file none --eval_strategy no`` are passed, so the held-out fold
   never selects a checkpoint; the final weights (``final/``) are scored. What follows ``--`` on the command line
   overrides config fields for every run (``train_file``, ``eval_file`` and ``output_dir`` are cv's to set).
-- Zero-shot: a config file with ``num_epochs: 0`` and no positive ``max_steps`` trains nothing (overrides of those
+- Zero-shot: a config file with ``num_train_epochs: 0`` and no positive ``max_steps`` trains nothing (overrides of those
   two after ``--`` do not change that). Its model (``model_name_or_path``) answers the held-out rows of every fold
   in one ``mevqa predict`` run, with the config's ``inputs``, ``system_prompt``, ``max_frames``, ``video_fps``,
   pixel budgets and answer strategy (``answer_*``) passed as flags (a setting ``mevqa predict`` has no flag for is
   refused before any run). A trained model is answered with the strategy its ``train_config.yaml`` records.
-- Answers are generated with the config's ``eval_batch_size`` and ``eval_max_new_tokens``; a trained model's input
-  settings come from the ``train_config.yaml`` the recipe saved with it, as ``mevqa predict`` always does.
+- Answers are generated with the config's ``per_device_eval_batch_size`` and ``eval_max_new_tokens``; a trained
+  model's input settings come from the ``train_config.yaml`` the recipe saved with it, as ``mevqa predict`` always
+  does.
 - Resuming: a fold whose predictions are complete and scored is skipped; otherwise its training command is rerun
   (the recipe resumes from its latest checkpoint) unless training finished before, and ``mevqa predict`` answers only
   the rows not yet answered. ``OUT/cv.json`` records the resolved configs and the folds; a rerun whose config
@@ -52,7 +53,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import dataclasses
 import glob
 import json
 import logging
@@ -145,17 +145,18 @@ def expand_configs(specs: list[str]) -> list[Path]:
 def resolve_config(path: Path, overrides: list[str]) -> CvConfig:
     """Read a training config with the overrides, as the recipe will, and decide zero-shot and the recipe.
 
-    Zero-shot is decided by the file alone (``num_epochs: 0`` and no positive ``max_steps``), so overrides such as
+    Zero-shot is decided by the file alone (``num_train_epochs: 0`` and no positive ``max_steps``), so overrides such as
     ``--max_steps 8`` given for the trained configs of the same command leave a zero-shot config zero-shot.
     """
-    from mevqa.train.config import load_config, load_yaml  # lazy: see LAZY below
+    from mevqa.train.config import config_dict, load_config, load_yaml  # lazy: see LAZY below
     from mevqa.train.parts import PARTS  # lazy: torch (the part names' one owner)
 
     raw = load_yaml(path)
-    zero_shot = raw.get("num_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0
+    zero_shot = raw.get("num_train_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0
     # A zero-shot config is checked as if it trained one epoch: every other field must still be valid.
-    cfg = load_config(path, overrides + (["--num_epochs", "1", "--max_steps", "-1"] if zero_shot else []))
-    values = {**dataclasses.asdict(cfg), **({"num_epochs": 0} if zero_shot else {}), **{key: None for key in FOLD_FIELDS}}
+    cfg = load_config(path, overrides + (["--num_train_epochs", "1", "--max_steps", "-1"] if zero_shot else []))
+    values = {**config_dict(cfg), **({"num_train_epochs": 0} if zero_shot else {}),
+              **{key: None for key in FOLD_FIELDS}}
     recipe = None if zero_shot else ("lora" if any(values[part] == "lora" for part in PARTS) else "full")
     return CvConfig(name=path.stem, path=path, values=values, zero_shot=zero_shot, recipe=recipe)
 
@@ -251,14 +252,16 @@ def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[s
     launch = _tool("accelerate", "accelerate.commands.launch")
     launch += ["launch"] if len(launch) == 1 else []
     return [*launch, *launcher, str(recipe_path(config.recipe)), "--config", str(config.path), *overrides,
-            "--train_file", str(fold.train), "--eval_file", "none", "--eval_steps", "0", "--output_dir", str(run_dir)]
+            "--train_file", str(fold.train), "--eval_file", "none", "--eval_strategy", "no",
+            "--output_dir", str(run_dir)]
 
 
 def predict_command(config: CvConfig, questions: list[Path], out: Path, model_dir: Path | None) -> list[str]:
     """``mevqa predict`` for the held-out rows: with the trained model (``model_dir/final``) or zero-shot."""
     values = config.values
     command = [*_tool("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
-               "--batch-size", str(values["eval_batch_size"]), "--max-new-tokens", str(values["eval_max_new_tokens"])]
+               "--batch-size", str(values["per_device_eval_batch_size"]),
+               "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:
         from mevqa.strategies import uses_option  # lazy: torch
 

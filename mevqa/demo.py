@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                                 "--dynamo_backend", "no", str(recipe), "--config", str(config),
                                 "--model_name_or_path", str(model), "--train_file", str(train_file),
                                 "--output_dir", str(lora), "--inputs", "oao", "--max_steps", str(args.steps),
-                                "--per_device_batch_size", "8", "--gradient_accumulation_steps", "1",
+                                "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
                                 "--save_steps", "0"])
     adapter = lora / "final"
     run_step("predict", mevqa + ["predict", "--questions", str(val_file), "--model", str(model), "--adapter",

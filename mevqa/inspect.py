@@ -1,7 +1,7 @@
 """``mevqa inspect``: what a training config makes of QA rows, in tokens and memory, before any training.
 
     mevqa inspect --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml --data data/loso/fold_0/train.jsonl
-    mevqa inspect --config CFG --set max_pixels=200704 --set per_device_batch_size=8     # try other settings
+    mevqa inspect --config CFG --set max_pixels=200704 --set per_device_train_batch_size=8     # try other settings
 
 Public API::
 
@@ -27,7 +27,7 @@ What it reports:
   before each temporal patch counts as text.
 - For the config's input mode: text + visual tokens of each row as the trainer builds it (mevqa's chat with the
   answer), the longest row, and the rows over ``max_length`` (which training refuses; nothing is truncated).
-- An estimate of activation memory for one micro-batch of ``per_device_batch_size`` copies of the longest row. It
+- An estimate of activation memory for one micro-batch of ``per_device_train_batch_size`` copies of the longest row. It
   counts the tensors autograd keeps for backward, per token (d bytes per value for the training dtype; h hidden
   size, I MLP size, kv key/value width, V vocabulary; n = 3 for 16-bit weights, whose RMSNorm keeps a float32 copy
   of its input, else 2):
@@ -129,7 +129,7 @@ class Settings:
     system_prompt: str | None
     max_length: int
     max_frames: int | None
-    per_device_batch_size: int
+    per_device_train_batch_size: int
     gradient_checkpointing: bool
     dtype: str
     mixed_precision: str | None
@@ -246,7 +246,7 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     g = _geometry(model_config, fam)
     d = settings.dtype_bytes
     n = 3 if d == 2 else 2
-    kv = g["h"] if settings.per_device_batch_size > 1 else g["kv"]
+    kv = g["h"] if settings.per_device_train_batch_size > 1 else g["kv"]
     # Kept whenever gradients pass through a layer: the RMSNorms' inputs (float32 copies for 16-bit weights),
     # attention's q, k, v and output, the MLP's gate and up outputs and the activation's output. Kept only for
     # trained weights: the Linear layers' inputs and the norms' normalised outputs.
@@ -330,7 +330,7 @@ class InspectReport:
                 "tokens": {"min": min(totals), "median": statistics.median(totals), "max": max(totals),
                            "longest_row": longest.id, "max_length": self.settings.max_length,
                            "rows_over_max_length": [r.id for r in self.over_max_length]},
-                "activation_memory": {"batch": self.settings.per_device_batch_size, "tokens_per_row": longest.total,
+                "activation_memory": {"batch": self.settings.per_device_train_batch_size, "tokens_per_row": longest.total,
                                       "vision_patches": self.patches, "bytes": dict(self.memory),
                                       "total_bytes": sum(self.memory.values())},
                 "notes": list(self.notes),
@@ -359,7 +359,7 @@ class InspectReport:
         mem = self.memory
         total = sum(mem.values())
         precision = {2: "16-bit", 4: "32-bit"}[s.dtype_bytes]
-        lines += ["", f"activation memory estimate, one micro-batch of {s.per_device_batch_size} x {longest.total} "
+        lines += ["", f"activation memory estimate, one micro-batch of {s.per_device_train_batch_size} x {longest.total} "
                       f"tokens ({precision} activations, gradient checkpointing "
                       f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
                   "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
@@ -425,7 +425,7 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
                 entry.total = entry.text + entry.vision[mode]
         results.append(entry)
     longest = max(results, key=lambda r: r.total)
-    batch = settings.per_device_batch_size
+    batch = settings.per_device_train_batch_size
     patches = batch * longest.vision[settings.inputs] * budgets.merge_size ** 2
     memory = activation_memory(batch * longest.total, patches, model_config, settings)
     notes = []

@@ -12,8 +12,9 @@ import sys
 
 from mevqa.cli import run_reporting_errors
 from mevqa.log import configure_logging
-from mevqa.train.run import main
 
 if __name__ == "__main__":
-    configure_logging()
+    configure_logging()  # first: importing the trainer imports bitsandbytes, whose import-time warning it quiets
+    from mevqa.train.run import main
+
     sys.exit(run_reporting_errors("recipes/lora.py", main, "lora", sys.argv[1:], __doc__))

@@ -1,4 +1,5 @@
-"""Training configs: every shipped YAML parses, CLI overrides are typed, unknown keys are errors naming the key."""
+"""Training configs: every shipped YAML parses, CLI overrides are typed, unknown keys are errors naming the key, a
+key in mevqa's former spelling names Trainer's, and a key twice in one YAML is an error."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import yaml
 
 from mevqa.errors import MevqaError
 from mevqa.messages import INPUT_MODES
-from mevqa.train.config import TrainConfig, load_config, parse_args, save_config
+from mevqa.train.config import TrainConfig, config_dict, load_config, parse_args, save_config
 from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.train.parts import lora_target_regex
 
@@ -31,16 +32,18 @@ def test_the_configs_the_issue_asks_for_are_shipped():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "recipes" / "configs").as_posix())
 def test_every_shipped_yaml_parses_into_the_config(path):
     written = yaml.safe_load(path.read_text())
-    if written.get("num_epochs") == 0:  # zero-shot (baseline grid): read as `mevqa cv` reads it, nothing trains
+    if written.get("num_train_epochs") == 0:  # zero-shot (baseline grid): as `mevqa cv` reads it, nothing trains
         from mevqa.cv import resolve_config
 
         resolved = resolve_config(path, [])
         assert resolved.zero_shot and resolved.recipe is None
-        cfg = TrainConfig(**resolved.values)
+        cfg = load_config(path, ["--num_train_epochs", "1"])
+        written.pop("num_train_epochs")
     else:
         cfg = load_config(path)
+    shown = config_dict(cfg)
     for key, value in written.items():
-        assert getattr(cfg, key) == (None if value == "none" else value), key
+        assert shown[key] == (None if value == "none" else value), key
     assert cfg.inputs in INPUT_MODES
     if "lora" in (cfg.vision, cfg.merger, cfg.llm):
         # a LoRA config names its targets, layers its model's family has (the tiny configs: the default family)
@@ -67,14 +70,17 @@ def test_the_reproductions_carry_the_published_settings():
     assert (baseline.vision, baseline.merger, baseline.llm) == ("lora", "lora", "lora")
     assert baseline.lora_llm_modules == ["q_proj", "k_proj"] and "3B" in baseline.model_name_or_path
     rank1 = load("megc2025/rank1_emotion_qwen_vl.yaml")
-    assert (rank1.learning_rate, rank1.lr_scheduler, rank1.warmup_ratio, rank1.num_epochs) == (2e-5, "cosine", 0.05, 20)
-    assert (rank1.per_device_batch_size, rank1.gradient_accumulation_steps, rank1.system_prompt) == (2, 2, "default")
+    assert (rank1.learning_rate, rank1.lr_scheduler_type, rank1.warmup_steps, rank1.num_train_epochs) == \
+        (2e-5, "cosine", 0.05, 20)
+    assert (rank1.per_device_train_batch_size, rank1.gradient_accumulation_steps, rank1.system_prompt) == \
+        (2, 2, "default")
     rank2 = load("megc2025/rank2_hiermeqa.yaml")
-    assert (rank2.lora_r, rank2.lora_alpha, rank2.learning_rate, rank2.num_epochs, rank2.vision) == \
+    assert (rank2.lora_r, rank2.lora_alpha, rank2.learning_rate, rank2.num_train_epochs, rank2.vision) == \
         (16, 32, 1e-4, 3, "full")
+    assert rank2.bf16 and rank2.activation_checkpointing
     rank3 = load("megc2025/rank3_tie.yaml")
-    assert (rank3.learning_rate, rank3.num_epochs, rank3.per_device_batch_size, rank3.gradient_accumulation_steps,
-            rank3.inputs) == (5e-6, 2, 1, 8, "frames+flow")
+    assert (rank3.learning_rate, rank3.num_train_epochs, rank3.per_device_train_batch_size,
+            rank3.gradient_accumulation_steps, rank3.inputs) == (5e-6, 2, 1, 8, "frames+flow")
     assert load("qwen2_5_vl_7b/qlora.yaml").load_in_4bit
 
 
@@ -94,35 +100,45 @@ def test_accelerate_configs_load_and_name_existing_deepspeed_files(path):
 def test_command_line_overrides_are_typed_and_win_over_the_yaml(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("max_steps: 5\nlearning_rate: 1.0e-4\ninputs: oao\n")
-    cfg = parse_args(["--config", str(config), "--max_steps", "7", "--learning-rate=3e-5", "--gradient_checkpointing",
+    cfg = parse_args(["--config", str(config), "--max_steps", "7", "--learning-rate=3e-5", "--activation_checkpointing",
                       "true", "--lora_llm_modules", "q_proj,v_proj", "--eval_file", "none", "--inputs", "frames+flow",
                       "--lr_vision", "2e-6", "--model_name_or_path", "some/model", "--train_file", "t.jsonl",
                       "--output_dir", str(tmp_path / "out")])
-    assert cfg.max_steps == 7 and cfg.learning_rate == 3e-5 and cfg.gradient_checkpointing is True
+    assert cfg.max_steps == 7 and cfg.learning_rate == 3e-5 and cfg.activation_checkpointing is True
     assert cfg.lora_llm_modules == ["q_proj", "v_proj"] and cfg.eval_file is None and cfg.inputs == "frames+flow"
     assert cfg.lr_vision == 2e-6 and cfg.model_name_or_path == "some/model"
     assert parse_args(["--lora_vision_modules", "[qkv, proj]"]).lora_vision_modules == ["qkv", "proj"]
-    assert parse_args([]) == TrainConfig()
+    assert parse_args(["--lora_vision_modules", "qkv", "proj"]).lora_vision_modules == ["qkv", "proj"]
+    assert config_dict(parse_args([])) == config_dict(load_config(None))
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max_step", "3"], "unknown config key 'max_step'"),
-    (["--max_steps", "three"], "max_steps: expected an integer"),
-    (["--learning_rate", "fast"], "learning_rate: expected a number"),
-    (["--gradient_checkpointing", "maybe"], "gradient_checkpointing: expected true or false"),
+    (["--max_step", "3"], "unknown config key 'max_step' (did you mean max_steps"),
+    (["--learning_rat", "1e-4"], "unknown config key 'learning_rat' (did you mean learning_rate?)"),
+    (["--num_epochs", "3"], "'num_epochs' is now num_train_epochs (Trainer's name); rename the key"),
+    (["--per_device_batch_size", "2"], "'per_device_batch_size' is now per_device_train_batch_size"),
+    (["--metric_for_best", "avg"], "'metric_for_best' is now metric_for_best_model"),
+    (["--mixed_precision", "bf16"], "'mixed_precision' is now bf16: true or fp16: true"),
+    (["--warmup_ratio", "0.1"], "'warmup_ratio' is now warmup_steps (a value below 1 is a fraction"),
+    (["--max_steps", "three"], "--max_steps/--max-steps: invalid int value: 'three'"),
+    (["--learning_rate", "fast"], "--learning_rate/--learning-rate: invalid float value: 'fast'"),
+    (["--activation_checkpointing", "maybe"], "Truthy value expected: got maybe"),
+    (["--lr_scheduler_type", "cosin"], "invalid choice: 'cosin'"),
     (["--vision", "half"], "vision='half': expected frozen | lora | full"),
     (["--inputs", "vid"], "inputs='vid': expected video | oao | flow"),
-    (["--max_steps"], "--max_steps needs a value"),
-    (["stray"], "unexpected argument 'stray'"),
-    (["--max_steps", "0", "--num_epochs", "0"], "nothing to train"),
-    (["--report_to", "mlflow"], "unknown tracker 'mlflow'"),
-    (["--metric_for_best", "accuracy"], "metric_for_best='accuracy': expected eval_loss | avg"),
-    (["--eval_generate", "false"], "metric_for_best='avg' needs eval_generate: true"),
+    (["--max_steps"], "--max_steps/--max-steps: expected one argument"),
+    (["stray"], "unrecognized arguments: stray"),
+    (["--num_train_epochs", "0"], "nothing to train"),
+    (["--max_steps", "0"], "max_steps=0: expected -1 (train num_train_epochs) or a positive number of steps"),
+    (["--max_steps", "-5"], "max_steps=-5: expected -1 (train num_train_epochs) or a positive number"),
+    (["--output_dir", ""], "output_dir is empty"),
+    (["--metric_for_best_model", "accuracy"], "metric_for_best_model='accuracy': expected eval_loss | avg"),
+    (["--eval_generate", "false"], "metric_for_best_model='avg' needs eval_generate: true"),
     (["--learning_rate", "nan"], "learning_rate=nan: expected a finite number > 0"),
-    (["--learning_rate", "-1e-4"], "learning_rate=-0.0001: expected a finite number > 0"),
+    (["--learning_rate=-1e-4"], "learning_rate=-0.0001: expected a finite number > 0"),
     (["--lr_vision", "inf"], "lr_vision=inf: expected a finite number > 0"),
     (["--lora_alpha", "0"], "lora_alpha=0: expected a positive integer"),
-    (["--lora_alpha", "16.5"], "lora_alpha: expected an integer"),
+    (["--lora_alpha", "16.5"], "--lora_alpha/--lora-alpha: invalid int value: '16.5'"),
     (["--adam_beta2", "1.0"], "adam_beta2=1.0: expected a fraction in [0, 1)"),
     (["--weight_decay", "nan"], "weight_decay=nan: expected a finite number >= 0"),
     (["--video_fps", "0"], "video_fps=0.0: expected a finite number > 0"),
@@ -130,6 +146,7 @@ def test_command_line_overrides_are_typed_and_win_over_the_yaml(tmp_path):
     (["--seed", "-1"], "seed=-1: expected an integer in [0, 2**32)"),
     (["--seed", str(2 ** 32)], "seed=4294967296: expected an integer in [0, 2**32)"),
     (["--lora_target_regex", "(q|k"], "lora_target_regex='(q|k': expected a regular expression"),
+    (["--media_settings", "[1, 2]"], "media_settings=[1, 2]: expected a mapping of names to plain values"),
     (["--config", "a.yaml", "--max_steps", "3", "--config=b.yaml"], "--config given twice"),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message):
@@ -137,29 +154,30 @@ def test_bad_command_lines_are_one_line_errors(argv, message):
         parse_args(argv)
 
 
-def test_yaml_errors_name_the_file_and_key(tmp_path):
-    bad_key = tmp_path / "bad_key.yaml"
-    bad_key.write_text("max_steps: 3\nlora_rank: 8\n")
-    with pytest.raises(MevqaError, match=r"bad_key.yaml: unknown config key 'lora_rank'"):
-        load_config(bad_key)
-    bad_type = tmp_path / "bad_type.yaml"
-    bad_type.write_text("lora_r: 8.5\n")
-    with pytest.raises(MevqaError, match=r"bad_type.yaml: lora_r: expected an integer"):
-        load_config(bad_type)
-    not_mapping = tmp_path / "list.yaml"
-    not_mapping.write_text("- a\n- b\n")
-    with pytest.raises(MevqaError, match="expected a mapping"):
-        load_config(not_mapping)
-    with pytest.raises(MevqaError, match="config file not found"):
-        load_config(tmp_path / "missing.yaml")
+@pytest.mark.parametrize("text, message", [
+    ("max_steps: 3\nlora_rank: 8\n", "c.yaml: unknown config key 'lora_rank'"),
+    ("lora_r: 8.5\n", "c.yaml: argument --lora_r/--lora-r: invalid int value: '8.5'"),
+    ("lr_scheduler: cosine\n", "c.yaml: 'lr_scheduler' is now lr_scheduler_type"),
+    ("learning_rate: 1.0e-4\nseed: 1\nlearning_rate: 1.0e-3\n", "c.yaml: line 3: key 'learning_rate' given twice"),
+    ("lr_scheduler_type: cosin\n", "c.yaml: argument --lr_scheduler_type/--lr-scheduler-type: invalid choice: 'cosin'"),
+    ("lora_r: null\n", "c.yaml: lora_r: expected a value, got none"),
+    ("- a\n- b\n", "expected a mapping"),
+    (None, "c.yaml: config file not found"),
+])
+def test_yaml_errors_name_the_file_and_key(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    if text is not None:
+        config.write_text(text)
+    with pytest.raises(MevqaError, match=re.escape(message)):
+        load_config(config)
 
 
 def test_saved_config_reloads_to_the_same_config(tmp_path):
     cfg = parse_args(["--max_steps", "9", "--lr_merger", "1e-5", "--eval_file", "val.jsonl", "--system_prompt",
-                      "none"])
+                      "none", "--lr_scheduler_type", "constant_with_warmup", "--media_settings", "{frames: 4}"])
     path = save_config(cfg, tmp_path)
     assert path.name == "train_config.yaml"
-    assert load_config(path) == cfg
+    assert config_dict(load_config(path)) == config_dict(cfg)
 
 
 def test_help_lists_every_field_with_its_type_default_and_help():
@@ -167,43 +185,34 @@ def test_help_lists_every_field_with_its_type_default_and_help():
 
     from mevqa.train.config import help_text
 
-    text = help_text("recipes/lora.py", "LoRA.")
+    text = " ".join(help_text("recipes/lora.py", "LoRA.").split())  # argparse wraps the lines
     for item in dataclasses.fields(TrainConfig):
-        assert item.metadata.get("help"), f"{item.name} has no help"
-        assert f"--{item.name} " in text and item.metadata["help"] in text
-    assert "--lora_llm_modules list of str (a,b or [a, b])  (default: [q_proj, k_proj, v_proj, o_proj])" in text
-    assert "--max_steps int  (default: -1)" in text and "--video_fps float or none  (default: none)" in text
+        if item.init:
+            assert f"--{item.name} " in text, item.name
+    from transformers import TrainingArguments
 
-
-def _another_value(value, hint):
-    """A valid-typed value different from ``value`` (for the resume rule's field-by-field test)."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    if isinstance(value, list):
-        return value + ["x"]
-    return "other" if value != "other" else "another"
+    for item in dataclasses.fields(TrainConfig):  # mevqa's fields and the defaults it changes: each explained
+        if item.name in TrainConfig.__annotations__ or item.name not in TrainingArguments.__dataclass_fields__:
+            assert " ".join(item.metadata["help"].split()) in text, item.name
+    assert "--lora_llm_modules str [str ...]" in text and "(default: ['q_proj', 'k_proj', 'v_proj', 'o_proj'])" in text
+    assert "--max_steps int" in text and "--video_fps float" in text and "--learning_rate float" in text
+    assert "(default: 0.0001)" in text
 
 
 def test_resume_compares_every_field_except_the_result_neutral_ones_and_the_run_length():
-    """A field added to TrainConfig counts by default: only the explicit allow-list may differ on resume."""
-    import dataclasses
-
+    """A field added to TrainConfig, by mevqa or by transformers, counts by default: only the explicit allow-list
+    may differ on resume."""
     from mevqa.train.config import RESULT_NEUTRAL, RUN_LENGTH, resume_differences
 
-    names = {item.name for item in dataclasses.fields(TrainConfig)}
-    assert RESULT_NEUTRAL | RUN_LENGTH <= names
-    saved = TrainConfig()
-    for item in dataclasses.fields(TrainConfig):
-        changed = dataclasses.replace(saved, **{item.name: _another_value(getattr(saved, item.name), item.type)})
-        differences = resume_differences(saved, changed)
-        if item.name in RESULT_NEUTRAL | RUN_LENGTH:
-            assert differences == [], item.name
+    saved = config_dict(TrainConfig())
+    assert RESULT_NEUTRAL | RUN_LENGTH <= set(saved)
+    for name in saved:
+        differences = resume_differences(saved, {**saved, name: ["another value"]})
+        if name in RESULT_NEUTRAL | RUN_LENGTH:
+            assert differences == [], name
         else:
-            assert len(differences) == 1 and differences[0].startswith(f"{item.name} ("), (item.name, differences)
-    assert {"learning_rate", "seed", "model_name_or_path", "inputs", "train_file", "eval_file", "metric_for_best",
-            "eval_steps", "mixed_precision", "attn_implementation", "answer_strategy", "hierarchical_prompt",
+            assert len(differences) == 1 and differences[0].startswith(f"{name} ("), (name, differences)
+    assert {"learning_rate", "seed", "model_name_or_path", "inputs", "train_file", "eval_file", "metric_for_best_model",
+            "eval_strategy", "eval_steps", "bf16", "fp16", "attn_implementation", "answer_strategy",
+            "lr_scheduler_type", "warmup_steps", "optim", "weight_decay", "hierarchical_prompt",
             "media_settings"}.isdisjoint(RESULT_NEUTRAL)
-    # A row longer than max_length stops a run (nothing is truncated): raising it must let the run go on.
-    assert resume_differences(saved, dataclasses.replace(saved, max_length=2 * saved.max_length)) == []

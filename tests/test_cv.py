@@ -55,7 +55,7 @@ def folds(tmp_path_factory) -> Path:
 def zero_shot_config(tmp_path_factory, tiny_model_dir) -> Path:
     path = tmp_path_factory.mktemp("cv-configs") / "zero_shot.yaml"
     path.write_text(f"model_name_or_path: {tiny_model_dir}\ndtype: float32\ninputs: oao\nsystem_prompt: default\n"
-                    "num_epochs: 0\neval_batch_size: 8\n")
+                    "num_train_epochs: 0\nper_device_eval_batch_size: 8\n")
     return path
 
 
@@ -93,7 +93,7 @@ def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
         assert scores["pooled"] == scored(read_rows(out / name / "predictions.jsonl"), gold, bootstrap=200, seed=0)
         assert scores["pooled"]["bootstrap"]["clips"] == {"overall": 9, "casme2": 9}
         assert scores["stamp"]["gold_files"].keys() == {str(path) for path in val_files}
-        assert scores["stamp"]["config"]["num_epochs"] == (0 if name == "zero_shot" else 1)
+        assert scores["stamp"]["config"]["num_train_epochs"] == (0 if name == "zero_shot" else 1)
         for folder, entry in zip(fold_dirs, scores["folds"]):
             fold_scores = json.loads((out / name / folder.name / "scores.json").read_text())
             ids = {row["id"] for row in read_rows(folder / "val.jsonl")}
@@ -202,9 +202,9 @@ def test_config_resolution(tmp_path):
     assert lora.values["max_steps"] == 3 and lora.values["output_dir"] is None and lora.values["train_file"] is None
     assert cv.resolve_config(TINY_FULL, []).recipe == "full"
     zero = tmp_path / "zs.yaml"
-    zero.write_text("model_name_or_path: m\nnum_epochs: 0\ninputs: flow\nsystem_prompt: none\nmax_frames: 4\n")
+    zero.write_text("model_name_or_path: m\nnum_train_epochs: 0\ninputs: flow\nsystem_prompt: none\nmax_frames: 4\n")
     resolved = cv.resolve_config(zero, ["--max_steps", "3"])     # the trained configs' step count: still zero-shot
-    assert resolved.zero_shot and resolved.recipe is None and resolved.values["num_epochs"] == 0
+    assert resolved.zero_shot and resolved.recipe is None and resolved.values["num_train_epochs"] == 0
     command = cv.predict_command(resolved, [Path("v.jsonl")], Path("o"), None)
     assert command[command.index("predict"):] == [
         "predict", "--questions", "v.jsonl", "--out", "o", "--batch-size", "4", "--max-new-tokens", "64",
@@ -217,7 +217,7 @@ def test_config_resolution(tmp_path):
                              None)
     assert train[train.index(str(cv.recipe_path("lora"))):] == [
         str(cv.recipe_path("lora")), "--config", str(TINY_LORA), "--max_steps", "3", "--train_file", "t.jsonl",
-        "--eval_file", "none", "--eval_steps", "0", "--output_dir", "run"]
+        "--eval_file", "none", "--eval_strategy", "no", "--output_dir", "run"]
     launched = cv.train_command(lora, cv.Fold(0, Path("t.jsonl"), Path("v.jsonl")), Path("run"), [],
                                 Path("single_gpu.yaml"))
     assert launched[launched.index("launch") + 1:launched.index("launch") + 3] == ["--config_file", "single_gpu.yaml"]
@@ -226,7 +226,7 @@ def test_config_resolution(tmp_path):
 def test_configs_from_folders_and_globs(tmp_path):
     for name in ("b", "a"):
         (tmp_path / "grid" / f"{name}.yaml").parent.mkdir(exist_ok=True)
-        (tmp_path / "grid" / f"{name}.yaml").write_text("num_epochs: 0\n")
+        (tmp_path / "grid" / f"{name}.yaml").write_text("num_train_epochs: 0\n")
     grid = tmp_path / "grid"
     assert cv.expand_configs([str(grid)]) == [grid / "a.yaml", grid / "b.yaml"]
     assert cv.expand_configs([str(grid / "b.yaml"), str(grid / "*.yaml")]) == [grid / "b.yaml", grid / "a.yaml"]
@@ -254,7 +254,7 @@ def test_changed_config_on_rerun_is_refused(folds, tmp_path):
 ])
 def test_bad_invocations_fail_before_any_run(tmp_path, capsys, make_argv, message):
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "lora.yaml").write_text("num_epochs: 0\n")
+    (tmp_path / "other" / "lora.yaml").write_text("num_train_epochs: 0\n")
     (tmp_path / "two.yaml").write_text("num_processes: 2\n")
     (tmp_path / "folds").mkdir()
     out = tmp_path / "out"
@@ -271,7 +271,7 @@ def test_zero_shot_pixel_budgets_and_answer_strategy_reach_predict(tmp_path):
     """mevqa predict takes the pixel budgets and the answer strategy, so zero-shot configs pass them on (a strategy
     option only where the strategy reads it; a list as the flag once per item)."""
     pixels = tmp_path / "pixels.yaml"
-    pixels.write_text("model_name_or_path: m\nnum_epochs: 0\nmax_pixels: 200704\nvideo_max_pixels: 50176\n")
+    pixels.write_text("model_name_or_path: m\nnum_train_epochs: 0\nmax_pixels: 200704\nvideo_max_pixels: 50176\n")
     config = cv.resolve_config(pixels, [])
     cv.check_predict_flags(config)                                  # no longer refused
     command = cv.predict_command(config, [Path("v.jsonl")], Path("o"), None)

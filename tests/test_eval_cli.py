@@ -209,7 +209,7 @@ def test_missing_file_exits_nonzero(tmp_path, capsys):
 def test_bad_resampling_settings_are_refused(tmp_path, capsys, argv, message):
     values = {"gold": write(tmp_path / "gold.jsonl", GOLD), "pred": write(tmp_path / "pred.jsonl", PRED),
               "config": tmp_path / "zs.yaml", "tmp": tmp_path, "out": tmp_path / "out"}
-    values["config"].write_text("model_name_or_path: m\nnum_epochs: 0\n")
+    values["config"].write_text("model_name_or_path: m\nnum_train_epochs: 0\n")
     assert main([part.format(**values) for part in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

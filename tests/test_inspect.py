@@ -118,8 +118,8 @@ def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_r
 
 
 def test_settings_follow_the_training_config(tiny_model_dir):
-    settings = _settings(tiny_model_dir, "lora_preset=llm_attention", "per_device_batch_size=3")
-    assert settings.per_device_batch_size == 3
+    settings = _settings(tiny_model_dir, "lora_preset=llm_attention", "per_device_train_batch_size=3")
+    assert settings.per_device_train_batch_size == 3
     # the YAML sets vision/merger to lora explicitly, which wins over the preset, as in the recipes
     assert (settings.vision, settings.merger, settings.llm) == ("lora", "lora", "lora")
     assert settings.inputs == "oao" and settings.max_length == 1024
@@ -166,7 +166,7 @@ def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dro
     layers.append(last)
     measured = (both - one) / ids.numel()
 
-    settings = Settings.from_config(None, [f"dtype={dtype}", f"per_device_batch_size={batch}", "vision=frozen",
+    settings = Settings.from_config(None, [f"dtype={dtype}", f"per_device_train_batch_size={batch}", "vision=frozen",
                                            "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
                                            "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
                                            "lora_llm_modules=" + ",".join(modules)])
@@ -184,7 +184,7 @@ def test_memory_parts_follow_what_trains_and_checkpointing():
 
     arch = json.loads((REPO / "benchmarks" / "qwen2_5_vl_configs.json").read_text())["3b"]
     config = Qwen2_5_VLConfig(text_config=arch["text_config"], vision_config=arch["vision_config"])
-    base = ["dtype=bfloat16", "per_device_batch_size=1", "llm=lora", "lora_llm_modules=q_proj,k_proj"]
+    base = ["dtype=bfloat16", "per_device_train_batch_size=1", "llm=lora", "lora_llm_modules=q_proj,k_proj"]
     frozen_vision = activation_memory(800, 2000, config, Settings.from_config(None, base + ["vision=frozen",
                                                                                           "merger=frozen"]))
     assert frozen_vision["vision"] == 0 and frozen_vision["merger"] == 0

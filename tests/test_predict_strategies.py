@@ -417,6 +417,6 @@ def test_the_2025_recipes_state_their_answer_strategies():
         assert name == "direct" and config["model_name_or_path"] == "Qwen/Qwen2.5-VL-3B-Instruct"
         assert config["inputs"] == path.stem.rsplit("_", 1)[1]
         if path.stem.startswith("zero_shot"):
-            assert config["num_epochs"] == 0 and config.get("max_steps", -1) <= 0
+            assert config["num_train_epochs"] == 0 and config.get("max_steps", -1) <= 0
         else:
-            assert config["lora_preset"] == "megc2025_baseline" and config["num_epochs"] > 0
+            assert config["lora_preset"] == "megc2025_baseline" and config["num_train_epochs"] > 0

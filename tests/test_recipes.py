@@ -27,6 +27,7 @@ from mevqa.cli import run_reporting_errors
 from mevqa.jsonl import read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG_NAME = "train_config.yaml"
 
 
 def _script(name: str) -> str:
@@ -152,8 +153,6 @@ def test_lora_recipe_trains_adapter_only_and_saves_what_it_trained(lora_run, tin
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mevqa.model import load_model_and_processor
-    from mevqa.train.config import load_config
-    from mevqa.train.parts import apply_lora
 
     records = assert_loss_finite_and_falling(lora_run)
     assert [r["step"] for r in records] == list(range(1, 9))
@@ -182,19 +181,34 @@ def test_lora_recipe_trains_adapter_only_and_saves_what_it_trained(lora_run, tin
         if ".base_layer." in name and "visual.blocks" in name:
             key = name.replace("base_model.model.", "").replace(".base_layer", "")
             assert torch.equal(param.detach(), base[key]), name
-    # The checkpoint holds exactly the trainable weights, under their in-memory names, and they give the logits of
-    # the saved adapter.
-    cfg = load_config(final / "train_config.yaml")
-    fresh, _ = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
-    fresh = apply_lora(fresh, cfg)
-    checkpoint = load_file(str(lora_run / f"checkpoint-{cfg.max_steps}" / "model.safetensors"))
-    assert set(checkpoint) == {name for name, p in fresh.named_parameters() if p.requires_grad}
-    fresh.load_state_dict(checkpoint, strict=False)
-    fresh.eval()
-    assert torch.allclose(logits_of(model, batch), logits_of(fresh, batch), atol=1e-6)
-    assert not torch.allclose(logits_of(model, batch),
-                              logits_of(load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")[0],
-                                        batch), atol=1e-3)
+    # Every checkpoint is a PEFT adapter in Trainer's layout, the fully trained LLM inside it (modules_to_save):
+    # PeftModel.from_pretrained loads each; the last gives the final adapter's logits.
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base_logits = logits_of(load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")[0], batch)
+    for step in (4, 8):
+        checkpoint = lora_run / f"checkpoint-{step}"
+        assert json.loads((checkpoint / "adapter_config.json").read_text())["modules_to_save"]
+        loaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_model_dir),
+                                           checkpoint).eval()
+        assert not torch.allclose(logits_of(loaded, batch), base_logits, atol=1e-3)
+        assert torch.allclose(logits_of(model, batch), logits_of(loaded, batch), atol=1e-6) == (step == 8)
+
+
+def test_a_lora_checkpoint_answers_with_mevqa_answer(lora_run, tiny_model_dir, synth, capsys):
+    """`mevqa answer --adapter <output_dir>/checkpoint-N` on a raw clip: the checkpoint's train_config.yaml gives
+    the inputs it was trained on."""
+    from mevqa.cli import main as mevqa_main
+
+    raw = synth["mixed"].parent.parent / "raw"
+    clip = next(path for path in sorted(raw.rglob("*")) if path.is_dir() and any(path.glob("*.jpg")))
+    capsys.readouterr()
+    assert mevqa_main(["answer", "--clip", str(clip), "--question", vocab.Q_COARSE, "--model", str(tiny_model_dir),
+                       "--adapter", str(lora_run / "checkpoint-4"), "--json", "--strategy", "constrained"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"] == "oao" and report["trained_config"].endswith("checkpoint-4/train_config.yaml")
+    assert report["answer"] in vocab.COARSE_LABELS
 
 
 def test_merge_of_the_recipe_adapter_loads_with_plain_transformers(lora_run, tiny_model_dir, batch, tmp_path):
@@ -264,7 +278,7 @@ def run_copy(lora_run, tmp_path) -> Path:
     (["--learning_rate", "1e-3"], "learning_rate (0.005 -> 0.001)"),
     (["--seed", "1", "--max_steps", "10"], "seed (0 -> 1)"),
     (["--inputs", "flow"], "inputs ('oao' -> 'flow')"),
-    (["--lora_r", "4", "--gradient_accumulation_steps", "1"], "lora_r (8 -> 4); gradient_accumulation_steps (2 -> 1)"),
+    (["--lora_r", "4", "--gradient_accumulation_steps", "1"], "gradient_accumulation_steps (2 -> 1); lora_r (8 -> 4)"),
     (["--model_name_or_path", "OTHER"], "model_name_or_path ("),
     (["--max_steps", "6"], "checkpoint-8: at step 8, past this run's 6 steps"),
     (["--answer_strategy", "constrained"], "answer_strategy ('direct' -> 'constrained')"),
@@ -299,13 +313,14 @@ def _truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("damage, named", [
     (lambda c: _truncate(c / "optimizer.pt"), "optimizer.pt: cannot be loaded"),
-    (lambda c: _truncate(c / "model.safetensors"), "model.safetensors: cannot be loaded"),
+    (lambda c: _truncate(c / "adapter_model.safetensors"), "adapter_model.safetensors: cannot be loaded"),
     (lambda c: (c / "rng_state.pth").write_bytes(b"not a torch file"), "rng_state.pth: cannot be loaded"),
     (lambda c: (c / "rng_state.pth").unlink(), "rng_state.pth: missing"),
     (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt: missing"),
     (lambda c: (c / "trainer_state.json").write_text('{"global_step": 8, "log_hist'),
      "trainer_state.json: cannot be loaded"),
-    (lambda c: (c / "run_state.json").unlink(), "run_state.json: missing"),
+    (lambda c: (c / "train_config.yaml").unlink(), "train_config.yaml: missing"),
+    (lambda c: (c / "train_config.yaml").write_text("seed: [1"), "train_config.yaml: cannot be loaded"),
 ])
 def test_a_checkpoint_that_cannot_be_loaded_in_full_is_an_error_naming_the_file(run_copy, lora_args, damage, named,
                                                                                 capsys):
@@ -355,7 +370,11 @@ def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, ca
                                   "typo_key", "full_recipe_with_lora", "metric_the_eval_file_cannot_give",
                                   "negative_seed", "bad_lora_target_regex", "row_lacks_the_input_modes_media",
                                   "hierarchical_prompt_on_a_non_fine_answer", "config_given_twice",
-                                  "output_dir_holding_someone_elses_logs"])
+                                  "output_dir_holding_someone_elses_logs", "empty_output_dir",
+                                  "accumulation_beyond_the_data", "batch_beyond_the_data",
+                                  "eval_batch_beyond_the_data", "max_steps_negative", "max_steps_zero",
+                                  "duplicate_yaml_key", "train_file_dev_null", "train_file_a_folder",
+                                  "old_key_spelling"])
 def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, tmp_path, capsys, request):
     """Each case fails with one line naming what is wrong. The model path does not exist: reaching the model load
     would fail with another message."""
@@ -364,6 +383,7 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
     train = synth["mixed"]
     recipe, extra = "lora", []
     out = tmp_path / "out"
+    config = "recipes/configs/tiny/lora.yaml"
 
     def rows_file(name, edited):
         path = media_dir / f"{case}-{name}.jsonl"  # beside the media, so the paths still resolve
@@ -383,14 +403,14 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
     elif case == "learning_rate_nan":
         extra, expected = ["--learning_rate", "nan"], "learning_rate=nan: expected a finite number > 0"
     elif case == "negative_learning_rate":
-        extra, expected = ["--lr_merger", "-1e-4"], "lr_merger=-0.0001: expected a finite number > 0"
+        extra, expected = ["--lr_merger=-1e-4"], "lr_merger=-0.0001: expected a finite number > 0"
     elif case == "lora_alpha_zero":
         extra, expected = ["--lora_alpha", "0"], "lora_alpha=0: expected a positive integer"
     elif case == "duplicate_train_id":
         train = rows_file("train", rows + [rows[3]])
         expected = f"{case}-train.jsonl:13: duplicate id {rows[3]['id']!r}"
     elif case == "duplicate_eval_id":
-        extra = ["--eval_file", str(rows_file("val", rows[:5] + [rows[0]])), "--metric_for_best", "eval_loss"]
+        extra = ["--eval_file", str(rows_file("val", rows[:5] + [rows[0]])), "--metric_for_best_model", "eval_loss"]
         expected = f"{case}-val.jsonl:6: duplicate id {rows[0]['id']!r}"
     elif case == "non_string_id":
         train = rows_file("train", [*rows[:2], {**rows[2], "id": 7}])
@@ -422,10 +442,41 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
         (out / "logs").mkdir(parents=True)
         (out / "logs" / "notes.txt").write_text("mine")
         expected = "out: holds logs but no train_config.yaml, so not the outputs of a training run"
+    elif case == "empty_output_dir":  # nothing may be written into the current folder
+        extra, expected = ["--output_dir", ""], "config: output_dir is empty"
+    elif case == "accumulation_beyond_the_data":  # would allocate terabytes once the model is loaded
+        extra = ["--gradient_accumulation_steps", "1000000000000"]
+        expected = "gradient_accumulation_steps 1000000000000 x 1 process(es) = 2000000000000 rows per optimizer " \
+                   "step, but the training file has 12 rows"
+    elif case == "batch_beyond_the_data":
+        extra, expected = ["--per_device_train_batch_size", "13", "--gradient_accumulation_steps", "1"], \
+            "per_device_train_batch_size 13 x gradient_accumulation_steps 1 x 1 process(es) = 13 rows"
+    elif case == "eval_batch_beyond_the_data":
+        extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best_model", "eval_loss",
+                 "--per_device_eval_batch_size", "100000"]
+        expected = "per_device_eval_batch_size 100000 exceeds the 7 validation rows"
+    elif case == "max_steps_negative":  # it used to train one epoch
+        extra, expected = ["--max_steps=-5"], "max_steps=-5: expected -1 (train num_train_epochs) or a positive"
+    elif case == "max_steps_zero":
+        extra, expected = ["--max_steps", "0"], "max_steps=0: expected -1"
+    elif case == "duplicate_yaml_key":  # it used to be last-wins
+        config = str(tmp_path / "twice.yaml")
+        text = Path("recipes/configs/tiny/lora.yaml").read_text()
+        Path(config).write_text(text + "learning_rate: 1.0\n")
+        expected = f"twice.yaml: line {len(text.splitlines()) + 1}: key 'learning_rate' given twice"
+    elif case == "train_file_dev_null":  # it used to be reported as "file not found"
+        train, expected = Path(os.devnull), f"{os.devnull}: a character device, not a training jsonl file"
+    elif case == "train_file_a_folder":
+        train, expected = media_dir, f"{media_dir}: a folder, not a training jsonl file"
+    elif case == "old_key_spelling":
+        extra, expected = ["--per_device_batch_size", "2"], \
+            "'per_device_batch_size' is now per_device_train_batch_size (Trainer's name); rename the key"
     else:
-        extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best", "avg"]
-        expected = "metric_for_best=avg needs fine expression questions, which the validation file lacks"
-    argv = ["--config", f"recipes/configs/tiny/{recipe}.yaml", "--model_name_or_path", str(tmp_path / "no-model"),
+        extra = ["--eval_file", str(synth["coarse_val"]), "--metric_for_best_model", "avg"]
+        expected = "metric_for_best_model=avg needs fine expression questions, which the validation file lacks"
+    if recipe == "full":
+        config = "recipes/configs/tiny/full.yaml"
+    argv = ["--config", config, "--model_name_or_path", str(tmp_path / "no-model"),
             "--train_file", str(train), "--output_dir", str(out), *extra]
     if recipe == "full":
         argv += ["--vision", "lora", "--merger", "lora"]
@@ -435,6 +486,9 @@ def test_bad_input_is_one_line_and_status_2_before_the_model_loads(case, synth, 
     assert expected in err, err
     if case == "output_dir_holding_someone_elses_logs":
         assert (out / "logs" / "notes.txt").read_text() == "mine"
+    else:  # refused before anything was written
+        assert not out.exists() or case in ("output_dir_is_a_file", "read_only_output_dir"), case
+    assert not Path(CONFIG_NAME).exists()
 
 
 def test_help_lists_every_field_and_errors_read_as_one_line_under_accelerate(tmp_path):
@@ -442,10 +496,11 @@ def test_help_lists_every_field_and_errors_read_as_one_line_under_accelerate(tmp
 
     from mevqa.train.config import TrainConfig
 
-    shown = launch("lora", SINGLE, "--help").stdout
+    shown = " ".join(launch("lora", SINGLE, "--help").stdout.split())
     for item in dataclasses.fields(TrainConfig):
-        assert f"--{item.name} " in shown and item.metadata["help"] in shown, item.name
-    assert "--learning_rate float  (default: 0.0001)" in shown and "--train_file str or none  (default: none)" in shown
+        assert f"--{item.name} " in shown, item.name
+    assert "--learning_rate float, --learning-rate float peak learning rate of AdamW" in shown
+    assert "(default: 0.0001)" in shown and "--train_file str" in shown
     # accelerate launch -q drops accelerate's own traceback: the recipe's one line is all that is printed.
     failed = launch("full", ["-q", *SINGLE], "--config", "recipes/configs/tiny/full.yaml", "--learning_rate", "nan",
                     "--train_file", str(tmp_path / "none.jsonl"), ok=False)
@@ -453,11 +508,40 @@ def test_help_lists_every_field_and_errors_read_as_one_line_under_accelerate(tmp
     assert failed.stderr.strip() == ("recipes/full.py: error: config: learning_rate=nan: expected a finite number > 0")
 
 
-def test_full_recipe_trains_the_chosen_parts_and_checkpoints_only_them(tiny_model_dir, synth, batch, tmp_path):
+def test_mevqa_train_refuses_a_bad_value_in_one_line_before_launching(capsys):
+    from mevqa.cli import main as mevqa_main
+
+    capsys.readouterr()
+    assert mevqa_main(["train", "recipes/configs/tiny/lora.yaml", "--", "--learning_rate", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert err == "mevqa train: error: config: learning_rate=nan: expected a finite number > 0\n"
+    assert mevqa_main(["train", "recipes/configs/tiny/lora.yaml", "--gpus", "2", "--accelerate-config", "fsdp"]) == 2
+    assert "--accelerate-config: not allowed with argument --gpus" in capsys.readouterr().err
+    assert mevqa_main(["train", "recipes/configs/tiny/lora.yaml", "--accelerate-config", "zero9"]) == 2
+    assert "zero9: accelerate config not found" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_mevqa_train_launches_processes_and_a_childs_failure_is_its_one_line(tiny_model_dir, synth, tmp_path):
+    """`mevqa train --gpus 2` runs accelerate launch with two processes (DDP over gloo here); a failure inside the
+    launched processes (the model folder is missing) is their one line, shown once, with status 2."""
+    base = ["train", "recipes/configs/tiny/lora.yaml", "--gpus", "2", "--", "--train_file", str(synth["mixed"]),
+            "--max_steps", "2"]
+    run = subprocess.run([MEVQA, *base, "--model_name_or_path", str(tiny_model_dir), "--output_dir",
+                          str(tmp_path / "ok")], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert train_log(tmp_path / "ok")[0]["world_size"] == 2 and (tmp_path / "ok" / "final").is_dir()
+    failed = subprocess.run([MEVQA, *base, "--model_name_or_path", str(tmp_path / "no-model"), "--output_dir",
+                             str(tmp_path / "failed")], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=400)
+    assert failed.returncode == 2
+    errors = [line for line in failed.stderr.splitlines() if "error" in line or "Traceback" in line]
+    assert errors == [f"recipes/lora.py: error: {tmp_path / 'no-model'}: model folder does not exist"], failed.stderr
+
+
+def test_full_recipe_trains_the_chosen_parts_and_resumes_to_the_same_weights(tiny_model_dir, synth, batch, tmp_path):
     from transformers import AutoModelForImageTextToText
 
     from mevqa.model import load_model_and_processor
-    from mevqa.train.config import load_config
 
     out = tmp_path / "full"
     launch("full", SINGLE, *tiny_args("full", tiny_model_dir, synth["mixed"], out, "--vision", "frozen",
@@ -472,15 +556,24 @@ def test_full_recipe_trains_the_chosen_parts_and_checkpoints_only_them(tiny_mode
 
     model = AutoModelForImageTextToText.from_pretrained(out / "final").eval()
     loaded, _ = load_model_and_processor(out / "final", dtype="float32", device="cpu")
-    # The checkpoint holds the trained parts only, and with the base they make exactly the final model.
-    cfg = load_config(out / "final" / "train_config.yaml")
-    checkpoint = load_file(str(out / f"checkpoint-{cfg.max_steps}" / "model.safetensors"))
-    rebuilt = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
-    trainable = {k for k in rebuilt.state_dict() if not k.startswith("model.visual.") or ".merger." in k}
-    assert set(checkpoint) == trainable
-    rebuilt.load_state_dict(checkpoint, strict=False)
-    assert torch.allclose(logits_of(model, batch), logits_of(rebuilt, batch), atol=1e-6)
     assert torch.allclose(logits_of(model, batch), logits_of(loaded, batch), atol=1e-6)
+    # Each checkpoint is what Trainer saves for a full run, the whole model (frozen parts included); the last one
+    # is the final model.
+    checkpoint = AutoModelForImageTextToText.from_pretrained(out / "checkpoint-8").eval()
+    assert torch.allclose(logits_of(model, batch), logits_of(checkpoint, batch), atol=1e-6)
+
+    # Resuming a full run: the checkpoint's weights come back through the model's own loader (Trainer's non-strict
+    # load_state_dict would miss them: the file holds Qwen's checkpoint names), and the run ends where the
+    # uninterrupted one did.
+    resumed = tmp_path / "resumed"
+    argv = tiny_args("full", tiny_model_dir, synth["mixed"], resumed, "--vision", "frozen", "--inputs", "frames+flow")
+    launch("full", SINGLE, *argv, "--stop_after_steps", "3")
+    assert (resumed / "checkpoint-3").is_dir() and not (resumed / "final").exists()
+    launch("full", SINGLE, *argv)
+    assert [r["step"] for r in train_log(resumed) if r["event"] == "train"] == list(range(1, 9))
+    again = state_of(resumed / "final")
+    for key in trained:
+        assert torch.allclose(trained[key], again[key], atol=1e-6), key
 
 
 @pytest.mark.parametrize("family", FAMILY_RUNS)
@@ -493,7 +586,7 @@ def test_two_processes_form_one_group_shard_the_data_and_save_once(family, tiny_
     out = tmp_path / "ddp"
     # Evaluation answers with the label-constrained strategy, and fine rows are trained with the gold coarse class
     # in the prompt (HierMEQA's format): both config fields reach Trainer through the recipe.
-    eval_args = ["--eval_file", str(synth["coarse_val"]), "--eval_max_new_tokens", "4", "--metric_for_best",
+    eval_args = ["--eval_file", str(synth["coarse_val"]), "--eval_max_new_tokens", "4", "--metric_for_best_model",
                  "uf1_coarse", "--answer_strategy", "constrained", "--hierarchical_prompt", "true"]
     result = launch("lora", TWO_PROCESSES, *tiny_args("lora", tiny_model_dir, synth["mixed"], out,
                                                        "--max_steps", "4", "--save_steps", "0", "--inputs", "video",
@@ -573,9 +666,10 @@ def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_pa
     # held-out clips right by step 200; a constant 3e-3 often sticks at two classes of three.
     launch("full", SINGLE, *tiny_args("full", tiny_model_dir, synth["coarse_train"], out, "--eval_file",
                                       str(synth["coarse_val"]), "--inputs", "oao", "--system_prompt", "none",
-                                      "--lr_scheduler", "cosine", "--warmup_steps", "30", "--per_device_batch_size",
-                                      "8", "--gradient_accumulation_steps", "1", "--max_steps", "250", "--save_steps",
-                                      "0", "--logging_steps", "50", "--metric_for_best", "uf1_coarse"))
+                                      "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
+                                      "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+                                      "--max_steps", "250", "--save_steps", "0", "--logging_steps", "50",
+                                      "--metric_for_best_model", "uf1_coarse"))
     model, processor = load_model_and_processor(out / "final", dtype="float32", device="cpu")
     val = read_rows(synth["coarse_val"])
     answers = generate_answers(model, processor, val, "oao", system_prompt=None, max_new_tokens=8)
@@ -604,7 +698,8 @@ def test_a_model_answers_raw_clips_with_the_media_settings_it_was_trained_on(tin
                      "1", "--save_steps", "0")
 
     status, stderr = recipe_in_process("lora", [*base, "--eval_file", str(tmp_path / "plain" / "qa.jsonl"),
-                                                "--eval_generate", "false", "--metric_for_best", "eval_loss"], capsys)
+                                                "--eval_generate", "false", "--metric_for_best_model",
+                                                "eval_loss"], capsys)
     assert status == 2 and len(stderr.strip().splitlines()) == 1
     assert "head_motion 'median', blend 0.5" in stderr and "cannot be mixed" in stderr and not out.exists()
 

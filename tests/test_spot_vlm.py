@@ -49,7 +49,7 @@ def spotter(windows, tiny_model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("spotter") / "run"
     command = [sys.executable, "recipes/lora.py", "--config", "recipes/configs/tiny/lora.yaml",
                "--model_name_or_path", str(tiny_model_dir), "--train_file", str(windows / "train.jsonl"),
-               "--output_dir", str(out), "--inputs", "flow", "--max_steps", "300", "--per_device_batch_size", "8",
+               "--output_dir", str(out), "--inputs", "flow", "--max_steps", "300", "--per_device_train_batch_size", "8",
                "--gradient_accumulation_steps", "1", "--save_steps", "0", "--report_to", "[]"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -239,8 +239,8 @@ def test_a_best_metric_the_validation_file_cannot_give_fails_before_training():
     from mevqa.train.run import check_metric_available
 
     coarse_only = [{"question": vocab.Q_COARSE, "answer": "positive"}]
-    check_metric_available(parse_args(["--metric_for_best", "uf1_coarse"]), coarse_only)
-    with pytest.raises(MevqaError, match="metric_for_best=avg needs fine expression questions"):
+    check_metric_available(parse_args(["--metric_for_best_model", "uf1_coarse"]), coarse_only)
+    with pytest.raises(MevqaError, match="metric_for_best_model=avg needs fine expression questions"):
         check_metric_available(parse_args(["--eval_file", "val.jsonl"]), coarse_only)
 
 

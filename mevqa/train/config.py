@@ -1,45 +1,55 @@
-"""The training config: one typed dataclass, filled from a YAML file and then from ``--field value`` overrides.
+"""The training config: :class:`TrainConfig`, transformers' ``TrainingArguments`` with mevqa's fields added (as TRL's
+``SFTConfig`` is), filled from a YAML file and then from ``--field value`` overrides by transformers'
+``HfArgumentParser``.
 
-Both recipes read the same :class:`TrainConfig`; ``recipes/lora.py`` trains parts marked ``lora`` through PEFT,
-``recipes/full.py`` accepts only ``frozen`` and ``full`` parts. Each field carries its one line of help
-(``field(metadata={"help": ...})``), which ``--help`` prints. Unknown keys, in the YAML or on the command line, are
-errors that name the key; values are checked against the field's type (bool, int, float, str, list of str, a mapping
-of plain values, or optional of those) and then by :func:`validate`. The resolved config is written as
+Trainer's names for everything Trainer owns (``per_device_train_batch_size``, ``num_train_epochs``,
+``lr_scheduler_type``, ``learning_rate``, ``bf16``, ``save_steps``, ``metric_for_best_model``, ...), mevqa's names
+only for what is mevqa's (model loading, data files, inputs, the parts and LoRA, per-part learning rates,
+evaluation by generated answers and its strategies). Unknown keys are errors that name the key (with "did you mean"),
+a key in mevqa's former spelling is an error naming the new one, a key given twice in a YAML file is an error, and
+values are checked against the field's type and then by :func:`validate`. The resolved config is written as
 ``train_config.yaml`` beside every checkpoint, so a run can be reproduced or resumed from what it actually used.
 
 Resuming compares a checkpoint's config with the current one on every field except :data:`RESULT_NEUTRAL`
-(fields that change neither the weights nor which evaluation is best) and the run length
-(:data:`RUN_LENGTH`, which may change as long as the checkpoint lies within it). A field added later counts by
-default.
+(fields that change neither the weights nor which evaluation is best) and the run length (:data:`RUN_LENGTH`,
+which may change as long as the checkpoint lies within it). A field added later, by mevqa or by transformers,
+counts by default.
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import dataclasses
+import difflib
+import functools
+import json
 import math
+import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
 from mevqa.errors import MevqaError
 
 CONFIG_NAME = "train_config.yaml"
 # The rest of the output layout: <output_dir>/{checkpoint-N/, final/, best/, train_log.jsonl, logs/}.
 FINAL_DIR, BEST_DIR, LOG_NAME = "final", "best", "train_log.jsonl"
-TRAINER_STATE_NAME = "trainer_state.json"  # Trainer's; its presence marks a checkpoint whose files are all written
-WEIGHTS_NAME = "model.safetensors"          # a plain / DDP checkpoint's trainable weights
-RUN_STATE_NAME = "run_state.json"           # the launch and data a checkpoint was made with
+TRAINER_STATE_NAME = "trainer_state.json"  # Trainer's, written inside each checkpoint
+RUN_STATE_NAME = "run_state.json"           # the launch and data a checkpoint was made with; written last
 PART_MODES = ("frozen", "lora", "full")
-SCHEDULERS = ("cosine", "linear", "constant")
-MIXED_PRECISION = ("no", "bf16", "fp16")
 # eval_loss, the leaderboard's Avg, and the overall figures of mevqa.eval.score.
 BEST_METRICS = ("eval_loss", "avg", "uf1_coarse", "uar_coarse", "uf1_fine", "uar_fine", "bleu", "rouge1", "rouge1_f",
                 "sentence_bleu")
+# mevqa's former names of fields Trainer owns: such a key is an error naming the new one.
+RENAMED = {"per_device_batch_size": "per_device_train_batch_size", "num_epochs": "num_train_epochs",
+           "lr_scheduler": "lr_scheduler_type (constant with a warmup is constant_with_warmup)",
+           "eval_batch_size": "per_device_eval_batch_size", "metric_for_best": "metric_for_best_model",
+           "mixed_precision": "bf16: true or fp16: true (neither: what accelerate launch says)",
+           "warmup_ratio": "warmup_steps (a value below 1 is a fraction of the run's steps)"}
 
 _ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 _MLP = ["gate_proj", "up_proj", "down_proj"]
@@ -65,7 +75,26 @@ def _f(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSI
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainingArguments):
+    """Trainer's arguments plus mevqa's fields; some of Trainer's defaults changed for mevqa's runs (below)."""
+
+    # --- Trainer's fields with mevqa's defaults -----------------------------------------------------------------
+    output_dir: str | None = _f("runs/lora", "where checkpoint-N/, final/, best/, train_log.jsonl and logs/ go")
+    learning_rate: float = _f(1e-4, "peak learning rate of AdamW (every part without its own lr_<part>)")
+    lr_scheduler_type: SchedulerType | str = _f("cosine", "Trainer's schedulers: linear | cosine | constant | "
+                                          "constant_with_warmup | ...; warmup by warmup_steps")
+    per_device_train_batch_size: int = _f(1, "samples per process per micro-batch")
+    num_train_epochs: float = _f(1.0, "passes over the training file (when max_steps is -1); 0 in a config "
+                                      "file: zero-shot for mevqa cv")
+    per_device_eval_batch_size: int = _f(4, "samples per process per evaluation batch (answers are generated)")
+    logging_steps: float = _f(1, "log loss, learning rates and throughput every N steps")
+    logging_nan_inf_filter: bool = _f(False, "False: a non-finite loss stops the run with one line (mevqa)")
+    remove_unused_columns: bool = _f(False, "mevqa's collator needs every column: keep False")
+    save_total_limit: int | None = _f(2, "checkpoints kept (best/ is kept apart)")
+    metric_for_best_model: str | None = _f("avg", "what picks best/: " + " | ".join(BEST_METRICS))
+    resume_from_checkpoint: str | None = _f("auto", "auto: the latest checkpoint in output_dir; a checkpoint "
+                                                    "folder; none: start over (removes the previous run's outputs)")
+
     # --- model ------------------------------------------------------------------------------------------------
     model_name_or_path: str = _f("Qwen/Qwen2.5-VL-3B-Instruct", "base model: a Hugging Face name or a local folder")
     dtype: str = _f("bfloat16", "dtype the weights are loaded in: bfloat16 | float16 | float32 | auto (full "
@@ -76,7 +105,8 @@ class TrainConfig:
 
     # --- data -------------------------------------------------------------------------------------------------
     train_file: str | None = _f(None, "QA jsonl to train on (mevqa build-data / split / synth-data)")
-    eval_file: str | None = _f(None, "validation QA jsonl: loss, and answers generated and scored with mevqa.eval")
+    eval_file: str | None = _f(None, "validation QA jsonl: loss, and answers generated and scored with mevqa.eval; "
+                                     "evaluated at the end, and as eval_strategy / eval_steps say")
     inputs: str = _f("oao", "input mode: video | oao | flow | frames+flow")
     system_prompt: str | None = _f("default", "default: per-question prompts listing the allowed labels; none: no "
                                               "system turn; any other text: that prompt for every question")
@@ -88,10 +118,9 @@ class TrainConfig:
     max_frames: int | None = _f(None, "frames per video, kept uniformly (None: all frames of the row)")
     video_fps: float | None = _f(None, "frame rate told to the model for videos (None: each clip's true rate; an ME "
                                        "lasts < 0.5 s, so 2.0 spreads its frames out as slow motion)")
-    dataloader_num_workers: int = _f(0, "processes preparing batches (0: the training process itself)")
-    media_settings: dict | None = _f(None, "how build-data made the inputs (frames, size, flow, head_motion, blend, "
-                                           "face_crop): filled from the rows' media; given, it must match them. "
-                                           "mevqa answer / predict build raw clips' inputs with it")
+    media_settings: dict | str | None = _f(None, "how build-data made the inputs (frames, size, flow, head_motion, "
+                                                 "blend, face_crop): filled from the rows' media; given, it must "
+                                                 "match them. mevqa answer / predict build raw clips' inputs with it")
     hierarchical_prompt: bool = _f(False, "fine questions state the gold coarse class first, as answer_strategy "
                                           "hierarchical asks them (HierMEQA)")
 
@@ -112,178 +141,187 @@ class TrainConfig:
     lora_target_regex: str | None = _f(None, "a regex over full module names replacing the per-part LoRA targets")
     use_dora: bool = _f(False, "DoRA (weight-decomposed LoRA) instead of LoRA")
 
-    # --- optimisation ----------------------------------------------------------------------------------------
-    learning_rate: float = _f(1e-4, "peak learning rate of AdamW (every part without its own rate)")
+    # --- per-part learning rates (AdamW groups; the one road for learning rates) -------------------------------
     lr_vision: float | None = _f(None, "learning rate of the vision encoder (None: learning_rate)")
     lr_merger: float | None = _f(None, "learning rate of the merger (None: learning_rate)")
     lr_llm: float | None = _f(None, "learning rate of the language model (None: learning_rate)")
-    weight_decay: float = _f(0.0, "AdamW weight decay, on matrices only (never biases and norms)")
-    adam_beta1: float = _f(0.9, "AdamW beta1")
-    adam_beta2: float = _f(0.999, "AdamW beta2")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
-    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this (0: no clipping)")
-    lr_scheduler: str = _f("cosine", "cosine | linear | constant, each after a linear warmup")
-    warmup_ratio: float = _f(0.0, "warmup as a fraction of the optimizer steps, in [0, 1)")
-    warmup_steps: int = _f(0, "warmup in optimizer steps; wins over warmup_ratio when > 0")
-    per_device_batch_size: int = _f(1, "samples per process per micro-batch")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    num_epochs: int = _f(1, "passes over the training file (when max_steps <= 0)")
-    max_steps: int = _f(-1, "optimizer steps; > 0 wins over num_epochs")
-    seed: int = _f(42, "seed of the weights' random parts (LoRA), dropout and the data order")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, ~20-30% slower)")
-    mixed_precision: str | None = _f(None, "no | bf16 | fp16; None: what accelerate launch / its config says")
 
-    # --- evaluation, checkpoints, logging ---------------------------------------------------------------------
-    output_dir: str = _f("runs/lora", "where checkpoint-N/, final/, best/, train_log.jsonl and logs/ go")
-    eval_steps: int = _f(0, "evaluate every N optimizer steps (0: at the end only); needs eval_file")
+    # --- evaluation by generated answers, time-limited jobs ------------------------------------------------------
     eval_generate: bool = _f(True, "also generate answers and score them (else validation loss only)")
-    eval_batch_size: int = _f(4, "samples per process per evaluation batch")
     eval_max_new_tokens: int = _f(64, "longest generated answer in tokens")
-    metric_for_best: str = _f("avg", "what picks best/: " + " | ".join(BEST_METRICS))
     answer_strategy: str = _f("direct", "how evaluation (and mevqa answer / predict, from train_config.yaml) "
                                         "answers: direct | constrained | vote, with hierarchical and/or au-rules "
                                         "joined by +")
     answer_votes: int = _f(5, "vote: answers sampled per question")
     answer_vote_temperature: float = _f(0.5, "vote: sampling temperature (0: greedy)")
     answer_fine_labels: list[str] = _f(help="constrained / hierarchical: DATASET=A,B items replacing a dataset's "
-                                            "allowed fine classes (on the command line: '[\"samm=a,b\"]')",
-                                       factory=list)
+                                            "allowed fine classes", factory=list)
     answer_au_tables: list[str] = _f(help="au-rules: DATASET=TABLE items (a shipped table or a YAML file); empty: "
                                           "samm=samm, casme2=casme2, casme3=emotion_qwen_vl; given: only those "
                                           "datasets", factory=list)
     answer_max_aus: int = _f(8, "constrained: longest AU list answered")
-    save_steps: int = _f(0, "checkpoint every N optimizer steps (0: at the last step only)")
-    save_total_limit: int = _f(2, "checkpoints kept (best/ is kept apart)")
     stop_after_steps: int = _f(0, "stop with a checkpoint after N steps of this launch (time-limited jobs); rerun "
                                   "the same command to go on")
-    resume_from_checkpoint: str | None = _f("auto", "auto: the latest checkpoint in output_dir; a checkpoint "
-                                                    "folder; none: start over (removes the previous run's outputs)")
-    logging_steps: int = _f(1, "log loss, learning rates and throughput every N steps")
-    report_to: list[str] = _f(help="trackers: tensorboard, wandb, none; auto: tensorboard (+ wandb when installed)",
-                              factory=lambda: ["auto"])
-    run_name: str | None = _f(None, "run name for trackers (None: the output_dir's name)")
+
+    def __post_init__(self):
+        for name in _OPTIONAL_MEVQA:  # "none" on the command line
+            if isinstance(getattr(self, name), str) and getattr(self, name).strip().lower() in ("none", "null"):
+                setattr(self, name, None)
+        for name in _LIST_MEVQA:  # a,b or [a, b] as one command-line word
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+                text = value[0].strip()
+                items = yaml.safe_load(text) if text.startswith("[") else text.split(",")
+                setattr(self, name, [str(item).strip() for item in items if str(item).strip()])
+        if isinstance(self.media_settings, str):
+            try:
+                self.media_settings = yaml.safe_load(self.media_settings)
+            except yaml.YAMLError:
+                pass
+        if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
+            # non-reentrant: works with frozen embeddings and PEFT without enable_input_require_grads
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
+        super().__post_init__()
 
 
 # Fields that change neither the trained weights nor which evaluation is best: a checkpoint may be resumed with
-# other values. Evaluation settings that change the scores (eval_file, eval_steps, eval_generate,
-# eval_max_new_tokens, metric_for_best) are not here: best/ would compare scores of two set-ups. Gradient
-# checkpointing recomputes the same activations with the same dropout masks (torch.utils.checkpoint restores the
-# RNG state), so it changes memory and speed only. max_length only refuses rows (nothing is truncated), so a run
-# stopped by a long row goes on from its last checkpoint once max_length is raised.
+# other values. Evaluation settings that change the scores (eval_file, eval_strategy, eval_steps, eval_generate,
+# eval_max_new_tokens, metric_for_best_model) are not here: best/ would compare scores of two set-ups. Activation
+# checkpointing recomputes the same activations with the same dropout masks (torch.utils.checkpoint restores the RNG
+# state), so it changes memory and speed only. max_length only refuses rows (nothing is truncated), so a run stopped
+# by a long row goes on from its last checkpoint once max_length is raised. The launch (processes, backend, mixed
+# precision) is compared through run_state.json instead.
 RESULT_NEUTRAL = frozenset({
-    "output_dir", "run_name", "report_to", "logging_steps", "save_steps", "save_total_limit", "stop_after_steps",
-    "resume_from_checkpoint", "dataloader_num_workers", "eval_batch_size", "gradient_checkpointing", "max_length",
+    "output_dir", "run_name", "report_to", "project", "logging_strategy", "logging_steps", "logging_first_step",
+    "log_on_each_node", "log_level", "log_level_replica", "disable_tqdm", "save_strategy", "save_steps",
+    "save_total_limit", "save_on_each_node", "stop_after_steps", "resume_from_checkpoint", "dataloader_num_workers",
+    "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "per_device_eval_batch_size", "activation_checkpointing", "activation_checkpointing_kwargs",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "max_length", "use_cpu", "deepspeed", "fsdp",
+    "fsdp_config", "local_rank", "ddp_timeout", "skip_memory_metrics", "push_to_hub", "hub_token",
+    "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision", "trackio_space_id",
+    "trackio_bucket_id", "trackio_static_space_id", "do_train", "do_eval", "do_predict",
 })
 # The run's length may change (to train on); a checkpoint past the new end is an error.
-RUN_LENGTH = frozenset({"max_steps", "num_epochs"})
+RUN_LENGTH = frozenset({"max_steps", "num_train_epochs"})
+_MEVQA_FIELDS = [name for name in TrainConfig.__dataclass_fields__
+                 if name not in TrainingArguments.__dataclass_fields__]
+_OPTIONAL_MEVQA = ("train_file", "eval_file", "system_prompt", "lora_preset", "lora_target_regex", "media_settings")
+_LIST_MEVQA = ("lora_llm_modules", "lora_vision_modules", "answer_fine_labels", "answer_au_tables")
 
 
-def _field_types() -> dict[str, object]:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option shown with its type (``--lora_r int``), its help and its default."""
+
+    def _get_default_metavar_for_optional(self, action):
+        kind = getattr(action.type, "__name__", "str")
+        return {"string_to_bool": "bool"}.get(kind, kind)
+
+
+class _Parser(HfArgumentParser):
+    """transformers' parser of TrainConfig, its errors one line."""
+
+    def error(self, message):
+        raise MevqaError(f"command line: {message}")
+
+
+@functools.cache
+def _parser(given_only: bool = False) -> _Parser:
+    """The parser; ``given_only``: defaults suppressed, so a parse holds only the fields given."""
+    parser = _Parser(TrainConfig, allow_abbrev=False, formatter_class=_HelpFormatter, add_help=False)
+    if given_only:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+    return parser
+
+
+@functools.cache
+def _hints() -> dict:
     return typing.get_type_hints(TrainConfig)
 
 
-def _convert(name: str, value, type_hint, *, source: str):
-    """Check (YAML) or parse (command-line string) ``value`` for a field of ``type_hint``."""
-    args = typing.get_args(type_hint)
-    optional = (typing.get_origin(type_hint) in (typing.Union, types.UnionType)) and type(None) in args
-    if optional:
-        inner = next(arg for arg in args if arg is not type(None))
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-            return None
-        return _convert(name, value, inner, source=source)
-    where = f"{source}: {name}"
-    if type_hint is dict:
-        if isinstance(value, str):
-            with contextlib.suppress(yaml.YAMLError):
-                value = yaml.safe_load(value)
-        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value) \
-                or not all(item is None or isinstance(item, (str, int, float, bool)) for item in value.values()):
-            raise MevqaError(f"{where}: expected a mapping of names to plain values, got {value!r}")
-        return value
-    if typing.get_origin(type_hint) is list:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                value = yaml.safe_load(text)
-            else:
-                value = [item.strip() for item in text.split(",") if item.strip()]
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise MevqaError(f"{where}: expected a list of strings, got {value!r}")
-        return value
-    if type_hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
-            return False
-        raise MevqaError(f"{where}: expected true or false, got {value!r}")
-    if type_hint in (int, float):
-        accepted = (int,) if type_hint is int else (int, float)  # an int field takes no 1.5, a float field takes 2
-        if isinstance(value, accepted) and not isinstance(value, bool):
-            return type_hint(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return type_hint(value.strip())
-        raise MevqaError(f"{where}: expected {'an integer' if type_hint is int else 'a number'}, got {value!r}")
-    if type_hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. a bare number used as a run name
-        raise MevqaError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {type_hint!r} for {name}")
+def _actions() -> dict[str, argparse.Action]:
+    return {option[2:]: action for option, action in _parser()._option_string_actions.items()
+            if option.startswith("--") and "-" not in option[2:] and action.dest != "help"}
 
 
 def _unknown(key: str, source: str) -> MevqaError:
-    import difflib
-
-    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(TrainConfig)], n=3)
+    if key in RENAMED:
+        return MevqaError(f"{source}: {key!r} is now {RENAMED[key]} (Trainer's name); rename the key")
+    close = difflib.get_close_matches(key, list(_actions()), n=3)
     hint = f"did you mean {' or '.join(close)}?" if close else "--help lists the keys"
     return MevqaError(f"{source}: unknown config key {key!r} ({hint})")
 
 
+def _as_words(key: str, value) -> list[str]:
+    """A YAML value as the command line writes it, so that one parser (HfArgumentParser's) checks both."""
+    if isinstance(value, bool):
+        return [f"--{key}", str(value).lower()]
+    if isinstance(value, dict):
+        return [f"--{key}", json.dumps(value)]
+    if isinstance(value, list):
+        return [f"--{key}", *map(str, value)] if value else []
+    return [f"--{key}", str(value)]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, a key given twice in one mapping an error (PyYAML would keep the last silently)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise MevqaError(f"line {key_node.start_mark.line + 1}: key {key!r} given twice")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a config YAML into a dict of checked values (unknown keys are errors)."""
+    """Read a config YAML into a dict of checked values (unknown, renamed and repeated keys are errors)."""
     path = Path(path)
     if not path.is_file():
         raise MevqaError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except MevqaError as exc:
+        raise MevqaError(f"{path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MevqaError(f"{path}: not a valid YAML text ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise MevqaError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    hints = _field_types()
-    values = {}
+    words, values = [], {}
     for key, value in data.items():
-        if key not in hints:
+        if key not in _actions():
             raise _unknown(str(key), str(path))
-        values[key] = _convert(key, value, hints[key], source=str(path))
+        if value is None or value == []:  # None where the field may be None; an empty list as it is
+            if value is None and type(None) not in typing.get_args(_hints()[key]):
+                raise MevqaError(f"{path}: {key}: expected a value, got none")
+            values[key] = value
+        else:
+            words += _as_words(key, value)
+    try:
+        values.update(parse_overrides(words))
+    except MevqaError as exc:
+        raise MevqaError(f"{path}: {str(exc).removeprefix('command line: ')}") from None
     return values
 
 
 def parse_overrides(argv: list[str]) -> dict:
-    """Parse ``--field value`` / ``--field=value`` pairs (dashes or underscores) into checked values."""
-    hints = _field_types()
-    values = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise MevqaError(f"command line: unexpected argument {arg!r} (expected --field value)")
-        key, eq, value = arg[2:].partition("=")
-        key = key.replace("-", "_")
-        if key not in hints:
-            raise _unknown(key, "command line")
-        if not eq:
-            if i + 1 >= len(argv):
-                raise MevqaError(f"command line: --{key} needs a value")
-            i += 1
-            value = argv[i]
-        values[key] = _convert(key, value, hints[key], source="command line")
-        i += 1
-    return values
+    """``--field value`` / ``--field=value`` pairs (dashes or underscores), parsed by HfArgumentParser into typed
+    values: only the fields given."""
+    actions = _actions()
+    for arg in argv:
+        if arg.startswith("--"):
+            key = arg[2:].partition("=")[0].replace("-", "_")
+            if key not in actions:
+                raise _unknown(key, "command line")
+    given = vars(_parser(given_only=True).parse_args(list(argv)))
+    return given
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -293,34 +331,36 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     from mevqa.messages import INPUT_MODES
 
+    if not (cfg.output_dir or "").strip():
+        raise MevqaError("config: output_dir is empty: name the folder for the checkpoints and results")
     if cfg.inputs not in INPUT_MODES:
         raise bad("inputs", " | ".join(INPUT_MODES))
     for part in ("vision", "merger", "llm"):
         if getattr(cfg, part) not in PART_MODES:
             raise bad(part, " | ".join(PART_MODES))
-    if cfg.lr_scheduler not in SCHEDULERS:
-        raise bad("lr_scheduler", " | ".join(SCHEDULERS))
-    if cfg.mixed_precision is not None and cfg.mixed_precision not in MIXED_PRECISION:
-        raise bad("mixed_precision", " | ".join(MIXED_PRECISION))
     if cfg.dtype not in ("bfloat16", "float16", "float32", "auto"):
         raise bad("dtype", "bfloat16 | float16 | float32 | auto")
-    for name in ("per_device_batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps",
-                 "eval_batch_size", "eval_max_new_tokens", "max_length"):
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "lora_r", "lora_alpha", "eval_max_new_tokens", "max_length"):
         if getattr(cfg, name) < 1:
             raise bad(name, "a positive integer")
-    for name in ("save_steps", "eval_steps", "stop_after_steps", "warmup_steps", "num_epochs",
-                 "dataloader_num_workers"):
-        if getattr(cfg, name) < 0:
-            raise bad(name, "an integer >= 0")
+    if cfg.logging_steps <= 0:
+        raise bad("logging_steps", "a positive number")
+    for name in ("save_steps", "stop_after_steps", "warmup_steps", "num_train_epochs", "dataloader_num_workers"):
+        if not getattr(cfg, name) >= 0:
+            raise bad(name, "a number >= 0")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise bad("max_steps", "-1 (train num_train_epochs) or a positive number of steps")
     for name in ("min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels", "max_frames"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise bad(name, "a positive integer or none")
     for low, high in (("min_pixels", "max_pixels"), ("video_min_pixels", "video_max_pixels")):
         if None not in (getattr(cfg, low), getattr(cfg, high)) and getattr(cfg, low) > getattr(cfg, high):
             raise MevqaError(f"config: {low}={getattr(cfg, low)} exceeds {high}={getattr(cfg, high)}")
-    if cfg.max_steps <= 0 and cfg.num_epochs <= 0:
-        raise MevqaError("config: nothing to train (num_epochs 0 and no max_steps > 0): set max_steps or "
-                         "num_epochs, or, for a zero-shot config, run it with mevqa cv or answer with mevqa predict")
+    if cfg.max_steps == -1 and cfg.num_train_epochs <= 0:
+        raise MevqaError("config: nothing to train (num_train_epochs 0 and max_steps -1): set max_steps or "
+                         "num_train_epochs, or, for a zero-shot config, run it with mevqa cv or answer with "
+                         "mevqa predict")
     for name in ("learning_rate", "lr_vision", "lr_merger", "lr_llm", "adam_epsilon", "video_fps"):
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -328,10 +368,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("weight_decay", "max_grad_norm"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise bad(name, "a finite number >= 0")
-    for name in ("adam_beta1", "adam_beta2", "warmup_ratio", "lora_dropout"):
+    for name in ("adam_beta1", "adam_beta2", "lora_dropout"):
         if not 0.0 <= getattr(cfg, name) < 1.0:  # NaN fails too
             raise bad(name, "a fraction in [0, 1)")
-    if cfg.save_total_limit < 1:
+    if cfg.save_total_limit is not None and cfg.save_total_limit < 1:
         raise bad("save_total_limit", "at least 1")
     if not 0 <= cfg.seed < 2 ** 32:  # numpy's and torch's seed range
         raise bad("seed", "an integer in [0, 2**32)")
@@ -340,18 +380,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             re.compile(cfg.lora_target_regex)
         except re.error as exc:
             raise bad("lora_target_regex", f"a regular expression ({exc})") from None
-    for tracker in cfg.report_to:
-        if tracker not in ("auto", "tensorboard", "wandb", "none"):
-            raise MevqaError(f"config: report_to: unknown tracker {tracker!r} (expected auto, tensorboard, wandb "
-                             f"or none)")
-    if cfg.metric_for_best not in BEST_METRICS:
-        raise bad("metric_for_best", " | ".join(BEST_METRICS))
+    if cfg.media_settings is not None and (not isinstance(cfg.media_settings, dict) or not all(
+            item is None or isinstance(item, (str, int, float, bool)) for item in cfg.media_settings.values())):
+        raise bad("media_settings", "a mapping of names to plain values")
+    if cfg.metric_for_best_model not in BEST_METRICS:
+        raise bad("metric_for_best_model", " | ".join(BEST_METRICS))
     from mevqa.strategies import check_options
 
     check_options(cfg.answer_strategy, strategy_options(cfg), "config: answer_strategy")
-    if cfg.metric_for_best != "eval_loss" and not cfg.eval_generate:
-        raise MevqaError(f"config: metric_for_best={cfg.metric_for_best!r} needs eval_generate: true (or choose "
-                         f"eval_loss)")
+    if cfg.metric_for_best_model != "eval_loss" and not cfg.eval_generate:
+        raise MevqaError(f"config: metric_for_best_model={cfg.metric_for_best_model!r} needs eval_generate: true "
+                         f"(or choose eval_loss)")
     return cfg
 
 
@@ -366,20 +405,58 @@ def strategy_options(cfg: TrainConfig):
                            max_aus=cfg.answer_max_aus, max_new_tokens=cfg.eval_max_new_tokens)
 
 
-def load_config(config_file: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """YAML values over the defaults, then command-line overrides over those; validated."""
+def resolve_values(config_file: str | Path | None, overrides: list[str] | None = None) -> dict:
+    """The fields a config file and its overrides set (overrides win; a LoRA preset fills what neither sets)."""
     values = load_yaml(config_file) if config_file else {}
     values.update(parse_overrides(list(overrides or [])))
     preset = values.get("lora_preset")
-    if preset is not None:
+    if preset is not None and str(preset).lower() not in ("none", "null"):
         if preset not in LORA_PRESETS:
             raise MevqaError(f"config: lora_preset={preset!r}: expected one of {', '.join(LORA_PRESETS)}")
         values = {**LORA_PRESETS[preset], **values}
-    return validate(TrainConfig(**values))
+    return values
 
 
-def parse_args(argv: list[str]) -> TrainConfig:
-    """A recipe's command line: ``[--config FILE] [--field value ...]``."""
+def make_config(values: dict) -> TrainConfig:
+    """:class:`TrainConfig` of ``values``, validated; Trainer's own refusals become one line."""
+    try:
+        cfg = TrainConfig(**values)
+    except (ValueError, TypeError) as exc:
+        raise MevqaError(f"config: {(str(exc).strip().splitlines() or [''])[0]}") from None
+    return validate(cfg)
+
+
+def load_config(config_file: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the launch's settings (:func:`launch_settings`), then the YAML, then the command-line
+    overrides. Validated."""
+    return make_config({**launch_settings(), **resolve_values(config_file, overrides)})
+
+
+def launch_settings() -> dict:
+    """Fields the launch decides unless the config sets them: accelerate's DeepSpeed file (read by
+    ``TrainingArguments`` as it is made, so that ``from_pretrained`` can build a ZeRO-3 model sharded), the CPU when
+    there is no accelerator (accelerate forms a multi-process gloo group only when told it runs on the CPU), pinned
+    memory only with CUDA, and progress bars on the main process only."""
+    import torch
+
+    from mevqa.log import is_main_process
+
+    settings = {"use_cpu": not _has_accelerator_device(), "dataloader_pin_memory": torch.cuda.is_available(),
+                "disable_tqdm": not is_main_process()}
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        settings["deepspeed"] = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    return settings
+
+
+def _has_accelerator_device() -> bool:
+    import torch
+    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+
+    return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
+
+
+def split_config_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``[--config FILE] [--field value ...]`` -> (FILE, the rest)."""
     argv = list(argv)
     config_file = None
     i = 0
@@ -394,41 +471,36 @@ def parse_args(argv: list[str]) -> TrainConfig:
             del argv[i:i + 2 if argv[i] == "--config" else i + 1]
             continue
         i += 1
-    return load_config(config_file, argv)
+    return config_file, argv
 
 
-def _type_name(hint) -> str:
-    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if typing.get_origin(hint) is list:
-        return "list of str (a,b or [a, b])"
-    if hint is dict:
-        return "mapping ({key: value, ...})"
-    if len(args) == 1 and len(typing.get_args(hint)) == 2:
-        return f"{_type_name(args[0])} or none"
-    return getattr(hint, "__name__", str(hint))
+def parse_args(argv: list[str]) -> TrainConfig:
+    """A recipe's command line: ``[--config FILE] [--field value ...]``."""
+    config_file, rest = split_config_option(argv)
+    return load_config(config_file, rest)
 
 
 def help_text(prog: str, summary: str) -> str:
-    """``--help`` for a recipe: usage, then every field with its type, default and help, in the dataclass order."""
-    hints = _field_types()
-    lines = [f"usage: accelerate launch [accelerate options] {prog} [--config FILE] [--field value ...]", "",
-             summary, "", "--config FILE: a YAML file of the fields below (recipes/configs/); --field value pairs "
-             "override it. Fields:", ""]
-    for item in dataclasses.fields(TrainConfig):
-        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
-        shown = "none" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
-        shown = shown.removesuffix("\n...").strip()
-        lines.append(f"  --{item.name} {_type_name(hints[item.name])}  (default: {shown})")
-        lines.append(f"      {item.metadata['help']}")
-    return "\n".join(lines)
+    """``--help`` for a recipe: usage, then every field with its type, help and default (HfArgumentParser's)."""
+    parser = _parser()
+    parser.prog = f"accelerate launch [accelerate options] {prog}"
+    parser.usage = f"{parser.prog} [--config FILE] [--field value ...]"
+    parser.description = (f"{summary}\n\n--config FILE: a YAML file of the fields below (recipes/configs/); "
+                          f"--field value pairs override it.")
+    return parser.format_help()
 
 
-def resume_differences(saved: TrainConfig, current: TrainConfig) -> list[str]:
-    """``field (saved -> current)`` for every field that makes a checkpoint of ``saved`` unfit to resume now."""
-    return [f"{item.name} ({getattr(saved, item.name)!r} -> {getattr(current, item.name)!r})"
-            for item in dataclasses.fields(TrainConfig)
-            if item.name not in RESULT_NEUTRAL | RUN_LENGTH
-            and getattr(saved, item.name) != getattr(current, item.name)]
+def config_dict(cfg: TrainConfig) -> dict:
+    """Every field of ``cfg`` as plain YAML values (Trainer's ``to_dict``)."""
+    return cfg.to_dict()
+
+
+def resume_differences(saved: dict, current: dict) -> list[str]:
+    """``field (saved -> current)`` for every field that makes a checkpoint made with config ``saved`` unfit to
+    resume with config ``current`` (both :func:`config_dict`)."""
+    return [f"{name} ({saved.get(name)!r} -> {current.get(name)!r})"
+            for name in dict.fromkeys([*current, *saved])
+            if name not in RESULT_NEUTRAL | RUN_LENGTH and saved.get(name) != current.get(name)]
 
 
 def save_config(cfg: TrainConfig, directory: str | Path) -> Path:
@@ -437,5 +509,5 @@ def save_config(cfg: TrainConfig, directory: str | Path) -> Path:
 
     target = Path(directory) / CONFIG_NAME
     with atomic_path(target) as tmp:
-        tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), encoding="utf-8")
+        tmp.write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False), encoding="utf-8")
     return target

@@ -1,7 +1,7 @@
 """Training data: the train and eval files read and checked before the model loads, and the run's data order.
 
 The order of epoch ``e`` is a permutation seeded by ``(seed, e)``, wrapped around to a whole number of optimizer
-steps of ``world_size * per_device_batch_size * gradient_accumulation_steps`` rows. :class:`RunOrder` yields the
+steps of ``world_size * per_device_train_batch_size * gradient_accumulation_steps`` rows. :class:`RunOrder` yields the
 epochs one after another for the whole run. accelerate deals its batches to the processes in turn (batch ``b`` to
 process ``b % world_size``), so micro-batch ``m`` of process ``r`` in step ``s`` is batch
 ``(s * accumulation + m) * world_size + r`` of the order (:func:`rank_indices`): every step has the same number of
@@ -13,6 +13,8 @@ Trainer's own random sampler would give each epoch a shorter last step whose row
 from __future__ import annotations
 
 import math
+import stat
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +73,8 @@ def read_rows(paths, what: str, cfg) -> list[dict]:
     from mevqa.messages import INPUT_MODES
     from mevqa.rows import read_rows as read_qa_rows, where
 
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        check_regular_file(Path(path), what)
     rows = read_qa_rows(paths)
     if not rows:
         raise MevqaError(f"{paths}: the {what} file has no rows")
@@ -89,3 +93,32 @@ def read_rows(paths, what: str, cfg) -> list[dict]:
             raise MevqaError(f"{where(row)}: hierarchical_prompt states the coarse class of the gold fine answer, "
                              f"but {row['answer']!r} is not a fine label ({', '.join(vocab.FINE_LABELS)})")
     return rows
+
+
+_FILE_KINDS = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a pipe",
+               stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """The data file exists and is a regular file (``/dev/null`` is there, but it is no training file)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise MevqaError(f"{path}: file not found") from None
+    kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), None)
+    if kind is not None:
+        raise MevqaError(f"{path}: {kind}, not a {what} jsonl file")
+
+
+def check_batch_sizes(cfg, world_size: int, n_train: int, n_eval: int | None) -> None:
+    """Batch sizes and accumulation bounded by what the data can fill (checked before the model loads): one
+    optimizer step reads ``world_size * per_device_train_batch_size * gradient_accumulation_steps`` rows, which the
+    training file must hold; an evaluation batch holds at most the validation rows."""
+    step = world_size * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    if step > n_train:
+        raise MevqaError(f"config: per_device_train_batch_size {cfg.per_device_train_batch_size} x "
+                         f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} x {world_size} process(es) "
+                         f"= {step} rows per optimizer step, but the training file has {n_train} rows; lower them")
+    if n_eval is not None and cfg.per_device_eval_batch_size > n_eval:
+        raise MevqaError(f"config: per_device_eval_batch_size {cfg.per_device_eval_batch_size} exceeds the "
+                         f"{n_eval} validation rows; lower it")

@@ -3,35 +3,37 @@
 Everything that can be checked is checked before the model loads, each failure one line: the config, the train and
 eval files, the output folder (a folder, writable, and not in use: the main process holds
 :func:`mevqa.jsonl.folder_lock` on it for the whole run), and the checkpoint to resume. The resume rule
-(docs/design.md, "Training engine"): ``auto`` takes the latest checkpoint whose ``trainer_state.json`` exists
-(Trainer writes it last); it is resumed only when its ``train_config.yaml`` equals the current config outside
-:data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the current launch and
-data, it lies within the run, and every file it needs is intact. ``none`` starts over, removing the previous run's
-outputs.
+(docs/design.md, "Training engine"; docs/training.md): ``auto`` takes the latest complete checkpoint (its
+``run_state.json``, written last, exists); it is resumed only when its ``train_config.yaml`` equals the current
+config outside :data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the
+current launch and data, it lies within the run, and every file it needs is intact. ``none`` starts over, removing
+the previous run's outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import torch
+import yaml
 
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock
 from mevqa.log import is_main_process
 from mevqa.train import data as train_data
 from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
-                                WEIGHTS_NAME, TrainConfig, help_text, load_yaml, parse_args, resume_differences,
-                                save_config)
+                                TrainConfig, config_dict, help_text, parse_args, resume_differences, save_config)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,10 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
         check_metric_available(cfg, eval_rows)
     cfg.media_settings = media_settings(cfg, train_rows + (eval_rows or []))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_epoch = train_data.steps_per_epoch(len(train_rows), world, cfg.per_device_batch_size,
+    train_data.check_batch_sizes(cfg, world, len(train_rows), len(eval_rows) if eval_rows is not None else None)
+    per_epoch = train_data.steps_per_epoch(len(train_rows), world, cfg.per_device_train_batch_size,
                                            cfg.gradient_accumulation_steps)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else cfg.num_epochs * per_epoch
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * per_epoch)
     output_dir = Path(cfg.output_dir)
     with contextlib.ExitStack() as held:
         if is_main_process():  # the lock lives as long as this process: the system drops it even on kill -9
@@ -72,11 +75,14 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
             resume = resume_point(cfg, output_dir)
             if cfg.load_in_4bit:
                 check_4bit()
-            # Trainer's arguments form the process group (and, under ZeRO-3, let the model load sharded)
-            args = training_arguments(cfg, total_steps, has_eval=eval_rows is not None)
+            check_trackers(cfg)
+            # Trainer's arguments: the config with the run's length in steps (RunOrder is one long epoch). Asking for
+            # the world size forms the process group (and, under ZeRO-3, lets the model load sharded).
+            args = copy.copy(cfg)
+            args.max_steps = total_steps
             if args.world_size != world:
                 raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
-                                 f"accelerate sees; launch with accelerate launch or torchrun")
+                                 f"accelerate sees; launch with accelerate launch, mevqa train or torchrun")
             backend = backend_of(args)
             if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
                 raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and "
@@ -112,13 +118,15 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
 
     from mevqa.collate import Collator, QADataset
     from mevqa.eval import row_id
-    from mevqa.train.parts import apply_full, apply_lora, enable_gradient_checkpointing, trainable_summary
-    from mevqa.train.trainer import MevqaTrainer, StopAndLogAtEnd, append_log
+    from mevqa.train.parts import apply_full, apply_lora, trainable_summary
+    from mevqa.train.trainer import MevqaTrainer, RunControl, append_log
 
     set_seed(cfg.seed)  # before LoRA's random init, so every process and every rerun starts from the same weights
-    model, processor = load_model(cfg, args)
-    if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    # A full run resumes with the checkpoint's weights loaded by the model's own loader: the checkpoint holds them
+    # under Qwen's file names, which Trainer's non-strict load_state_dict would miss. DeepSpeed and FSDP resume from
+    # their own files.
+    plain_full = recipe == "full" and not args.deepspeed and run_state["backend"] != "FSDP"
+    model, processor = load_model(cfg, args, weights=resume if resume is not None and plain_full else None)
     model = apply_lora(model, cfg) if recipe == "lora" else apply_full(model, cfg)
 
     def dataset(rows):
@@ -129,13 +137,13 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
         model=model, args=args, train_dataset=dataset(train_rows),
         eval_dataset=dataset(eval_rows) if eval_rows is not None else None,
         data_collator=Collator(processor, train=True, max_length=cfg.max_length, video_fps=cfg.video_fps),
-        processing_class=processor, callbacks=[StopAndLogAtEnd(cfg.stop_after_steps)],
-        cfg=cfg, eval_rows=eval_rows, run_state=run_state)
+        processing_class=processor, callbacks=[RunControl(cfg, run_state, has_eval=eval_rows is not None)],
+        cfg=cfg, eval_rows=eval_rows)
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TensorBoardCallback):
             callback.logging_dir = str(Path(cfg.output_dir) / "logs")
 
-    world, batch, accumulation = args.world_size, cfg.per_device_batch_size, cfg.gradient_accumulation_steps
+    world, batch, accumulation = args.world_size, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     start_step = json.loads((resume / TRAINER_STATE_NAME).read_text())["global_step"] if resume else 0
     log.info("world size %d (%s), process %d is main; %d training rows, %d per step (%d per process x %d "
              "accumulation x %d processes), %d steps per epoch, %d steps%s", world,
@@ -173,12 +181,12 @@ def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
 
     kinds = {vocab.question_kind(str(row.get("question", ""))) for row in eval_rows}
     needs = {"avg": {vocab.COARSE, vocab.FINE}, "uf1_coarse": {vocab.COARSE}, "uar_coarse": {vocab.COARSE},
-             "uf1_fine": {vocab.FINE}, "uar_fine": {vocab.FINE}}.get(cfg.metric_for_best, set())
+             "uf1_fine": {vocab.FINE}, "uar_fine": {vocab.FINE}}.get(cfg.metric_for_best_model, set())
     missing = needs - kinds
     if missing:
-        raise MevqaError(f"{cfg.eval_file}: metric_for_best={cfg.metric_for_best} needs "
+        raise MevqaError(f"{cfg.eval_file}: metric_for_best_model={cfg.metric_for_best_model} needs "
                          f"{' and '.join(sorted(missing))} expression questions, which the validation file lacks; "
-                         f"choose another metric_for_best (e.g. eval_loss)")
+                         f"choose another metric_for_best_model (e.g. eval_loss)")
 
 
 def media_settings(cfg: TrainConfig, rows: list[dict]) -> dict | None:
@@ -208,18 +216,23 @@ def resume_point(cfg: TrainConfig, output_dir: Path) -> Path | None:
         return None
     if choice != "auto":
         path = Path(choice)
-        if not (path / TRAINER_STATE_NAME).is_file():
-            raise MevqaError(f"{path}: not a complete checkpoint (no {TRAINER_STATE_NAME})")
+        if not complete(path):
+            raise MevqaError(f"{path}: not a complete checkpoint (no {TRAINER_STATE_NAME} and {RUN_STATE_NAME})")
         return path
-    complete = [path for _, path in checkpoints(output_dir) if (path / TRAINER_STATE_NAME).is_file()]
-    if complete:
-        return complete[-1]
+    finished = [path for _, path in checkpoints(output_dir) if complete(path)]
+    if finished:
+        return finished[-1]
     earlier = [name for name in (FINAL_DIR, BEST_DIR) if (output_dir / name).exists()]
     if earlier:
         raise MevqaError(f"{output_dir}: holds a previous run's {earlier[0]}/ but no checkpoint to resume from; "
                          f"choose a new output_dir, or start over there with --resume_from_checkpoint none")
     _check_start_over(output_dir)
     return None
+
+
+def complete(checkpoint: Path) -> bool:
+    """Trainer's files are written (trainer_state.json) and then mevqa's, run_state.json last."""
+    return (checkpoint / TRAINER_STATE_NAME).is_file() and (checkpoint / RUN_STATE_NAME).is_file()
 
 
 def _previous_outputs(output_dir: Path) -> list[Path]:
@@ -245,9 +258,13 @@ def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_step
         raise MevqaError(f"{checkpoint / TRAINER_STATE_NAME}: no integer global_step")
     for name in (CONFIG_NAME, RUN_STATE_NAME):
         _need(checkpoint / name)
-    saved_cfg = TrainConfig(**load_yaml(checkpoint / CONFIG_NAME))
+    with loading(checkpoint / CONFIG_NAME):
+        saved_cfg = yaml.safe_load((checkpoint / CONFIG_NAME).read_text(encoding="utf-8"))
+    if not isinstance(saved_cfg, dict):
+        raise MevqaError(f"{checkpoint / CONFIG_NAME}: expected a mapping of config keys")
     saved_run = _read_json(checkpoint / RUN_STATE_NAME)
-    differences = resume_differences(saved_cfg, cfg) + [
+    current = yaml.safe_load(yaml.safe_dump(config_dict(cfg), sort_keys=False))  # as save_config writes it
+    differences = resume_differences(saved_cfg, current) + [
         f"{key} ({saved_run.get(key)!r} -> {value!r})" if not key.endswith("sha256") else
         f"{key.removesuffix('_sha256')} content" for key, value in run_state.items() if saved_run.get(key) != value]
     if differences:
@@ -268,19 +285,38 @@ def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_siz
     elif backend == "FSDP":
         needed = ["scheduler.pt", _either(checkpoint, "pytorch_model_fsdp.bin", "pytorch_model_fsdp_0"),
                   _either(checkpoint, "optimizer.bin", "optimizer_0")]
-    else:
-        needed = [WEIGHTS_NAME, "optimizer.pt", "scheduler.pt"]
+    else:  # Trainer's layout: a PEFT adapter, or the whole model (one file or shards)
+        weights = _either(checkpoint, "adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+        needed = [weights, "optimizer.pt", "scheduler.pt"]
+        if weights.endswith(".index.json"):
+            needed += sorted(set(_read_json(checkpoint / weights).get("weight_map", {}).values()))
     for name in [*rng, *needed]:
         path = _need(checkpoint / name)
         for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
             _check_intact(file)
     from transformers.trainer_pt_utils import safe_globals
 
-    from mevqa.train.trainer import loading
-
     for name in [*rng, "scheduler.pt"]:  # small: read in full (RNG files hold numpy states, as Trainer reads them)
         with loading(checkpoint / name), safe_globals():
             torch.load(checkpoint / name, weights_only=True)
+
+
+@contextlib.contextmanager
+def loading(path: Path):
+    """Turn a failure to read a checkpoint file into one line naming it."""
+    import safetensors
+
+    try:
+        yield
+    except MevqaError:
+        raise
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
+            safetensors.SafetensorError, yaml.YAMLError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise MevqaError(f"{path}: cannot be loaded ({type(exc).__name__}: {detail}); resume from an earlier "
+                         f"checkpoint (--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)"
+                         ) from None
+
 
 
 def _either(checkpoint: Path, *names: str) -> str:
@@ -296,8 +332,6 @@ def _need(path: Path) -> Path:
 
 def _check_intact(path: Path) -> None:
     """A truncated torch file has lost its zip directory; a truncated safetensors file its promised size."""
-    from mevqa.train.trainer import loading
-
     with loading(path):
         if path.suffix in (".pt", ".pth", ".bin"):
             zipfile.ZipFile(path).close()
@@ -312,8 +346,6 @@ def _check_intact(path: Path) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    from mevqa.train.trainer import loading
-
     with loading(_need(path)):
         value = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(value, dict):
@@ -328,7 +360,7 @@ def clear_previous_run(output_dir: Path, keep: Path | None) -> None:
     if keep is None:
         names += _previous_outputs(output_dir)
     else:
-        names += [path for _, path in checkpoints(output_dir) if not (path / TRAINER_STATE_NAME).is_file()]
+        names += [path for _, path in checkpoints(output_dir) if not complete(path)]
     removed = []
     for path in names:
         if path.is_dir():
@@ -361,51 +393,12 @@ def check_4bit() -> None:
                              f"{version('bitsandbytes')})")
 
 
-def _has_accelerator_device() -> bool:
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
-
-    return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
-
-
-def trackers(cfg: TrainConfig) -> list[str]:
-    wandb = importlib.util.find_spec("wandb") is not None
-    names = {name for name in cfg.report_to if name not in ("auto", "none")}
-    if "auto" in cfg.report_to:
-        names |= {"tensorboard", "wandb"} if wandb else {"tensorboard"}
-    if "wandb" in names and not wandb:
-        raise MevqaError("config: report_to includes wandb but wandb is not installed (pip install wandb)")
-    return sorted(names)
-
-
-def training_arguments(cfg: TrainConfig, total_steps: int, *, has_eval: bool):
-    """Trainer's arguments for ``cfg``. Made before the model loads: under DeepSpeed ZeRO-3 they carry the DeepSpeed
-    config that lets ``from_pretrained`` build the model already sharded."""
-    from transformers import TrainingArguments
-
-    mixed = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    deepspeed = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") \
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None
-    args = TrainingArguments(
-        output_dir=cfg.output_dir, max_steps=total_steps, per_device_train_batch_size=cfg.per_device_batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon, max_grad_norm=cfg.max_grad_norm,
-        lr_scheduler_type="constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps), seed=cfg.seed,
-        bf16=mixed == "bf16", fp16=mixed == "fp16",
-        # Without an accelerator device accelerate forms a multi-process (gloo) group only when told it runs on the
-        # CPU; otherwise `accelerate launch --multi_gpu` starts independent single processes.
-        use_cpu=not _has_accelerator_device(),
-        average_tokens_across_devices=True, remove_unused_columns=False, logging_strategy="steps",
-        logging_steps=cfg.logging_steps, logging_nan_inf_filter=False,
-        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or total_steps,
-        save_strategy="steps", save_steps=cfg.save_steps or total_steps, save_total_limit=cfg.save_total_limit,
-        report_to=trackers(cfg) or "none", run_name=cfg.run_name or Path(cfg.output_dir).name,
-        dataloader_num_workers=cfg.dataloader_num_workers, dataloader_pin_memory=torch.cuda.is_available(),
-        deepspeed=deepspeed, disable_tqdm=not is_main_process(),
-    )
-    args.mixed_precision = mixed  # also "no" when the launch said otherwise
-    return args
+def check_trackers(cfg: TrainConfig) -> None:
+    """Trainer fails deep inside its set-up on a tracker that is not installed; fail first, in one line."""
+    for name, module in (("wandb", "wandb"), ("tensorboard", "tensorboard"), ("trackio", "trackio"),
+                         ("mlflow", "mlflow"), ("comet_ml", "comet_ml")):
+        if name in cfg.report_to and importlib.util.find_spec(module) is None:
+            raise MevqaError(f"config: report_to includes {name}, which is not installed (pip install {module})")
 
 
 def backend_of(args) -> str:
@@ -418,14 +411,15 @@ def backend_of(args) -> str:
     return "FSDP" if fsdp and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
 
 
-def load_model(cfg: TrainConfig, args):
-    """The base model (QLoRA: its language model in 4 bits, on this process's device) and its processor."""
+def load_model(cfg: TrainConfig, args, weights: Path | None = None):
+    """The base model (QLoRA: its language model in 4 bits, on this process's device) and its processor; with
+    ``weights``, a full run's checkpoint folder, the model's weights come from there."""
     from mevqa.model import load_model_and_processor, set_pixel_budgets
 
     budgets = dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, video_min_pixels=cfg.video_min_pixels,
                    video_max_pixels=cfg.video_max_pixels)
     if not cfg.load_in_4bit:
-        model, processor = load_model_and_processor(cfg.model_name_or_path, dtype=cfg.dtype,
+        model, processor = load_model_and_processor(weights or cfg.model_name_or_path, dtype=cfg.dtype,
                                                     attn_implementation=cfg.attn_implementation, device=False,
                                                     **budgets)
     else:

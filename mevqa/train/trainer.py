@@ -1,24 +1,26 @@
-"""mevqa's training engine: ``transformers.Trainer`` with mevqa's data order, loss, evaluation and checkpoints.
+"""mevqa's training engine: ``transformers.Trainer`` with mevqa's data order, loss, optimizer groups and evaluation.
 
-Trainer does, as it is: the loop, gradient accumulation, clipping, the scheduler, mixed precision, DDP / DeepSpeed /
-FSDP (wrapping, DeepSpeed's "auto" sizes, their checkpoint formats), checkpoint rotation, trackers, and resuming
-(weights, optimizer, scheduler, RNG, skipping the consumed batches). :class:`MevqaTrainer` changes, each for a reason:
+Trainer does, as it is: the loop, gradient accumulation, clipping, the scheduler, mixed precision, activation
+checkpointing, DDP / DeepSpeed / FSDP (wrapping, DeepSpeed's "auto" sizes, their checkpoint formats), checkpoints
+(``checkpoint-N/`` in its own layout: a PEFT adapter for LoRA runs, the whole model for full runs, optimizer,
+scheduler, RNG, ``trainer_state.json``), their rotation, trackers, and resuming (``resume_from_checkpoint``: weights,
+optimizer, scheduler, RNG, skipping the consumed batches). :class:`MevqaTrainer` changes, each for a reason:
 
-- data order: :class:`mevqa.train.data.RunOrder` (every step the same rows, whatever the process count).
+- data order (``_get_train_sampler``, the one private method overridden): :class:`mevqa.train.data.RunOrder`, every
+  step the same rows whatever the process count; tests/test_recipes.py pins it (2 processes reach the weights of 1
+  process accumulating twice as many micro-batches; a resumed run ends with the uninterrupted run's weights).
 - loss: :func:`answer_token_loss` over the answer tokens of the whole optimizer step, which Trainer counts
   (``num_items_in_batch``, summed over processes). Qwen2.5-VL sets ``accepts_loss_kwargs=False``: without it Trainer
   would average per micro-batch and over-weight short answers.
-- optimizer: AdamW with one group per part and decay (:func:`mevqa.train.parts.param_groups`).
+- optimizer: AdamW with one group per part and decay (:func:`mevqa.train.parts.param_groups`), the one road for
+  learning rates.
 - evaluation: the loss over every answer token, and answers from one :func:`mevqa.strategies.answer_rows` call per
   process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by
-  ``metric_for_best``. Generation sees whole weights: ZeRO-3 gathers them once per evaluation (DeepSpeed's
-  ``unwrap_model_for_generation``, which also lifts its per-layer hooks), FSDP1 generates inside the root's
-  ``summon_full_params``, FSDP2 through the ``generate`` Trainer registers as an FSDP forward method; gradient
-  checkpointing is off meanwhile.
-- checkpoints hold what trains. Plain / DDP: ``model.safetensors`` of the trainable parameters under their in-memory
-  names (Trainer would save the whole model under Qwen's checkpoint names, which its own non-strict
-  ``load_state_dict`` then misses without a word). DeepSpeed: its checkpoint without frozen weights. FSDP:
-  accelerate's (the adapter only, for LoRA). Each also holds ``train_config.yaml`` and ``run_state.json``;
+  ``metric_for_best_model`` (Trainer keeps ``best_metric`` in its state). Generation sees whole weights: ZeRO-3
+  gathers them once per evaluation (DeepSpeed's ``unwrap_model_for_generation``, which also lifts its per-layer
+  hooks), FSDP1 generates inside the root's ``summon_full_params``, FSDP2 through the ``generate`` Trainer registers
+  as an FSDP forward method; activation checkpointing is off meanwhile.
+- each checkpoint also holds ``train_config.yaml`` and, written last, ``run_state.json`` (:class:`RunControl`);
   :mod:`mevqa.train.run` checks every file before the model loads.
 - logs: tokens/s and samples/s over training time only, the learning rate of each group, ``train_log.jsonl``.
 """
@@ -31,10 +33,8 @@ import json
 import logging
 import math
 import os
-import pickle
 import shutil
 import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from transformers import Trainer, TrainerCallback
 
 from mevqa.errors import MevqaError
 from mevqa.train import data as train_data
-from mevqa.train.config import BEST_DIR, LOG_NAME, RUN_STATE_NAME, WEIGHTS_NAME, TrainConfig, save_config
+from mevqa.train.config import BEST_DIR, LOG_NAME, RUN_STATE_NAME, TrainConfig, save_config
 from mevqa.train.parts import checkpointing_off, param_groups
 
 log = logging.getLogger(__name__)
@@ -64,23 +64,6 @@ def append_log(output_dir: str | Path, record: dict) -> None:
         handle.write(json.dumps({"time": time.time(), **record}) + "\n")
 
 
-@contextlib.contextmanager
-def loading(path: Path):
-    """Turn a failure to read a checkpoint file into one line naming it."""
-    import safetensors
-
-    try:
-        yield
-    except MevqaError:
-        raise
-    except (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
-            safetensors.SafetensorError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise MevqaError(f"{path}: cannot be loaded ({type(exc).__name__}: {detail}); resume from an earlier "
-                         f"checkpoint (--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)"
-                         ) from None
-
-
 def padded_shard(n: int, rank: int, world: int) -> tuple[list[int], list[bool]]:
     """Process ``rank``'s strided share of ``range(n)``, padded by repeating its last row so that every process runs
     as many batches (ZeRO-3 and FSDP gather weights inside forward: all processes must take part); the second list
@@ -91,33 +74,47 @@ def padded_shard(n: int, rank: int, world: int) -> tuple[list[int], list[bool]]:
     return mine + [filler] * (size - len(mine)), [True] * len(mine) + [False] * (size - len(mine))
 
 
-class StopAndLogAtEnd(TrainerCallback):
-    """Log the last step, and stop with a checkpoint after ``stop_after`` steps of this launch (0: never)."""
+class RunControl(TrainerCallback):
+    """Log the last step, evaluate at the end when there is a validation file, stop with a checkpoint after
+    ``stop_after`` steps of this launch (0: never), and complete each checkpoint with the config and, last, the
+    run state (a checkpoint without ``run_state.json`` is unfinished)."""
 
-    def __init__(self, stop_after: int):
-        self.stop_after, self.first_step = stop_after, 0
+    def __init__(self, cfg: TrainConfig, run_state: dict, *, has_eval: bool):
+        self.cfg, self.run_state, self.has_eval, self.first_step = cfg, run_state, has_eval, 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
-            control.should_log = True
-        elif self.stop_after and state.global_step - self.first_step >= self.stop_after:
+            control.should_log = control.should_save = True
+            control.should_evaluate = control.should_evaluate or self.has_eval
+        elif self.cfg.stop_after_steps and state.global_step - self.first_step >= self.cfg.stop_after_steps:
             log.info("stopping after %d steps of this launch (stop_after_steps); rerun the same command to go on",
-                     self.stop_after)
+                     self.cfg.stop_after_steps)
             control.should_save = control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from mevqa.jsonl import write_json
+
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            save_config(self.cfg, checkpoint)
+            write_json(checkpoint / RUN_STATE_NAME, self.run_state)
+            log.info("step %d: checkpoint saved", state.global_step)
         return control
 
 
 class MevqaTrainer(Trainer):
-    """Trainer for the recipes; see the module docstring. ``run_state`` is written into every checkpoint."""
+    """Trainer for the recipes; see the module docstring. ``cfg`` is the run's config as given (``args`` is it with
+    the run's length in steps)."""
 
-    def __init__(self, *args, cfg: TrainConfig, eval_rows: list[dict] | None, run_state: dict, **kwargs):
+    def __init__(self, *args, cfg: TrainConfig, eval_rows: list[dict] | None, **kwargs):
         super().__init__(*args, compute_loss_func=answer_token_loss, **kwargs)
-        self.cfg, self.eval_rows, self.run_state = cfg, eval_rows, run_state
+        self.cfg, self.eval_rows = cfg, eval_rows
         self.output_dir = Path(cfg.output_dir)
-        self.step_size = self.args.world_size * cfg.per_device_batch_size * cfg.gradient_accumulation_steps
+        self.step_size = self.args.world_size * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.train_dataset) / self.step_size)
         self._window_start: float | None = None  # throughput window: wall time, minus evaluation and saving
         self._untimed = 0.0
@@ -181,9 +178,10 @@ class MevqaTrainer(Trainer):
         indices, real = padded_shard(len(rows), self.args.process_index, self.args.world_size)
         model.eval()
         totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
-        for begin in range(0, len(indices), cfg.eval_batch_size):
-            batch = self.data_collator([self.eval_dataset[i] for i in indices[begin:begin + cfg.eval_batch_size]])
-            keep = torch.tensor(real[begin:begin + cfg.eval_batch_size], device=self.args.device)
+        size = cfg.per_device_eval_batch_size
+        for begin in range(0, len(indices), size):
+            batch = self.data_collator([self.eval_dataset[i] for i in indices[begin:begin + size]])
+            keep = torch.tensor(real[begin:begin + size], device=self.args.device)
             labels = batch.pop("labels")[:, 1:].to(self.args.device)
             logits = model(**self._prepare_inputs(batch)).logits[:, :-1]
             token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels,
@@ -197,7 +195,7 @@ class MevqaTrainer(Trainer):
             with self.model_for_generation() as generator:
                 answers = [answer.text for answer in answer_rows(
                     generator, self.processing_class, mine, cfg.inputs, cfg.answer_strategy,
-                    options=strategy_options(cfg), batch_size=cfg.eval_batch_size, system_prompt=cfg.system_prompt,
+                    options=strategy_options(cfg), batch_size=size, system_prompt=cfg.system_prompt,
                     max_frames=cfg.max_frames, video_fps=cfg.video_fps)]
             predictions = gather_object([{"id": row_id(row), "answer": answer}
                                          for row, answer, is_real in zip(mine, answers, real) if is_real])
@@ -207,14 +205,13 @@ class MevqaTrainer(Trainer):
             metrics["avg"] = report["avg"]
         model.train()
 
-        metric, step = cfg.metric_for_best, self.state.global_step
+        metric, step = cfg.metric_for_best_model, self.state.global_step
         if metrics.get(metric) is None:
-            raise MevqaError(f"config: metric_for_best={metric!r} is not available from this evaluation (have: "
+            raise MevqaError(f"config: metric_for_best_model={metric!r} is not available from this evaluation (have: "
                              f"{', '.join(k for k, v in metrics.items() if v is not None)})")
         log.info("step %d eval: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
-        best = self.state.best_metric
-        if best is None or (metrics[metric] < best if metric == "eval_loss" else metrics[metric] > best):
-            self.state.best_metric, self.state.best_global_step = metrics[metric], step
+        best = self.state.best_metric  # Trainer updates it from what this returns (metric_for_best_model)
+        if best is None or (metrics[metric] > best if self.args.greater_is_better else metrics[metric] < best):
             self.save_result(self.output_dir / BEST_DIR, {"step": step, **metrics})
         if self.is_world_process_zero():
             append_log(self.output_dir, {"event": "eval", "step": step, **metrics})
@@ -281,76 +278,3 @@ class MevqaTrainer(Trainer):
         started = time.perf_counter()
         self.replace_dir(target, write)
         self._untimed += time.perf_counter() - started
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        if not _internal_call:
-            return super().save_model(output_dir, _internal_call)
-        # A checkpoint (Trainer._save_checkpoint). DeepSpeed and FSDP resume from their own files, written next.
-        if self.args.should_save:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-                from safetensors.torch import save_file
-
-                trainable = {name: param.detach().cpu().contiguous()
-                             for name, param in self.accelerator.unwrap_model(self.model).named_parameters()
-                             if param.requires_grad}
-                save_file(trainable, str(Path(output_dir) / WEIGHTS_NAME), metadata={"format": "pt"})
-            save_config(self.cfg, output_dir)
-            from mevqa.jsonl import write_json
-
-            write_json(Path(output_dir) / RUN_STATE_NAME, self.run_state)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        started = time.perf_counter()
-        super()._save_checkpoint(model, trial)
-        log.info("step %d: checkpoint saved", self.state.global_step)
-        self._untimed += time.perf_counter() - started
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        if not self.is_deepspeed_enabled:
-            return super()._save_optimizer_and_scheduler(output_dir)
-        from accelerate.utils import DeepSpeedSchedulerWrapper
-
-        # Trainer leaves frozen weights out of DeepSpeed checkpoints for PEFT models only; full.py's frozen parts
-        # stay out too (a resumed run reads them from the base model, as the first run did).
-        self.model_wrapped.save_checkpoint(output_dir, exclude_frozen_parameters=True)
-        if self.args.should_save and not isinstance(self.lr_scheduler, DeepSpeedSchedulerWrapper):
-            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, "scheduler.pt"))
-
-    # --- resuming -------------------------------------------------------------------------------------------------
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        if self.is_fsdp_enabled:
-            with loading(Path(resume_from_checkpoint)):
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from safetensors.torch import load_file
-
-        model = self.model if model is None else model
-        path = Path(resume_from_checkpoint) / WEIGHTS_NAME
-        with loading(path):
-            saved = load_file(str(path), device="cpu")
-        trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
-        missing, extra = sorted(set(trainable) - set(saved)), sorted(set(saved) - set(trainable))
-        if missing or extra:
-            raise MevqaError(f"{path}: holds other trainable weights than this run has "
-                             f"({'missing ' + missing[0] if missing else 'unexpected ' + extra[0]}, ...)")
-        with torch.no_grad():
-            for name, param in trainable.items():
-                if saved[name].shape != param.shape:
-                    raise MevqaError(f"{path}: {name} has shape {tuple(saved[name].shape)}, this run's "
-                                     f"{tuple(param.shape)}")
-                param.copy_(saved[name])
-
-    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
-        if not (self.is_deepspeed_enabled and resume_from_checkpoint):
-            return super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
-        # Trainer loads DeepSpeed checkpoints strictly unless the model is a PEFT model, but mevqa's leave every
-        # frozen weight out (see _save_optimizer_and_scheduler); the trainable ones come back with the optimizer.
-        model, train_dataloader = super()._prepare_for_training(max_steps, train_dataloader, None)
-        with loading(Path(resume_from_checkpoint)):
-            loaded, _ = self.model_wrapped.load_checkpoint(resume_from_checkpoint, load_module_strict=False,
-                                                           load_optimizer_states=True, load_lr_scheduler_states=True)
-        if loaded is None:
-            raise MevqaError(f"{resume_from_checkpoint}: DeepSpeed found no checkpoint to load in it")
-        self._load_optimizer_and_scheduler(resume_from_checkpoint)
-        self._load_scaler(resume_from_checkpoint)
-        return model, train_dataloader

@@ -71,8 +71,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def recipe_args(recipe: str, tiny_model_dir: Path, data: dict, output_dir: Path, *extra: str) -> list[str]:
     return ["--config", f"recipes/configs/tiny/{recipe}.yaml", "--model_name_or_path", str(tiny_model_dir),
             "--train_file", str(data["train"]), "--eval_file", str(data["val"]), "--output_dir", str(output_dir),
-            "--max_steps", "4", "--save_steps", "2", "--save_total_limit", "3", "--eval_steps", "2",
-            "--eval_max_new_tokens", "4", "--metric_for_best", "uf1_coarse", "--mixed_precision", "bf16",
+            "--max_steps", "4", "--save_steps", "2", "--save_total_limit", "3", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--eval_max_new_tokens", "4", "--metric_for_best_model", "uf1_coarse", "--bf16", "true",
             "--dtype", "float32", *extra]
 
 

@@ -25,13 +25,15 @@ def _readme_commands() -> list[str]:
     return [block.strip() for block in blocks]
 
 
-def test_readme_starts_with_install_and_test_commands_that_ci_runs():
-    install, test = _readme_commands()[:2]
-    assert "pip install" in install and "pytest" in test
+def test_readme_starts_with_install_and_both_test_tiers_that_ci_runs():
+    install, test, e2e = _readme_commands()[:3]
+    assert "pip install" in install
+    assert "pytest" in test and '-m "not e2e"' in test, "the second command runs the default tier"
+    assert "pytest" in e2e and "-m e2e" in e2e, "the third command runs the end-to-end tier"
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines, ".ci/run must install exactly as README.md says"
-    assert test in ci_lines, ".ci/run must run README.md's test command"
-    assert ci_lines.index(install) < ci_lines.index(test)
+    assert test in ci_lines and e2e in ci_lines, ".ci/run must run both of README.md's test tiers"
+    assert ci_lines.index(install) < ci_lines.index(test) < ci_lines.index(e2e)
 
 
 def test_help_lists_every_command(capsys):

@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 
-def kill_when(argv: list[str], ready: Callable[[], bool], *, timeout: float = 120) -> None:
+def kill_when(argv: list[str], ready: Callable[[], bool], *, timeout: float = 1500) -> None:
     """Run ``python -m mevqa *argv`` and SIGKILL it as soon as ``ready()`` holds; fail if it ends before that."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "mevqa", *map(str, argv)], env=env, stdout=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 one stderr line ``mevqa <command>: error: ...`` naming the file, row or field, and nothing written anywhere.
 
 Each case is ``(id, command builder)``; a builder gets a :class:`Case` (the case's folder and the shared inputs)
-and returns ``(argv, text the error line must contain)``. The README's reliability section reports how many.
+and returns ``(argv, text the error line must contain)``. docs/reliability.md reports how many.
 """
 
 from __future__ import annotations
@@ -318,6 +318,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(request, shared, tmp_pa
     assert_refused(*make(case), capsys, tmp_path, shared["base"])
 
 
-def test_the_table_is_as_long_as_the_readme_says():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert f"runs {len(CASES)} hostile inputs" in readme
+def test_the_table_is_as_long_as_the_docs_say():
+    reliability = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert f"runs {len(CASES)} hostile inputs" in reliability

@@ -80,6 +80,7 @@ def scored(pred_rows: list[dict], gold_rows: list[dict], **options) -> dict:
     return report
 
 
+@pytest.mark.e2e
 def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
     out = uninterrupted
     fold_dirs = sorted(folds.glob("fold_*"))
@@ -148,16 +149,18 @@ def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
     assert json.loads((out / "cv.json").read_text())["configs"]["zero_shot"]["zero_shot"] is True
 
 
+@pytest.mark.e2e
 def test_rerun_skips_finished_folds(uninterrupted, folds, zero_shot_config, tiny_model_dir, capsys):
-    before = {path: path.stat().st_mtime_ns for path in uninterrupted.glob("*/fold_*/scores.json")}
-    start = time.perf_counter()
+    finished = ("*/fold_*/scores.json", "*/fold_*/predict/predictions.jsonl")
+    before = {path: path.stat().st_mtime_ns for pattern in finished for path in uninterrupted.glob(pattern)}
     assert main(["cv", "--config", str(TINY_LORA), str(zero_shot_config), "--folds", str(folds), "--out",
                  str(uninterrupted), *TWO_GPUS, "--bootstrap", "200", "--", *overrides(tiny_model_dir)]) == 0
-    assert time.perf_counter() - start < 30       # no model is loaded: nothing is trained or predicted again
     assert "skipped (finished before)" in capsys.readouterr().err
-    assert before == {path: path.stat().st_mtime_ns for path in uninterrupted.glob("*/fold_*/scores.json")}
+    # nothing is trained, predicted or scored again
+    assert before == {path: path.stat().st_mtime_ns for pattern in finished for path in uninterrupted.glob(pattern)}
 
 
+@pytest.mark.e2e
 def test_killed_cv_resumes_to_the_same_pooled_predictions(uninterrupted, folds, tiny_model_dir, tmp_path, capsys):
     """Folds 0 and 1 come finished from the uninterrupted run (so only fold 2 is left to do, which keeps the test
     short); cv is killed with SIGKILL, process group and all, while fold 2 trains, then the same command is rerun."""
@@ -169,7 +172,7 @@ def test_killed_cv_resumes_to_the_same_pooled_predictions(uninterrupted, folds, 
     log = (tmp_path / "killed.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "mevqa", *argv], stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1500  # a hang guard, not a speed test
     while not list(out.glob("lora/fold_2/model/checkpoint-*")):
         assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint appeared"

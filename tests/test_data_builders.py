@@ -480,6 +480,7 @@ def test_a_second_build_into_the_same_folder_is_refused_while_one_runs(synthetic
     assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "oao", "--size", 32)) == 0
 
 
+@pytest.mark.e2e
 def test_a_rebuild_killed_mid_way_never_leaves_rows_over_other_media(tmp_path):
     """A real SIGKILL while a rebuild with other settings is writing media: qa.jsonl is already set aside."""
     from processes import kill_when

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mevqa.cli import main
 
 
+@pytest.mark.e2e
 def test_demo_runs_end_to_end(tmp_path, capsys):
     work = tmp_path / "demo"
     assert main(["demo", "--workdir", str(work), "--steps", "2", "--clips", "10"]) == 0

@@ -27,7 +27,7 @@ sys.meta_path.insert(0, NotInstalled())
 
 def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", BLOCK + code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=1500)
 
 
 def test_eval_runs_without_evaluate_and_datasets(public_data, tmp_path):

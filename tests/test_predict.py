@@ -74,6 +74,7 @@ def test_rerun_answers_nothing_twice(capsys, full_run, tiny_model_dir, test_clip
     assert "holds answers made with other settings (settings.inputs differ" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_one_answer_per_row(tmp_path, full_run, tiny_model_dir, test_clips):
     """A real SIGKILL part-way through a one-by-one run, a torn last line, then a batched rerun: every row answered
     once, with the answers of the uninterrupted batch-8 run (so one-by-one generation equals batched generation)."""

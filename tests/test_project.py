@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import mevqa
 from mevqa.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,13 +25,15 @@ def _readme_commands() -> list[str]:
     return [block.strip() for block in blocks]
 
 
-def test_readme_starts_with_install_and_test_commands_that_ci_runs():
-    install, test = _readme_commands()[:2]
-    assert "pip install" in install and "pytest" in test
+def test_readme_starts_with_install_and_both_test_tiers_that_ci_runs():
+    install, test, e2e = _readme_commands()[:3]
+    assert "pip install" in install
+    assert "pytest" in test and '-m "not e2e"' in test, "the second command runs the default tier"
+    assert "pytest" in e2e and "-m e2e" in e2e, "the third command runs the end-to-end tier"
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines, ".ci/run must install exactly as README.md says"
-    assert test in ci_lines, ".ci/run must run README.md's test command"
-    assert ci_lines.index(install) < ci_lines.index(test)
+    assert test in ci_lines and e2e in ci_lines, ".ci/run must run both of README.md's test tiers"
+    assert ci_lines.index(install) < ci_lines.index(test) < ci_lines.index(e2e)
 
 
 def test_help_lists_every_command(capsys):
@@ -50,15 +57,15 @@ def _import_from(cwd: Path, extra_path: Path | None = None) -> dict[str, str]:
     code = ("import json, mevqa, mevqa.eval, mevqa.data_builders, mevqa.recipes, mevqa.train;"
             "print(json.dumps({m.__name__: m.__file__ for m in "
             "(mevqa, mevqa.eval, mevqa.data_builders, mevqa.recipes, mevqa.train)}))")
-    env = None
-    if extra_path is not None:
-        import os
-
-        env = {**os.environ, "PYTHONPATH": str(extra_path)}
+    env = None if extra_path is None else {**os.environ, "PYTHONPATH": str(extra_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True)
-    import json
-
     return json.loads(out.stdout)
+
+
+def _module_names(package_path) -> list[str]:
+    """Every module of the package at ``package_path`` (``__main__`` left out: importing it runs the CLI)."""
+    return sorted(info.name for info in pkgutil.walk_packages(package_path, "mevqa.")
+                  if not info.name.endswith(".__main__"))
 
 
 def test_installed_import_names_are_namespaced(tmp_path):
@@ -88,3 +95,41 @@ def test_wheel_contains_namespaced_packages_and_configs(tmp_path):
     files = _import_from(tmp_path, extra_path=target)
     for name, path in files.items():
         assert Path(path).is_relative_to(target), f"{name} imported from {path}, not from the wheel"
+    # Every module the source tree has is in the wheel and imports from it.
+    code = ("import importlib, json, pkgutil, mevqa;"
+            "names = sorted(i.name for i in pkgutil.walk_packages(mevqa.__path__, 'mevqa.')"
+            " if not i.name.endswith('.__main__'));"
+            "[importlib.import_module(n) for n in names]; print(json.dumps(names))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == _module_names(mevqa.__path__)
+
+
+# The static resolver's messages that name a first-party module: an import it cannot find, or a module it does not
+# know as an attribute of its package.
+_UNRESOLVED_RULES = {"reportMissingImports", "reportAttributeAccessIssue", "reportMissingModuleSource"}
+_FIRST_PARTY = re.compile(r'"mevqa(\.[\w.]+)?"')
+
+
+@pytest.mark.skipif(importlib.util.find_spec("basedpyright") is None, reason="basedpyright is not installed")
+def test_static_resolver_follows_every_first_party_import(tmp_path):
+    """pyright (as IDEs run it) resolves every ``mevqa.*`` import of the package and the tests, with no import hook.
+
+    A planted import of a module that does not exist is the one diagnostic, so the check can fail.
+    """
+    planted = tmp_path / "planted.py"
+    planted.write_text("import mevqa.eval.no_such_module\n")
+    folders = [str(REPO / name) for name in ("mevqa", "eval", "data_builders", "recipes", "tests")]
+    # Resolution only: no type checking, and no inference from the libraries' code (half the time, same imports).
+    config = {"include": [*folders, str(planted)], "executionEnvironments": [{"root": str(REPO)}],
+              "typeCheckingMode": "off", "useLibraryCodeForTypes": False, "analyzeUnannotatedFunctions": False,
+              **{rule: "error" for rule in _UNRESOLVED_RULES}}
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "basedpyright", "--project", str(tmp_path / "pyrightconfig.json"),
+                           "--pythonpath", sys.executable, "--outputjson"], cwd=REPO, capture_output=True, text=True)
+    report = json.loads(done.stdout)
+    assert report["summary"]["filesAnalyzed"] > 100
+    unresolved = [f"{Path(d['file']).name}:{d['range']['start']['line'] + 1}: {d['message']}"
+                  for d in report["generalDiagnostics"]
+                  if d.get("rule") in _UNRESOLVED_RULES and _FIRST_PARTY.search(d["message"])]
+    assert unresolved == ['planted.py:1: Import "mevqa.eval.no_such_module" could not be resolved']

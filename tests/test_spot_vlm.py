@@ -22,6 +22,8 @@ from mevqa.media import MediaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = "spNO.5"
+# Every test here uses the spotter that recipes/lora.py trains for 300 steps: the end-to-end tier.
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def spotter(windows, tiny_model_dir, tmp_path_factory) -> Path:
                "--output_dir", str(out), "--inputs", "flow", "--max_steps", "300", "--per_device_train_batch_size", "8",
                "--gradient_accumulation_steps", "1", "--save_steps", "0", "--report_to", "[]"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "final"
 

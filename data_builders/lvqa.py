@@ -32,6 +32,7 @@ from pathlib import Path
 from mevqa import lvqa
 from mevqa.data_builders.spot import QA_DATASET, read_videos
 from mevqa.errors import MevqaError
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
 from mevqa.rows import read_rows, row_id, where
 
@@ -150,12 +151,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder: lvqa.jsonl, build.json")
     parser.add_argument("--all-events", action="store_true",
                         help="ask the type question for every event instead of two drawn per video")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the two events drawn per video (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the two events drawn per video (default: 0)")
     parser.add_argument("--official", type=Path, nargs="+", metavar="FILE",
                         help="official LVQA question files: their rows, answered from the sheets")
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_outputs_onto_inputs(outputs={"--out": Path(args.out) / LVQA_FILE}, into={"--out": args.out},
+                               inputs={"--root": args.root, "--annotations": args.annotations,
+                                       "--emotions": args.emotions, "--macro": args.macro, "--official": args.official})
     record = build_lvqa(args.dataset, args.out, root=args.root, annotations=args.annotations, emotions=args.emotions,
                         macro=args.macro, official=args.official, all_events=args.all_events, seed=args.seed)
     print(f"{args.dataset}: {record['videos']} long videos, {record['events']['micro']} micro and "

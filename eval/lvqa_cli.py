@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from mevqa.eval.bootstrap import check_resampling
 from mevqa.eval.lvqa import format_table, score_lvqa
 from mevqa.eval.metrics import read_rows
 from mevqa.eval.stamp import stamp
-from mevqa.jsonl import atomic_path
+from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
+from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 
 logger = logging.getLogger(__name__)
 
@@ -22,24 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prediction rows ('video_id' and 'answer'), e.g. me_lvqa_samm_test_pred.jsonl")
     parser.add_argument("--gold", nargs="+", required=True, type=Path, metavar="G.jsonl",
                         help="gold rows: the official format with answers filled, or mevqa build-lvqa's lvqa.jsonl")
-    parser.add_argument("--json", type=Path, metavar="OUT.json",
-                        help="also write the full report as JSON, stamped with versions and file hashes")
+    add_json_option(parser, "the full report, stamped with versions and the files' hashes")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                        help="resamples of videos for the 95%% intervals (default 1000; 0: no intervals)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+                        help="resamples of videos for the 95%% intervals (default: 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="seed of the resampling (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
-    check_resampling(args.bootstrap, args.seed, least=0)
+    check_resampling(args.bootstrap, args.seed, none_allowed=True)
+    refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, inputs={"--pred": args.pred, "--gold": args.gold})
     report = score_lvqa(read_rows(args.pred), read_rows(args.gold), bootstrap=args.bootstrap, seed=args.seed)
     for item in report["unparseable"][:10]:
         logger.warning("%s (%s): unparseable or missing answer %r, counted as wrong", item["id"], item["kind"],
                        item["answer"])
-    if args.json:
-        stamped = stamp(report, seed=args.seed if args.bootstrap else None, pred_files=args.pred,
-                        gold_files=args.gold)
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(stamped, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        logger.info("wrote %s", args.json)
-    print(format_table(report))
+    if args.json is not None:
+        write_json_output(args.json, stamp(report, seed=args.seed if args.bootstrap else None, pred_files=args.pred,
+                                           gold_files=args.gold))
+        if not json_to_stdout(args.json):
+            logger.info("wrote %s", args.json)
+    if not json_to_stdout(args.json):
+        print(format_table(report))
     return 0

@@ -43,6 +43,7 @@ transformers 5.24 (``models/{qwen2_vl,qwen2_5_vl,qwen3_vl,qwen3_vl_moe}``) and t
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,8 +218,6 @@ def config_file(name_or_path) -> Path:
 
 def family_of_source(name_or_path) -> Family:
     """The family of a model folder or hub name, from its config.json alone (before any weights load)."""
-    from mevqa.model import check_model_source
-
     check_model_source(str(name_or_path))  # a missing folder or an uncached hub name offline: its own one line
     file = config_file(name_or_path)
     try:
@@ -226,3 +225,24 @@ def family_of_source(name_or_path) -> Family:
     except (OSError, ValueError, AttributeError) as exc:
         raise MevqaError(f"{file}: not a readable config.json ({exc})") from None
     return family(model_type, where=str(file))
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail fast, before anything loads, when ``name_or_path`` cannot give a model: a folder without
+    ``config.json``, a local-looking path that does not exist, or (with ``HF_HUB_OFFLINE=1``) a hub name that is
+    not in the local cache."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise MevqaError(f"{path}: not a model folder (no config.json)")
+        return
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    if looks_local:
+        raise MevqaError(f"{name_or_path}: model folder does not exist")
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+            raise MevqaError(f"{name_or_path}: not a local folder and not in the Hugging Face cache, and "
+                             "HF_HUB_OFFLINE=1 forbids downloading it")

@@ -42,6 +42,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mevqa import lvqa, vocab
+from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_jsonl
 from mevqa.log import is_main_process
@@ -195,19 +196,13 @@ def answer_video(source, fps: float | None, questions: list[str], settings: Lvqa
 
 # --- the question files ---------------------------------------------------------------------------------------
 def _fps_of(row: dict, source: Path, given: float | None) -> float | None:
-    from mevqa.eval import split_of
-    from mevqa.inference import TEST_CLIP_FPS
-
     if given is not None:
         return given
     if isinstance(row.get("fps"), (int, float)) and not isinstance(row["fps"], bool) and row["fps"] > 0:
         return float(row["fps"])
     if source.is_file():
         return None  # the video file's own rate
-    try:
-        return TEST_CLIP_FPS.get(split_of(row))
-    except MevqaError:
-        return None
+    return official_test_fps(row)
 
 
 def read_questions(paths: list[Path], videos_root: Path | None, fps: float | None) -> tuple[list[dict], list[dict]]:
@@ -273,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "own, else SAMM 200 / CAS(ME)^3 30)")
     parser.add_argument("--macro-seconds", type=float, default=DEFAULT_MACRO_SECONDS,
                         help="spot: typical macro-expression length, the scale the flow looks for them at; 0: look "
-                             f"for none (default {DEFAULT_MACRO_SECONDS})")
+                             f"for none (default: {DEFAULT_MACRO_SECONDS})")
     add_method_arguments(parser, method_option="--spotter")
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.families import check_model_source  # re-exported: inspect and merge check a source before loading
 
 log = logging.getLogger(__name__)
 
@@ -123,27 +124,6 @@ def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: i
         sub.size = {"shortest_edge": low, "longest_edge": high}
     if max_frames is not None and getattr(processor, "video_processor", None) is not None:
         processor.video_processor.max_frames = int(max_frames)
-
-
-def check_model_source(name_or_path: str) -> None:
-    """Fail fast, before anything loads, when ``name_or_path`` cannot give a model: a folder without
-    ``config.json``, a local-looking path that does not exist, or (with ``HF_HUB_OFFLINE=1``) a hub name that is
-    not in the local cache."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise MevqaError(f"{path}: not a model folder (no config.json)")
-        return
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    if looks_local:
-        raise MevqaError(f"{name_or_path}: model folder does not exist")
-    if offline:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
-            raise MevqaError(f"{name_or_path}: not a local folder and not in the Hugging Face cache, and "
-                             "HF_HUB_OFFLINE=1 forbids downloading it")
 
 
 def _check_adapter(adapter: Path, model) -> dict:

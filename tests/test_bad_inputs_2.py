@@ -27,7 +27,7 @@ SEED_RANGE = "--seed must be an integer between 0 and 4294967295 (2**32 - 1)"
 
 
 def _zero_shot(case: Case) -> Path:
-    return case.file("zs.yaml", f"model_name_or_path: {case.model}\ndtype: float32\ninputs: oao\nnum_epochs: 0\n")
+    return case.file("zs.yaml", f"model_name_or_path: {case.model}\ndtype: float32\ninputs: oao\nnum_train_epochs: 0\n")
 
 
 def _folds(case: Case) -> Path:

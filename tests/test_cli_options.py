@@ -44,7 +44,7 @@ def test_json_takes_a_path_or_stdout_everywhere(name):
 
 def test_the_json_commands_are_the_expected_ones():
     assert {name for name in COMMANDS if "--json" in command_parser(name)._option_string_actions} == {
-        "answer", "spot", "eval", "compare", "str-eval", "inspect"}
+        "answer", "spot", "eval", "compare", "str-eval", "inspect", "lvqa-eval"}
 
 
 def test_a_default_is_added_once_and_only_where_there_is_one():

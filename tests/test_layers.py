@@ -21,7 +21,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "mevqa.dataset_facts", "mevqa.rows", "mevqa.cli_style", "mevqa.paths"),
     # the model's inputs and the model: clip media, prompts, batching, loading, generation, label scoring
     "inputs": ("mevqa.media", "mevqa.media.build", "mevqa.media.clips", "mevqa.media.face", "mevqa.media.flow",
-               "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.model", "mevqa.collate",
+               "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.families", "mevqa.model", "mevqa.collate",
                "mevqa.generation", "mevqa.label_scoring", "mevqa.tiny", "mevqa.options"),
     # one stage each: data builders, scoring, answering a row
     "stages": ("mevqa.data_builders", "mevqa.data_builders.qa", "mevqa.data_builders.sheets",
@@ -40,7 +40,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # what only the command line (and the recipes, and evaluate) use; nothing imports these
     "commands": ("mevqa.cli", "mevqa.__main__", "mevqa.answer", "mevqa.demo", "mevqa.merge",
                  "mevqa.data_builders.cli", "mevqa.data_builders.synth_cli", "mevqa.eval.cli", "mevqa.eval.strs_cli",
-                 "mevqa.eval.lvqa_cli",
+                 "mevqa.eval.lvqa_cli", "mevqa.train.launch",
                  "mevqa.eval.metric.mevqa_vqa.mevqa_vqa", "mevqa.recipes", "mevqa.recipes.lora",
                  "mevqa.recipes.full"),
 }

@@ -206,7 +206,7 @@ def test_a_lora_checkpoint_answers_with_mevqa_answer(lora_run, tiny_model_dir, s
     clip = next(path for path in sorted(raw.rglob("*")) if path.is_dir() and any(path.glob("*.jpg")))
     capsys.readouterr()
     assert mevqa_main(["answer", "--clip", str(clip), "--question", vocab.Q_COARSE, "--model", str(tiny_model_dir),
-                       "--adapter", str(lora_run / "checkpoint-4"), "--json", "--strategy", "constrained"]) == 0
+                       "--adapter", str(lora_run / "checkpoint-4"), "--json", "-", "--strategy", "constrained"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["inputs"] == "oao" and report["trained_config"].endswith("checkpoint-4/train_config.yaml")
     assert report["answer"] in vocab.COARSE_LABELS

@@ -33,7 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # options written after CONFIG are read from here again (run()).
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="-- --field value",
                         help="config fields overriding the YAML (Trainer's names; recipes/lora.py --help lists them)")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1]
 
 

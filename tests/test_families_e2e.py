@@ -85,7 +85,7 @@ def test_qwen3_vl_through_every_command(tmp_path):
     assert "qwen3_vl_nothink" in printed
 
     spot = run(MEVQA, "spot", "--video", str(clip), "--method", "vlm", "--model", str(merged), "--work",
-               str(tmp_path / "spot"), "--json", "--fps", "200")
+               str(tmp_path / "spot"), "--json", "-", "--fps", "200")
     assert json.loads(spot[spot.index("{"):spot.rindex("}") + 1])["method"] == "vlm"
 
 

@@ -177,7 +177,7 @@ class TrainConfig(TrainingArguments):
             try:
                 self.media_settings = yaml.safe_load(self.media_settings)
             except yaml.YAMLError:
-                pass
+                pass  # kept as text: validate() refuses a media_settings that is not a mapping, in one line
         if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
             # non-reentrant: works with frozen embeddings and PEFT without enable_input_require_grads
             self.activation_checkpointing_kwargs = {"use_reentrant": False}

@@ -25,11 +25,16 @@ def _readme_commands() -> list[str]:
     return [block.strip() for block in blocks]
 
 
-def test_readme_starts_with_install_and_both_test_tiers_that_ci_runs():
-    install, test, e2e = _readme_commands()[:3]
+def test_readme_starts_with_install_test_and_demo_and_ci_runs_both_test_tiers():
+    """README: the install command, the default-tier test command, then the offline end-to-end demo; the e2e tier's
+    command follows. .ci/run runs install, default tier and e2e tier, word for word, in that order."""
+    commands = _readme_commands()
+    install, test, demo = commands[:3]
     assert "pip install" in install
     assert "pytest" in test and '-m "not e2e"' in test, "the second command runs the default tier"
-    assert "pytest" in e2e and "-m e2e" in e2e, "the third command runs the end-to-end tier"
+    assert demo == ".venv/bin/mevqa demo", "right after the two set-up commands: the main job end to end, offline"
+    e2e = commands[3]
+    assert "pytest" in e2e and "-m e2e" in e2e, "the fourth command runs the end-to-end tier"
     ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert install in ci_lines, ".ci/run must install exactly as README.md says"
     assert test in ci_lines and e2e in ci_lines, ".ci/run must run both of README.md's test tiers"

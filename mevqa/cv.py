@@ -60,11 +60,9 @@ import os
 import queue
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from mevqa.cli_style import HelpFormatter
@@ -75,7 +73,7 @@ from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, interva
 from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
 from mevqa.options import AS_TRAINED_OPTIONS
-from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
+from mevqa.paths import console_command, recipe_path, refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.runfolder import folder_lock, read_log
 
 log = logging.getLogger(__name__)
@@ -149,7 +147,7 @@ def resolve_config(path: Path, overrides: list[str]) -> CvConfig:
     ``--max_steps 8`` given for the trained configs of the same command leave a zero-shot config zero-shot.
     """
     from mevqa.train.config import config_dict, load_config, load_yaml  # lazy: see LAZY below
-    from mevqa.train.parts import PARTS  # lazy: torch (the part names' one owner)
+    from mevqa.train.parts import PARTS  # lazy: torch, peft (the part names' one owner)
 
     raw = load_yaml(path)
     zero_shot = raw.get("num_train_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0
@@ -231,26 +229,12 @@ def check_single_process(accelerate_config: Path) -> None:
 
 
 # --- commands ---------------------------------------------------------------------------------------------------
-def _tool(name: str, module: str) -> list[str]:
-    """The console script ``name`` beside this Python (the venv's), else ``python -m module``."""
-    script = Path(sys.executable).parent / name
-    return [str(script)] if script.is_file() else [sys.executable, "-m", module]
-
-
-def recipe_path(recipe: str) -> Path:
-    path = Path(str(resources.files("mevqa.recipes"))) / f"{recipe}.py"
-    if not path.is_file():
-        raise MevqaError(f"{path}: missing from the installed mevqa.recipes package (reinstall mevqa)")
-    return path
-
-
 def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[str],
                   accelerate_config: Path | None) -> list[str]:
     launcher = (["--config_file", str(accelerate_config)] if accelerate_config else
                 # One process; mixed precision is then whatever the training config says.
                 ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
-    launch = _tool("accelerate", "accelerate.commands.launch")
-    launch += ["launch"] if len(launch) == 1 else []
+    launch = console_command("accelerate", "accelerate.commands.launch", ["launch"])
     return [*launch, *launcher, str(recipe_path(config.recipe)), "--config", str(config.path), *overrides,
             "--train_file", str(fold.train), "--eval_file", "none", "--eval_strategy", "no",
             "--output_dir", str(run_dir)]
@@ -259,7 +243,7 @@ def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[s
 def predict_command(config: CvConfig, questions: list[Path], out: Path, model_dir: Path | None) -> list[str]:
     """``mevqa predict`` for the held-out rows: with the trained model (``model_dir/final``) or zero-shot."""
     values = config.values
-    command = [*_tool("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
+    command = [*console_command("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
                "--batch-size", str(values["per_device_eval_batch_size"]),
                "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:

@@ -48,7 +48,7 @@ from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.rows import row_id
 from mevqa.spot import FlowSettings, VlmSettings, add_method_arguments, load_for, settings_from_args
-from mevqa.runfolder import append_record
+from mevqa.runfolder import LogAppender
 from mevqa.str_predict import VIDEOS_FILE, resume_run
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
     if len(todo) < len(videos):
         log.info("%d of %d videos already answered in %s; %d to go", len(videos) - len(todo), len(videos), out,
                  len(todo))
-    with (out / VIDEOS_FILE).open("a", encoding="utf-8") as handle:
+    with LogAppender(out / VIDEOS_FILE) as videos_log:
         for video in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
             start = time.perf_counter()
             name = video["key"][1]
@@ -303,7 +303,7 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
                 raise MevqaError(f"{video['source']}: video {name}: {exc}") from None
             line = {"subject": video["key"][0], "video": name, "seconds": round(time.perf_counter() - start, 3),
                     **result}
-            append_record(handle, line)
+            videos_log.append(line)
             done[video["key"]] = line
     predictions = []
     for video in videos:

@@ -30,10 +30,16 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
+from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
 from mevqa.errors import MevqaError
+from mevqa.jsonl import atomic_path
+from mevqa.log import is_main_process
+from mevqa.messages import INPUT_MODES
+from mevqa.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels
 
 CONFIG_NAME = "train_config.yaml"
 # The rest of the output layout: <output_dir>/{checkpoint-N/, final/, best/, train_log.jsonl, logs/}.
@@ -329,8 +335,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     def bad(name, what):
         return MevqaError(f"config: {name}={getattr(cfg, name)!r}: expected {what}")
 
-    from mevqa.messages import INPUT_MODES
-
     if not (cfg.output_dir or "").strip():
         raise MevqaError("config: output_dir is empty: name the folder for the checkpoints and results")
     if cfg.inputs not in INPUT_MODES:
@@ -385,8 +389,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise bad("media_settings", "a mapping of names to plain values")
     if cfg.metric_for_best_model not in BEST_METRICS:
         raise bad("metric_for_best_model", " | ".join(BEST_METRICS))
-    from mevqa.strategies import check_options
-
     check_options(cfg.answer_strategy, strategy_options(cfg), "config: answer_strategy")
     if cfg.metric_for_best_model != "eval_loss" and not cfg.eval_generate:
         raise MevqaError(f"config: metric_for_best_model={cfg.metric_for_best_model!r} needs eval_generate: true "
@@ -397,8 +399,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def strategy_options(cfg: TrainConfig):
     """The answer strategy's options (:class:`mevqa.strategies.StrategyOptions`) that ``cfg`` sets. Votes are
     seeded as ``mevqa predict`` seeds them by default (0), so evaluation and prediction draw the same samples."""
-    from mevqa.strategies import StrategyOptions, parse_au_tables, parse_fine_labels
-
     return StrategyOptions(votes=cfg.answer_votes, vote_temperature=cfg.answer_vote_temperature, seed=0,
                            fine_labels=parse_fine_labels(cfg.answer_fine_labels, "config: answer_fine_labels"),
                            au_tables=parse_au_tables(cfg.answer_au_tables, "config: answer_au_tables"),
@@ -437,10 +437,6 @@ def launch_settings() -> dict:
     ``TrainingArguments`` as it is made, so that ``from_pretrained`` can build a ZeRO-3 model sharded), the CPU when
     there is no accelerator (accelerate forms a multi-process gloo group only when told it runs on the CPU), pinned
     memory only with CUDA, and progress bars on the main process only."""
-    import torch
-
-    from mevqa.log import is_main_process
-
     settings = {"use_cpu": not _has_accelerator_device(), "dataloader_pin_memory": torch.cuda.is_available(),
                 "disable_tqdm": not is_main_process()}
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
@@ -449,9 +445,6 @@ def launch_settings() -> dict:
 
 
 def _has_accelerator_device() -> bool:
-    import torch
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
-
     return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
 
 
@@ -505,8 +498,6 @@ def resume_differences(saved: dict, current: dict) -> list[str]:
 
 def save_config(cfg: TrainConfig, directory: str | Path) -> Path:
     """Write the resolved config as ``<directory>/train_config.yaml`` (atomically)."""
-    from mevqa.jsonl import atomic_path
-
     target = Path(directory) / CONFIG_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False), encoding="utf-8")

@@ -17,9 +17,11 @@ import argparse
 import re
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.paths import console_command, recipe_path
 
 SHIPPED = ("single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
 # A recipe's failure as run_reporting_errors prints it.
@@ -74,8 +76,6 @@ def recipe_of(cfg) -> str:
 
 
 def accelerate_file(name: str) -> Path:
-    from importlib import resources
-
     path = Path(name)
     if name in SHIPPED:
         path = Path(str(resources.files("mevqa.recipes"))) / "accelerate" / f"{name}.yaml"
@@ -85,8 +85,6 @@ def accelerate_file(name: str) -> Path:
 
 
 def launch_command(recipe: Path, args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    from mevqa.cv import _tool
-
     if args.gpus is not None and args.gpus < 1:
         raise MevqaError(f"--gpus {args.gpus}: expected a positive number of processes")
     if args.accelerate_config:
@@ -96,8 +94,7 @@ def launch_command(recipe: Path, args: argparse.Namespace, overrides: list[str])
         launcher = ["--multi_gpu"] if processes > 1 else []
         launcher += ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
                      "--dynamo_backend", "no"]
-    launch = _tool("accelerate", "accelerate.commands.launch")
-    launch += ["launch"] if len(launch) == 1 else []
+    launch = console_command("accelerate", "accelerate.commands.launch", ["launch"])
     return [*launch, "-q", *launcher, str(recipe), "--config", str(args.config), *overrides]
 
 
@@ -125,8 +122,7 @@ def run_child(command: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mevqa.cv import recipe_path
-    from mevqa.train.config import load_config
+    from mevqa.train.config import load_config  # lazy: transformers (seconds), so `mevqa train --help` stays quick
 
     overrides = split_launch_options(args)
     cfg = load_config(args.config, overrides)  # a config mistake is one line here, before any launch

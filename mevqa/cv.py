@@ -65,6 +65,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+from tqdm.auto import tqdm
+
 from mevqa.cli_style import HelpFormatter
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, row_id, score, stamp
@@ -202,7 +205,7 @@ def parse_gpus(text: str | None) -> list[str]:
 def check_gpus(gpus: list[str]) -> None:
     """--gpus names CUDA devices of this machine: without CUDA every run would train on the CPU, one per "GPU" at a
     time, without a word. Ids that are not numbers (GPU or MIG UUIDs) are left to CUDA."""
-    import torch
+    import torch  # lazy: see LAZY
 
     count = torch.cuda.device_count()
     if count == 0:
@@ -216,8 +219,6 @@ def check_gpus(gpus: list[str]) -> None:
 
 def check_single_process(accelerate_config: Path) -> None:
     """--gpus gives each run one GPU: an accelerate config asking for several processes cannot run there."""
-    import yaml
-
     try:
         data = yaml.safe_load(accelerate_config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -477,8 +478,6 @@ def trained_config(config: CvConfig, model_dir: Path) -> dict:
 
 def run_jobs(runner: Runner, jobs: list[Job], gpus: list[str]) -> None:
     """Run the jobs one at a time, or one per GPU at a time; after a failure start no new job."""
-    from tqdm.auto import tqdm
-
     free: queue.Queue = queue.Queue()
     for gpu in gpus or [None]:
         free.put(gpu)

@@ -52,6 +52,10 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
+from huggingface_hub import snapshot_download
+from tqdm.auto import tqdm
+
 from mevqa import vocab
 from mevqa.cli_style import HelpFormatter
 from mevqa.consistency import consistent_answers
@@ -110,8 +114,6 @@ def model_folder(name) -> Path | None:
     if path.is_dir():
         return path
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(str(name), local_files_only=True))
     except (OSError, ValueError):
         return None
@@ -329,8 +331,6 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
     (MevqaError, an empty answer included) go to ``out/errors.jsonl`` (started afresh unless ``append_errors``);
     with ``strict`` the first failure is raised.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise MevqaError(f"--batch-size must be at least 1, got {batch_size}")
     ensure_dir(out)
@@ -516,7 +516,5 @@ def _prepares(inputs: ClipInputs, row: dict) -> bool:
 
 
 def _empty_device_cache() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

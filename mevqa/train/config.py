@@ -39,6 +39,7 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES
+from mevqa.runfolder import differences
 from mevqa.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels
 
 CONFIG_NAME = "train_config.yaml"
@@ -210,8 +211,6 @@ RESULT_NEUTRAL = frozenset({
 })
 # The run's length may change (to train on); a checkpoint past the new end is an error.
 RUN_LENGTH = frozenset({"max_steps", "num_train_epochs"})
-_MEVQA_FIELDS = [name for name in TrainConfig.__dataclass_fields__
-                 if name not in TrainingArguments.__dataclass_fields__]
 _OPTIONAL_MEVQA = ("train_file", "eval_file", "system_prompt", "lora_preset", "lora_target_regex", "media_settings")
 _LIST_MEVQA = ("lora_llm_modules", "lora_vision_modules", "answer_fine_labels", "answer_au_tables")
 
@@ -326,8 +325,7 @@ def parse_overrides(argv: list[str]) -> dict:
             key = arg[2:].partition("=")[0].replace("-", "_")
             if key not in actions:
                 raise _unknown(key, "command line")
-    given = vars(_parser(given_only=True).parse_args(list(argv)))
-    return given
+    return vars(_parser(given_only=True).parse_args(list(argv)))
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -439,9 +437,14 @@ def launch_settings() -> dict:
     memory only with CUDA, and progress bars on the main process only."""
     settings = {"use_cpu": not _has_accelerator_device(), "dataloader_pin_memory": torch.cuda.is_available(),
                 "disable_tqdm": not is_main_process()}
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if launched_with("DEEPSPEED"):
         settings["deepspeed"] = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     return settings
+
+
+def launched_with(backend: str) -> bool:
+    """Whether accelerate launch was told to run ``backend`` (``DEEPSPEED``, ``FSDP``): it says so in the environment."""
+    return os.environ.get(f"ACCELERATE_USE_{backend}", "").lower() == "true"
 
 
 def _has_accelerator_device() -> bool:
@@ -490,10 +493,12 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 def resume_differences(saved: dict, current: dict) -> list[str]:
     """``field (saved -> current)`` for every field that makes a checkpoint made with config ``saved`` unfit to
-    resume with config ``current`` (both :func:`config_dict`)."""
-    return [f"{name} ({saved.get(name)!r} -> {current.get(name)!r})"
-            for name in dict.fromkeys([*current, *saved])
-            if name not in RESULT_NEUTRAL | RUN_LENGTH and saved.get(name) != current.get(name)]
+    resume with config ``current`` (both :func:`config_dict`), compared by :func:`mevqa.runfolder.differences`."""
+    def compared(config: dict) -> dict:
+        return {name: value for name, value in config.items() if name not in RESULT_NEUTRAL | RUN_LENGTH}
+
+    fields = dict.fromkeys(name.split(".")[0] for name in differences(compared(saved), compared(current)))
+    return [f"{name} ({saved.get(name)!r} -> {current.get(name)!r})" for name in fields]
 
 
 def save_config(cfg: TrainConfig, directory: str | Path) -> Path:

@@ -42,10 +42,11 @@ from mevqa.jsonl import ensure_dir, file_sha256
 from mevqa.log import is_main_process
 from mevqa.model import load_model_and_processor, set_pixel_budgets
 from mevqa.rows import media_settings_of
-from mevqa.runfolder import folder_lock, remove_killed_folders
+from mevqa.runfolder import differences, folder_lock, remove_killed_folders
 from mevqa.train import data as train_data
 from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
-                                TrainConfig, config_dict, help_text, parse_args, resume_differences, save_config)
+                                TrainConfig, config_dict, help_text, launched_with, parse_args, resume_differences,
+                                save_config)
 from mevqa.train.parts import apply_full, apply_lora, check_parts, quantization_config, trainable_summary
 from mevqa.train.trainer import MevqaTrainer, RunControl, append_log
 
@@ -96,7 +97,7 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
                 raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
                                  f"accelerate sees; launch with accelerate launch, mevqa train or torchrun")
             backend = backend_of(args)
-            if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
+            if launched_with("FSDP") and backend != "FSDP":
                 raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and "
                                  f"this launch runs {backend}: it would silently be plain data parallel; launch FSDP "
                                  f"on GPUs, or DDP here (--multi_gpu)")
@@ -264,11 +265,12 @@ def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_step
         raise MevqaError(f"{checkpoint / CONFIG_NAME}: expected a mapping of config keys")
     saved_run = _read_json(checkpoint / RUN_STATE_NAME)
     current = yaml.safe_load(yaml.safe_dump(config_dict(cfg), sort_keys=False))  # as save_config writes it
-    differences = resume_differences(saved_cfg, current) + [
-        f"{key} ({saved_run.get(key)!r} -> {value!r})" if not key.endswith("sha256") else
-        f"{key.removesuffix('_sha256')} content" for key, value in run_state.items() if saved_run.get(key) != value]
-    if differences:
-        raise MevqaError(f"{checkpoint}: made with another configuration ({'; '.join(differences)}); resuming would "
+    changed = resume_differences(saved_cfg, current) + [
+        f"{key} ({saved_run.get(key)!r} -> {run_state[key]!r})" if not key.endswith("sha256") else
+        f"{key.removesuffix('_sha256')} content"
+        for key in differences({key: saved_run.get(key) for key in run_state}, run_state)]
+    if changed:
+        raise MevqaError(f"{checkpoint}: made with another configuration ({'; '.join(changed)}); resuming would "
                          f"mix two runs: start over with --resume_from_checkpoint none, or use a new output_dir")
     if step > total_steps:
         raise MevqaError(f"{checkpoint}: at step {step}, past this run's {total_steps} steps (max_steps / "
@@ -312,7 +314,6 @@ def loading(path: Path):
         raise MevqaError(f"{path}: cannot be loaded ({type(exc).__name__}: {detail}); resume from an earlier "
                          f"checkpoint (--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)"
                          ) from None
-
 
 
 def _either(checkpoint: Path, *names: str) -> str:
@@ -377,8 +378,7 @@ def check_4bit() -> None:
     """QLoRA needs bitsandbytes; 4-bit layers run on CUDA, or on CPU from bitsandbytes 0.48."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MevqaError('config: load_in_4bit needs bitsandbytes (pip install "mevqa[qlora]")')
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or \
-            os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+    if launched_with("DEEPSPEED") or launched_with("FSDP"):
         raise MevqaError("config: load_in_4bit runs one model copy per process (DDP or one GPU), not under "
                          "DeepSpeed or FSDP")
     if not torch.cuda.is_available():
@@ -401,8 +401,7 @@ def backend_of(args) -> str:
     if kind == "DEEPSPEED":
         return f"DEEPSPEED-zero{args.hf_deepspeed_config.config.get('zero_optimization', {}).get('stage', 0)}"
     # accelerate gives the FSDP type to the Accelerator's state (built later by Trainer), for GPU-like devices only
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    return "FSDP" if fsdp and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
+    return "FSDP" if launched_with("FSDP") and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
 
 
 def load_model(cfg: TrainConfig, args, weights: Path | None = None):

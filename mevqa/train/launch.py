@@ -64,9 +64,7 @@ def split_launch_options(args: argparse.Namespace) -> list[str]:
     if given.gpus is not None or given.accelerate_config is not None:
         if args.gpus is not None or args.accelerate_config is not None:
             raise MevqaError("give --gpus or --accelerate-config once")
-        args.gpus, args.accelerate_config = given.gpus, given.accelerate_config
-    if args.gpus is not None and args.accelerate_config is not None:
-        raise MevqaError("--gpus and --accelerate-config: give one (set the processes in the accelerate config)")
+        args.gpus, args.accelerate_config = given.gpus, given.accelerate_config  # each parser allows one of them
     return overrides
 
 

@@ -77,7 +77,7 @@ from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
 from mevqa.options import AS_TRAINED_OPTIONS
 from mevqa.paths import console_command, recipe_path, refuse_outputs_onto_inputs, seed as seed_type
-from mevqa.runfolder import folder_lock, read_log
+from mevqa.runfolder import differences, folder_lock, read_log
 
 log = logging.getLogger(__name__)
 
@@ -543,17 +543,15 @@ def check_settings(out: Path, folds_dir: Path, configs: list[CvConfig], override
     before = previous.get("folds")
     if before is not None and {**before, "files_sha256": None} != {**folds, "files_sha256": None}:
         raise MevqaError(f"{out}: holds runs over other folds ({before['folder']}, see {path}); use another --out")
-    if before is not None and "files_sha256" in before and before["files_sha256"] != folds["files_sha256"]:
-        changed = sorted(name for name in set(before["files_sha256"]) | set(folds["files_sha256"])
-                         if before["files_sha256"].get(name) != folds["files_sha256"].get(name))
+    changed = differences(before["files_sha256"], folds["files_sha256"]) if before and "files_sha256" in before else []
+    if changed:
         raise MevqaError(f"{folds_dir / changed[0]}: changed since the runs in {out} were made over it (sha256 "
                          f"recorded in {path}); restore the fold file or use another --out")
     recorded = dict(previous["configs"])
     for config in configs:
         before, values = recorded.get(config.name), _jsonable(config.values)
-        if before is not None and before["values"] != values:
-            changed = sorted(key for key in set(before["values"]) | set(values)
-                             if before["values"].get(key) != values.get(key))
+        changed = differences(before["values"], values) if before is not None else []
+        if changed:
             raise MevqaError(f"{config.path}: resolves differently from the config {config.name!r} already run in "
                              f"{out} ({', '.join(changed)} differ, see {path}); use another --out or another name")
         recorded[config.name] = {"file": str(config.path), "values": values, "zero_shot": config.zero_shot,

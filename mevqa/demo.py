@@ -105,6 +105,8 @@ def prepare_workdir(workdir: Path) -> None:
         if not (workdir / MARKER).is_file():
             raise MevqaError(f"{workdir}: folder exists and is not a previous demo's (no {MARKER}); choose an empty "
                              "or new --workdir")
+        # Cleared, not replaced whole (mevqa.runfolder.atomic_folder): each step reads what the steps before it wrote
+        # here, so the folder is filled in place and a stopped demo shows how far it got.
         shutil.rmtree(workdir)
     ensure_dir(workdir, "demo folder")
     (workdir / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")

@@ -255,7 +255,7 @@ def remove_killed_folders(target: str | os.PathLike) -> None:
 def _process_runs(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: digits no process id can have
         return False
     except PermissionError:  # another user's process
         return True

@@ -233,7 +233,10 @@ def atomic_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterato
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; give it a plain mkdir's mode
-        replace_folder(tmp, target, replace=replace)
+        try:
+            replace_folder(tmp, target, replace=replace)
+        except OSError as exc:
+            raise MevqaError(f"{target}: cannot replace the folder ({exc.strerror}); nothing was changed") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

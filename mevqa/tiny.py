@@ -258,7 +258,9 @@ def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Pa
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
         raise MevqaError(f"{out_dir}: holds files but no model (config.json); the model replaces the folder whole: "
                          "choose a new or empty folder")
-    ensure_dir(out_dir.parent, "folder of --out")
+    # An existing folder must be writable like any output folder, though the model replaces it rather than adding to it.
+    ensure_dir(out_dir if out_dir.is_dir() else out_dir.parent, "output folder" if out_dir.is_dir() else
+               "folder of --out")
     processor = build_tiny_processor(family)
     tokenizer = processor.tokenizer
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}

@@ -443,7 +443,7 @@ def launch_settings() -> dict:
 
 
 def launched_with(backend: str) -> bool:
-    """Whether accelerate launch was told to run ``backend`` (``DEEPSPEED``, ``FSDP``): it says so in the environment."""
+    """Whether accelerate launch was told to run ``backend`` (``DEEPSPEED``, ``FSDP``), as its environment says."""
     return os.environ.get(f"ACCELERATE_USE_{backend}", "").lower() == "true"
 
 

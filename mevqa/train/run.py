@@ -113,19 +113,19 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
             run_state = {"world_size": args.world_size, "backend": backend,
                          "mixed_precision": args.mixed_precision, "train_file_sha256": file_sha256(cfg.train_file),
                          "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
-            if resume is not None:
-                check_resume(resume, cfg, run_state, total_steps)
+            start_step = check_resume(resume, cfg, run_state, total_steps) if resume is not None else 0
             if is_main_process():
                 clear_previous_run(output_dir, keep=resume)
                 save_config(cfg, output_dir)
             args.distributed_state.wait_for_everyone()
-            return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch)
+            return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, start_step, total_steps,
+                          per_epoch)
         finally:
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
 
-def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch) -> int:
+def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, start_step, total_steps, per_epoch) -> int:
     set_seed(cfg.seed)  # before LoRA's random init, so every process and every rerun starts from the same weights
     # A full run resumes with the checkpoint's weights loaded by the model's own loader: the checkpoint holds them
     # under Qwen's file names, which Trainer's non-strict load_state_dict would miss. DeepSpeed and FSDP resume from
@@ -149,7 +149,6 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
             callback.logging_dir = str(Path(cfg.output_dir) / "logs")
 
     world, batch, accumulation = args.world_size, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    start_step = json.loads((resume / TRAINER_STATE_NAME).read_text())["global_step"] if resume else 0
     log.info("world size %d (%s), process %d is main; %d training rows, %d per step (%d per process x %d "
              "accumulation x %d processes), %d steps per epoch, %d steps%s", world,
              trainer.accelerator.distributed_type, args.process_index, len(train_rows), world * batch * accumulation,
@@ -252,8 +251,9 @@ def _check_start_over(output_dir: Path) -> None:
                          f"output_dir")
 
 
-def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> None:
-    """Refuse a checkpoint made by another configuration, launch or data, past the run's end, or incomplete."""
+def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> int:
+    """Refuse a checkpoint made by another configuration, launch or data, past the run's end, or incomplete;
+    returns its step."""
     step = _read_json(checkpoint / TRAINER_STATE_NAME).get("global_step")
     if not isinstance(step, int):
         raise MevqaError(f"{checkpoint / TRAINER_STATE_NAME}: no integer global_step")
@@ -277,6 +277,7 @@ def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_step
                          f"num_epochs); raise max_steps, start over with --resume_from_checkpoint none, or use a new "
                          f"output_dir")
     verify_checkpoint_files(checkpoint, step, run_state["backend"], run_state["world_size"])
+    return step
 
 
 def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_size: int) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
+import cv2
 from tqdm import tqdm
 
 from mevqa import vocab
@@ -404,6 +405,4 @@ def _collect(results, jobs, timings, failed, skipped, options, bar) -> None:
 
 
 def _worker_init() -> None:
-    import cv2
-
     cv2.setNumThreads(1)

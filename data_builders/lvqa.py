@@ -32,9 +32,10 @@ from pathlib import Path
 from mevqa import lvqa
 from mevqa.data_builders.spot import QA_DATASET, read_videos
 from mevqa.errors import MevqaError
+from mevqa.jsonl import ensure_dir, file_sha256, write_json, write_jsonl
 from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
-from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_json, write_jsonl
 from mevqa.rows import read_rows, row_id, where
+from mevqa.runfolder import folder_lock
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def read_sheet(path: str | Path, columns: dict[str, tuple[str, ...]], *, sheet: 
     ``columns`` maps a field to the header names accepted for it; fields in ``optional`` may be absent. Rows whose
     cells for the required fields are all blank (notes, spacers, trailing text) are skipped.
     """
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (half a second), only to read a sheet
 
     path = Path(path)
     if not path.is_file():

@@ -179,7 +179,7 @@ def _write_frames(folder: Path, clip: SynthClip, names, size: tuple[int, int, bo
 # --- sheets ---------------------------------------------------------------------------------------------------
 
 def _write_xlsx(path: Path, rows: list[list], sheet: str = "Sheet1") -> None:
-    from openpyxl import Workbook
+    from openpyxl import Workbook  # lazy: only synth-data writes a workbook
 
     book = Workbook()
     table = book.active

@@ -40,9 +40,11 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import av
 import cv2
 import numpy as np
 
@@ -196,8 +198,6 @@ def _write_frames(folder: Path, video: LongVideo, name, size: tuple[int, int, bo
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Path:
     """Encode frames (grey or RGB uint8, one size) as a video file with PyAV: H.264 where the build has it, else
     MPEG-4 part 2. Frames are streamed, so long videos never sit in memory."""
-    import av
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -206,8 +206,6 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Pat
         for image in frames:
             rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
             if stream is None:
-                from fractions import Fraction
-
                 stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
                 stream.width, stream.height = rgb.shape[1] - rgb.shape[1] % 2, rgb.shape[0] - rgb.shape[0] % 2
                 stream.pix_fmt = "yuv420p"

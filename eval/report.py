@@ -87,7 +87,7 @@ def _png(figure) -> bytes:
 
 
 def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib, PNG figures only
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=120)

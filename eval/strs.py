@@ -109,7 +109,7 @@ def typed_values(columns: dict[str, list[str]]) -> dict[str, list]:
     ``6``; one text cell makes every cell text, kept as written: ``006`` is not ``6``, `` happiness`` keeps its
     space), and the missing-value texts of :data:`OFFICIAL_NA_VALUES` are :class:`Missing`. pandas itself reads
     them, from the cells this module has checked."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (half a second); mevqa eval imports this package
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -28,6 +28,8 @@ from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_js
 from mevqa.errors import MevqaError
 from mevqa.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
     check_weight_files, load_model, resolve_settings
+from mevqa.lvqa import lvqa_question
+from mevqa.lvqa_predict import answer_long_video
 from mevqa.paths import refuse_outputs_onto_inputs
 
 INPUT_FILES = ("frames", "image", "arrays")
@@ -54,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise MevqaError("--question is empty")
     refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)},
                                inputs={"--clip": args.clip, "--model": args.model, "--adapter": args.adapter})
-    from mevqa.lvqa import lvqa_question
-
     if lvqa_question(question) is not None:  # about a whole long video: the ME-LVQA pipeline answers it
-        from mevqa.lvqa_predict import answer_long_video
-
         return answer_long_video(args, question)
     settings = resolve_settings(args)
     check_weight_files(args.model, args.adapter)

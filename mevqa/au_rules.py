@@ -36,6 +36,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from mevqa import vocab
 from mevqa.errors import MevqaError
 from mevqa.rows import clip_key
@@ -124,8 +126,6 @@ def _rule(entry, number: int, source: str) -> Rule:
 
 @functools.lru_cache(maxsize=32)
 def _load(path: str, mtime_ns: int) -> RuleTable:
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)

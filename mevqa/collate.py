@@ -104,7 +104,7 @@ def _size(pixels):
 def encode(processor, samples: list[Sample], *, train: bool, max_length: int | None = None,
            image_pixels=None, video_pixels=None, video_fps: float | None = None):
     """Tokenise, pad and process the vision inputs of ``samples`` into one batch (see the module docstring)."""
-    from transformers.video_utils import VideoMetadata
+    from transformers.video_utils import VideoMetadata  # lazy: transformers; strategies imports this module
 
     tokenizer = processor.tokenizer
     texts = [processor.apply_chat_template(s.messages, tokenize=False, add_generation_prompt=not train)

@@ -60,12 +60,13 @@ import os
 import queue
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
 
 from mevqa.cli_style import HelpFormatter
 from mevqa.errors import MevqaError
@@ -75,8 +76,8 @@ from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, interva
 from mevqa.eval.stamp import file_sha256
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
 from mevqa.options import AS_TRAINED_OPTIONS
-from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
-from mevqa.runfolder import folder_lock, read_log
+from mevqa.paths import console_command, recipe_path, refuse_outputs_onto_inputs, seed as seed_type
+from mevqa.runfolder import differences, folder_lock, read_log
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def resolve_config(path: Path, overrides: list[str]) -> CvConfig:
     ``--max_steps 8`` given for the trained configs of the same command leave a zero-shot config zero-shot.
     """
     from mevqa.train.config import config_dict, load_config, load_yaml  # lazy: see LAZY below
-    from mevqa.train.parts import PARTS  # lazy: torch (the part names' one owner)
+    from mevqa.train.parts import PARTS  # lazy: torch, peft (the part names' one owner)
 
     raw = load_yaml(path)
     zero_shot = raw.get("num_train_epochs", 1) == 0 and raw.get("max_steps", -1) <= 0
@@ -204,7 +205,7 @@ def parse_gpus(text: str | None) -> list[str]:
 def check_gpus(gpus: list[str]) -> None:
     """--gpus names CUDA devices of this machine: without CUDA every run would train on the CPU, one per "GPU" at a
     time, without a word. Ids that are not numbers (GPU or MIG UUIDs) are left to CUDA."""
-    import torch
+    import torch  # lazy: see LAZY
 
     count = torch.cuda.device_count()
     if count == 0:
@@ -218,8 +219,6 @@ def check_gpus(gpus: list[str]) -> None:
 
 def check_single_process(accelerate_config: Path) -> None:
     """--gpus gives each run one GPU: an accelerate config asking for several processes cannot run there."""
-    import yaml
-
     try:
         data = yaml.safe_load(accelerate_config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -231,26 +230,12 @@ def check_single_process(accelerate_config: Path) -> None:
 
 
 # --- commands ---------------------------------------------------------------------------------------------------
-def _tool(name: str, module: str) -> list[str]:
-    """The console script ``name`` beside this Python (the venv's), else ``python -m module``."""
-    script = Path(sys.executable).parent / name
-    return [str(script)] if script.is_file() else [sys.executable, "-m", module]
-
-
-def recipe_path(recipe: str) -> Path:
-    path = Path(str(resources.files("mevqa.recipes"))) / f"{recipe}.py"
-    if not path.is_file():
-        raise MevqaError(f"{path}: missing from the installed mevqa.recipes package (reinstall mevqa)")
-    return path
-
-
 def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[str],
                   accelerate_config: Path | None) -> list[str]:
     launcher = (["--config_file", str(accelerate_config)] if accelerate_config else
                 # One process; mixed precision is then whatever the training config says.
                 ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
-    launch = _tool("accelerate", "accelerate.commands.launch")
-    launch += ["launch"] if len(launch) == 1 else []
+    launch = console_command("accelerate", "accelerate.commands.launch", ["launch"])
     return [*launch, *launcher, str(recipe_path(config.recipe)), "--config", str(config.path), *overrides,
             "--train_file", str(fold.train), "--eval_file", "none", "--eval_strategy", "no",
             "--output_dir", str(run_dir)]
@@ -259,7 +244,7 @@ def train_command(config: CvConfig, fold: Fold, run_dir: Path, overrides: list[s
 def predict_command(config: CvConfig, questions: list[Path], out: Path, model_dir: Path | None) -> list[str]:
     """``mevqa predict`` for the held-out rows: with the trained model (``model_dir/final``) or zero-shot."""
     values = config.values
-    command = [*_tool("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
+    command = [*console_command("mevqa", "mevqa"), "predict", "--questions", *map(str, questions), "--out", str(out),
                "--batch-size", str(values["per_device_eval_batch_size"]),
                "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:
@@ -493,8 +478,6 @@ def trained_config(config: CvConfig, model_dir: Path) -> dict:
 
 def run_jobs(runner: Runner, jobs: list[Job], gpus: list[str]) -> None:
     """Run the jobs one at a time, or one per GPU at a time; after a failure start no new job."""
-    from tqdm.auto import tqdm
-
     free: queue.Queue = queue.Queue()
     for gpu in gpus or [None]:
         free.put(gpu)
@@ -560,17 +543,15 @@ def check_settings(out: Path, folds_dir: Path, configs: list[CvConfig], override
     before = previous.get("folds")
     if before is not None and {**before, "files_sha256": None} != {**folds, "files_sha256": None}:
         raise MevqaError(f"{out}: holds runs over other folds ({before['folder']}, see {path}); use another --out")
-    if before is not None and "files_sha256" in before and before["files_sha256"] != folds["files_sha256"]:
-        changed = sorted(name for name in set(before["files_sha256"]) | set(folds["files_sha256"])
-                         if before["files_sha256"].get(name) != folds["files_sha256"].get(name))
+    changed = differences(before["files_sha256"], folds["files_sha256"]) if before and "files_sha256" in before else []
+    if changed:
         raise MevqaError(f"{folds_dir / changed[0]}: changed since the runs in {out} were made over it (sha256 "
                          f"recorded in {path}); restore the fold file or use another --out")
     recorded = dict(previous["configs"])
     for config in configs:
         before, values = recorded.get(config.name), _jsonable(config.values)
-        if before is not None and before["values"] != values:
-            changed = sorted(key for key in set(before["values"]) | set(values)
-                             if before["values"].get(key) != values.get(key))
+        changed = differences(before["values"], values) if before is not None else []
+        if changed:
             raise MevqaError(f"{config.path}: resolves differently from the config {config.name!r} already run in "
                              f"{out} ({', '.join(changed)} differ, see {path}); use another --out or another name")
         recorded[config.name] = {"file": str(config.path), "values": values, "zero_shot": config.zero_shot,

@@ -24,12 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from mevqa.errors import MevqaError
 from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
+from mevqa.paths import console_command, recipe_path
 from mevqa.tiny import TINY_FAMILIES
 
 MARKER = "demo.json"
@@ -59,18 +59,11 @@ _REAL_CONFIGS = {"qwen2_vl": "qwen2_5_vl_3b/lora_baseline.yaml", "qwen2_5_vl": "
 
 def recipe_paths() -> tuple[Path, Path]:
     """(lora.py, configs/tiny/lora.yaml) of the installed ``mevqa.recipes`` package."""
-    root = Path(str(resources.files("mevqa.recipes")))
-    recipe, config = root / "lora.py", root / "configs" / "tiny" / "lora.yaml"
-    for path in (recipe, config):
-        if not path.is_file():
-            raise MevqaError(f"{path}: missing from the installed mevqa.recipes package (reinstall mevqa)")
+    recipe = recipe_path("lora")
+    config = recipe.parent / "configs" / "tiny" / "lora.yaml"
+    if not config.is_file():
+        raise MevqaError(f"{config}: missing from the installed mevqa.recipes package (reinstall mevqa)")
     return recipe, config
-
-
-def _tool(name: str, subcommand: list[str], module: str) -> list[str]:
-    """The console script ``name`` (+ ``subcommand``) beside this Python, i.e. the venv's, else ``python -m``."""
-    script = Path(sys.executable).parent / name
-    return [str(script), *subcommand] if script.is_file() else [sys.executable, "-m", module]
 
 
 def _shown(argv: list[str]) -> str:
@@ -112,6 +105,8 @@ def prepare_workdir(workdir: Path) -> None:
         if not (workdir / MARKER).is_file():
             raise MevqaError(f"{workdir}: folder exists and is not a previous demo's (no {MARKER}); choose an empty "
                              "or new --workdir")
+        # Cleared, not replaced whole (mevqa.runfolder.atomic_folder): each step reads what the steps before it wrote
+        # here, so the folder is filled in place and a stopped demo shows how far it got.
         shutil.rmtree(workdir)
     ensure_dir(workdir, "demo folder")
     (workdir / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
@@ -134,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     recipe, config = recipe_paths()
     work = args.workdir.resolve()
     prepare_workdir(work)
-    mevqa = _tool("mevqa", [], "mevqa")
-    launch = _tool("accelerate", ["launch"], "accelerate.commands.launch")
+    mevqa = console_command("mevqa", "mevqa")
+    launch = console_command("accelerate", "accelerate.commands.launch", ["launch"])
     run_step = Runner(work)
     raw, data, splits, model, lora, pred = (work / name for name in ("raw", "data", "splits", "tiny-model", "lora",
                                                                      "predict"))

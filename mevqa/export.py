@@ -73,6 +73,7 @@ from tqdm import tqdm
 
 from mevqa import __version__
 from mevqa.errors import MevqaError
+from mevqa.families import family_of_source
 from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
@@ -260,7 +261,7 @@ def _write_tool_format(tmp: Path, splits: dict[str, list[Sample]], settings: Exp
 
 
 def _hf_features(settings: ExportSettings):
-    from datasets import Features, Image, List, Value
+    from datasets import Features, Image, List, Value  # lazy: datasets, only for --format hf
 
     columns = {name: Value("string") for name in STRING_FIELDS}
     columns["messages"] = List({"role": Value("string"),
@@ -338,7 +339,7 @@ def _image_value(path: str) -> dict:
 
 def _write_hf(tmp: Path, splits: dict[str, list[Sample]], settings: ExportSettings, fingerprint: str,
               progress: bool) -> dict:
-    import datasets
+    import datasets  # lazy: datasets, only for --format hf
 
     features = _hf_features(settings)
     # Every row is checked before anything is written (an error inside the generator would reach the user
@@ -415,9 +416,7 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
     """What LLaMA-Factory and ms-swift must be told to give ``model`` the inputs mevqa gives it: the chat template of
     its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate and count of the
     exported videos. Only config.json and the processor files are read."""
-    from transformers import AutoProcessor
-
-    from mevqa.families import family_of_source
+    from transformers import AutoProcessor  # lazy: transformers, only with --model
 
     fam = family_of_source(model)
     try:

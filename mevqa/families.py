@@ -206,7 +206,7 @@ def config_file(name_or_path) -> Path:
         if not found.is_file():
             raise MevqaError(f"{path}: not a model folder (no config.json)")
         return found
-    from transformers.utils import cached_file
+    from transformers.utils import cached_file  # lazy: transformers; every command imports families
 
     try:
         found = cached_file(str(name_or_path), "config.json")
@@ -241,7 +241,7 @@ def check_model_source(name_or_path: str) -> None:
     if looks_local:
         raise MevqaError(f"{name_or_path}: model folder does not exist")
     if offline:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: see cached_file above
 
         if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
             raise MevqaError(f"{name_or_path}: not a local folder and not in the Hugging Face cache, and "

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from mevqa.collate import QADataset, encode
 from mevqa.log import is_main_process
@@ -49,8 +50,6 @@ def iter_answers(model, processor, rows: list[dict], mode: str, *, batch_size: i
                  max_frames: int | None = None, image_pixels=None, video_pixels=None,
                  video_fps: float | None = None, progress: bool = False) -> Iterator[tuple[dict, str]]:
     """Yield ``(row, answer)`` for every row, in order, generating ``batch_size`` rows at a time."""
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     tokenizer = processor.tokenizer

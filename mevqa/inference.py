@@ -29,9 +29,13 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
 
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
@@ -140,8 +144,6 @@ class InferenceSettings:
 
     def strategy_options(self) -> StrategyOptions:
         """The strategy's options with the generation settings filled in."""
-        from dataclasses import replace
-
         keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
         return replace(self.options, **{key: self.generation[key] for key in keys if key in self.generation})
 
@@ -149,8 +151,6 @@ class InferenceSettings:
 def read_train_config(model, adapter) -> tuple[dict, Path | None]:
     """(settings, file) from the ``train_config.yaml`` of the adapter folder, else of the model folder; ({}, None)
     when neither has one. Keys other than those inference uses are left alone (they are the trainer's)."""
-    import yaml
-
     for folder in (adapter, model):
         if folder is None:
             continue
@@ -331,8 +331,6 @@ def generation_settings(args: argparse.Namespace) -> dict:
 
 def check_device(device: str | None) -> None:
     """A ``--device`` that names a device torch knows and this machine has (None: CUDA if present, else CPU)."""
-    import torch
-
     if device is None:
         return
     try:
@@ -351,8 +349,6 @@ def check_device(device: str | None) -> None:
 def check_weight_files(*folders) -> None:
     """Read the header of every ``*.safetensors`` file in the local ``folders`` (model, adapter; a hub name or None
     is skipped): a file cut short or damaged is one line naming it, before anything loads."""
-    from safetensors import SafetensorError, safe_open
-
     for folder in folders:
         path = Path(str(folder)).expanduser() if folder is not None else None
         if path is None or not path.is_dir():
@@ -369,8 +365,6 @@ def check_weight_files(*folders) -> None:
 def load_model(args: argparse.Namespace, settings: InferenceSettings, *, model_and_adapter: tuple | None = None):
     """(model, processor) for the model arguments (``model_and_adapter``, default ``(args.model, args.adapter)``)
     and the settings' pixel budgets, seeded for sampling."""
-    import torch
-
     model, adapter = model_and_adapter or (args.model, args.adapter)
     check_weight_files(model, adapter)
     torch.manual_seed(settings.generation["seed"])

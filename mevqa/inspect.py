@@ -66,6 +66,7 @@ from tqdm import tqdm
 
 from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
+from mevqa.families import DEFAULT_FAMILY, FAMILIES, family
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
 from mevqa.model import check_model_source, set_pixel_budgets
@@ -183,8 +184,6 @@ class Budgets:
     @classmethod
     def from_processor(cls, processor, family=None) -> "Budgets":
         """``family``: the model's (:mod:`mevqa.families`); None: Qwen2.5-VL's."""
-        from mevqa.families import DEFAULT_FAMILY, FAMILIES
-
         family = family or FAMILIES[DEFAULT_FAMILY]
         images, videos = processor.image_processor, processor.video_processor
         return cls(image_pixels=(int(images.size["shortest_edge"]), int(images.size["longest_edge"])),
@@ -240,8 +239,6 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     """Estimated bytes of activations for one micro-batch of ``tokens`` tokens (rows x padded length) whose vision
     inputs make ``patches`` vision patches; the formula and its assumptions are in the module docstring.
     ``mask_bytes``: bytes per element of a dropout mask (1 on CUDA; the CPU kernel keeps it in float32, 4)."""
-    from mevqa.families import family
-
     fam = family(getattr(model_config, "model_type", None), where="model config")
     g = _geometry(model_config, fam)
     d = settings.dtype_bytes
@@ -372,7 +369,7 @@ def saved_activation_bytes(model, run) -> int:
     """Bytes of the distinct non-parameter storages autograd saves for backward while ``run()`` builds the graph:
     the measured counterpart of :func:`activation_memory` (a test and ``benchmarks/activation_memory.py`` compare
     the two)."""
-    import torch
+    import torch  # lazy: torch, only for the activation estimate
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -400,8 +397,6 @@ def inspect_rows(rows: list[dict], processor, model_config, settings: Settings, 
     ``settings``, with ``processor`` already holding the config's pixel budgets."""
     if not rows:
         raise MevqaError("no rows to inspect")
-    from mevqa.families import family
-
     budgets = Budgets.from_processor(processor, family(getattr(model_config, "model_type", None),
                                                        where=settings.model_name_or_path))
     tokenizer = processor.tokenizer
@@ -442,7 +437,7 @@ def _read_rows(data_files: Sequence[str | Path]) -> list[dict]:
 def load_processor_and_config(settings: Settings):
     """The processor of ``settings.model_name_or_path`` (with the config's pixel budgets set, as the trainer sets
     them) and its model config. Only the small processor and config files are read, never the weights."""
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig, AutoProcessor  # lazy: transformers; --help stays quick
 
     source = settings.model_name_or_path
     check_model_source(source)  # a missing folder, or a hub name not cached offline, fails at once (as training)
@@ -453,8 +448,6 @@ def load_processor_and_config(settings: Settings):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MevqaError(f"{source}: cannot load the processor and config ({first}); pass --model with a folder that "
                          "holds them (the weights are not needed)") from None
-    from mevqa.families import family
-
     family(getattr(model_config, "model_type", None), where=source)  # one line naming the supported types
     if not hasattr(processor, "video_processor"):
         raise MevqaError(f"{source}: its processor has no video processor; expected the model family's own")

@@ -31,6 +31,7 @@ import math
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from mevqa import vocab
 from mevqa.collate import IGNORE_INDEX, Sample, encode
@@ -175,8 +176,6 @@ def choice_logprobs(model, processor, rows: list[dict], mode: str, choices: Sequ
                     progress: bool = False) -> list[dict[str, float]]:
     """For each row, ``{answer: summed log-probability}`` over its allowed answers ``choices[i]`` (whole answers,
     ``<|im_end|>`` included). ``batch_size`` counts sequences (candidates) per forward pass."""
-    from tqdm.auto import tqdm
-
     choices = _check_choices(rows, choices)
     results = []
     for row, allowed in tqdm(list(zip(rows, choices)), desc="scoring", unit="row",

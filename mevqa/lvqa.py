@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 
 from mevqa import vocab
+from mevqa.au_rules import parse_au_names
+from mevqa.data_builders.qa import parse_aus
 from mevqa.errors import MevqaError
 
 COUNT_ALL, COUNT_MICRO, COUNT_MACRO = "count_all", "count_micro", "count_macro"
@@ -124,8 +126,6 @@ def number_events(events: list[Event]) -> list[Event]:
 
 def au_names_of(labels, where: str) -> list[str]:
     """AU names of sheet AU labels (``L10``, ``14A``, ``12``), each once, in FACS code order."""
-    from mevqa.data_builders.qa import parse_aus
-
     codes = {unit.code for label in labels for unit in parse_aus(label, where)}
     return [vocab.AU_NAMES[code] for code in sorted(codes)]
 
@@ -189,8 +189,6 @@ def parse_au_set(text) -> frozenset[str] | None:
     """The AU names an answer gives: names of :data:`mevqa.vocab.AU_NAMES` and ``AU12``-style codes mapped to
     names; the empty set for an empty answer or "none"; None when it names no AU, or a code outside the
     vocabulary."""
-    from mevqa.au_rules import parse_au_names
-
     text = str(text)
     lowered = text.lower()
     names = set(parse_au_names(lowered))

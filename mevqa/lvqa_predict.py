@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,12 +45,15 @@ from tqdm import tqdm
 from mevqa import lvqa, vocab
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_jsonl
+from mevqa.jsonl import ensure_dir, file_sha256, write_jsonl
 from mevqa.log import is_main_process
-from mevqa.rows import row_id
-from mevqa.spot import FlowSettings, VlmSettings, add_method_arguments, load_for, settings_from_args
-from mevqa.runfolder import append_record
+from mevqa.media import Span, build_media, read_clip
+from mevqa.rows import read_rows, row_id, where
+from mevqa.runfolder import LogAppender, folder_lock
+from mevqa.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections, interval_row,
+                        load_for, motion_signal, settings_from_args, spot_macro_flow, spot_video, unpack_video)
 from mevqa.str_predict import VIDEOS_FILE, resume_run
+from mevqa.submission import QUESTION_SUFFIX, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +89,6 @@ class LvqaSettings:
 
 # --- one video ------------------------------------------------------------------------------------------------
 def _interval_rows(clip, fps: float, detections, question: str, inference, work_dir: Path) -> list[dict]:
-    from mevqa.media import Span, build_media
-    from mevqa.spot import interval_row
-
     rows = []
     for d in detections:
         span = Span(d.onset, d.apex, d.offset, "max_diff")
@@ -100,9 +101,7 @@ def _interval_rows(clip, fps: float, detections, question: str, inference, work_
 def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, processor=None, inference=None,
                 work_dir: Path, progress: bool = False) -> tuple[list[lvqa.Event], list[str]]:
     """The events of one long video by the spot method (module docstring), numbered, and notes."""
-    from mevqa.label_scoring import best, choice_probabilities
-    from mevqa.media import read_clip
-    from mevqa.spot import check_fps, flow_detections, motion_signal, spot_macro_flow, spot_video, unpack_video
+    from mevqa.label_scoring import best, choice_probabilities  # lazy: torch; flow spotting needs none
 
     clip = read_clip(source)
     fps = check_fps(clip, fps)
@@ -125,7 +124,7 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
         aus = [[] for _ in detections]
         notes.append("no VQA model: types from durations, distinct AUs answered none")
     elif detections:
-        from mevqa.inference import answer_batch
+        from mevqa.inference import answer_batch  # lazy: torch (mevqa.inference)
 
         if clip.is_video:
             clip = unpack_video(clip, work_dir / "frames", progress)
@@ -152,7 +151,7 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
 def vlm_answers(source, fps: float | None, questions: list[str], *, model, processor, inference, work_dir: Path
                 ) -> list[tuple[str, str | None]]:
     """The model's answers to ``questions`` over the whole video's inputs, each in the participants' form."""
-    from mevqa.inference import ClipInputs, answer_batch
+    from mevqa.inference import ClipInputs, answer_batch  # lazy: torch (mevqa.inference)
 
     inputs = ClipInputs(inference, work_dir)
     built = inputs.build(source, work_dir / "media", fps=fps)
@@ -208,8 +207,7 @@ def _fps_of(row: dict, source: Path, given: float | None) -> float | None:
 def read_questions(paths: list[Path], videos_root: Path | None, fps: float | None) -> tuple[list[dict], list[dict]]:
     """(question rows, videos): every question's kind recognised and every video found, before any work.
     A video is ``{"key": (question file, video), "source", "fps", "rows": [indices], "number"}``."""
-    from mevqa.inference import find_clip
-    from mevqa.rows import read_rows, where
+    from mevqa.inference import find_clip  # lazy: torch (mevqa.inference)
 
     rows = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
     if not rows:
@@ -290,7 +288,7 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
     if len(todo) < len(videos):
         log.info("%d of %d videos already answered in %s; %d to go", len(videos) - len(todo), len(videos), out,
                  len(todo))
-    with (out / VIDEOS_FILE).open("a", encoding="utf-8") as handle:
+    with LogAppender(out / VIDEOS_FILE) as videos_log:
         for video in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
             start = time.perf_counter()
             name = video["key"][1]
@@ -303,7 +301,7 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
                 raise MevqaError(f"{video['source']}: video {name}: {exc}") from None
             line = {"subject": video["key"][0], "video": name, "seconds": round(time.perf_counter() - start, 3),
                     **result}
-            append_record(handle, line)
+            videos_log.append(line)
             done[video["key"]] = line
     predictions = []
     for video in videos:
@@ -320,8 +318,6 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
         log.warning("%s", note)
     print(f"{len(videos)} videos, {len(predictions)} questions answered -> {out / PREDICTIONS_FILE}"
           + (f"; {notes} answered by a fallback rule (see 'note')" if notes else ""))
-    from mevqa.submission import QUESTION_SUFFIX, write_submission
-
     if all(QUESTION_SUFFIX in Path(path).name for path in args.questions):
         for path in write_submission(args.questions, predictions, out):
             print(path)
@@ -332,18 +328,13 @@ def answer_long_video(args: argparse.Namespace, question: str) -> int:
     """``mevqa answer --clip LONG_VIDEO --question <an ME-LVQA question>``: the spot method with the flow spotter
     and its default settings. Counts and types need no model (types from durations), so none is loaded; the
     distinct-AU question is asked of ``--model`` on each interval."""
-    import tempfile
-
-    from mevqa.media import read_clip
-    from mevqa.spot import check_fps
-
     kind = lvqa.recognise(question, "--question")
     clip = read_clip(args.clip)
     fps = check_fps(clip, args.fps)
     settings = LvqaSettings("spot")
     model = processor = inference = None
     if kind.kind == lvqa.DISTINCT_AUS:
-        from mevqa.inference import load_model, resolve_settings
+        from mevqa.inference import load_model, resolve_settings  # lazy: torch (mevqa.inference)
 
         inference = resolve_settings(args)
         model, processor = load_model(args, inference)

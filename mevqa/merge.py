@@ -46,7 +46,7 @@ def _base_dtype(base: str) -> str:
         if dtype:
             return dtype
     else:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: only for a hub name
 
         cached = try_to_load_from_cache(base, "config.json")
         if isinstance(cached, str):
@@ -56,7 +56,7 @@ def _base_dtype(base: str) -> str:
 
 def merge_adapter(base: str, adapter: str | Path, out: str | Path, *, dtype: str | None = None) -> Path:
     """Write ``base`` + ``adapter`` as one checkpoint to ``out``; returns ``out``."""
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor  # lazy: transformers; `mevqa merge --help` stays quick
 
     adapter, out = Path(adapter), Path(out)
     refuse_outputs_onto_inputs(outputs={"--out": out}, inputs={"--base": base, "--adapter": adapter})

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from mevqa import vocab
 from mevqa.errors import MevqaError
@@ -120,8 +121,6 @@ def load_image(path) -> "PIL.Image.Image":
 
 @functools.lru_cache(maxsize=128)
 def _decode_image(path: str, mtime_ns: int, size: int):  # mtime and size in the key: a rewritten file is reread
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return image.convert("RGB")

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from mevqa.errors import MevqaError
 from mevqa.families import check_model_source  # re-exported: inspect and merge check a source before loading
+from mevqa.families import family_of, family_of_source
+from mevqa.jsonl import read_json
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,6 @@ def _find_module(model, suffix: str, part: str, family):
 def model_parts(model) -> ModelParts:
     """The vision tower, merger(s), language model and lm_head of a supported model, PEFT-wrapped or not; the
     module paths come from the family table (:mod:`mevqa.families`)."""
-    from mevqa.families import family_of
-
     family = family_of(model)
     names, modules = {}, {}
     for part, suffix in (("vision", family.vision_tower), ("merger", family.merger_modules[0]),
@@ -89,7 +89,7 @@ def model_parts(model) -> ModelParts:
 
 def resolve_dtype(dtype="auto", device=None):
     """A torch dtype from "auto", a name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32") or a dtype."""
-    import torch
+    import torch  # lazy: inspect and merge import this module; their --help stays quick
 
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -131,8 +131,6 @@ def _check_adapter(adapter: Path, model) -> dict:
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise MevqaError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
-    from mevqa.jsonl import read_json
-
     config = read_json(config_file)
     names = [name for name, _ in model.named_modules()]
     targets = config.get("target_modules")
@@ -152,7 +150,7 @@ def _check_adapter(adapter: Path, model) -> dict:
 
 def load_adapter(model, adapter, *, trainable: bool = False):
     """Wrap ``model`` with the PEFT adapter in folder ``adapter``; clear errors when it does not fit."""
-    from peft import PeftModel
+    from peft import PeftModel  # lazy: peft; inference imports this module for its names
 
     adapter = Path(adapter).expanduser()
     if not adapter.is_dir():
@@ -179,10 +177,8 @@ def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter
     ``device``: None picks CUDA when available, else CPU; pass ``False`` to leave the model where it was loaded
     (CPU), e.g. when accelerate places it. ``dtype``: see :func:`resolve_dtype`. The model is returned in eval mode.
     """
-    import torch
+    import torch  # lazy: inspect and merge import this module; their --help stays quick
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from mevqa.families import family_of_source
 
     model_name_or_path = str(model_name_or_path)
     check_model_source(model_name_or_path)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
@@ -105,3 +107,19 @@ def is_disk_full(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+# --- what a command runs in a child process ---------------------------------------------------------------------
+def console_command(name: str, module: str, subcommand: Iterable[str] = ()) -> list[str]:
+    """The console script ``name`` beside this Python (the venv's) followed by ``subcommand``; where there is none,
+    ``python -m module``, a module that is that command with its subcommand already chosen."""
+    script = Path(sys.executable).parent / name
+    return [str(script), *subcommand] if script.is_file() else [sys.executable, "-m", module]
+
+
+def recipe_path(recipe: str) -> Path:
+    """``<recipe>.py`` (``lora``, ``full``) of the installed ``mevqa.recipes`` package, which training launches."""
+    path = Path(str(resources.files("mevqa.recipes"))) / f"{recipe}.py"
+    if not path.is_file():
+        raise MevqaError(f"{path}: missing from the installed mevqa.recipes package (reinstall mevqa)")
+    return path

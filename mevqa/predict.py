@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+import torch
+from huggingface_hub import snapshot_download
+from tqdm.auto import tqdm
 
 from mevqa import vocab
 from mevqa.cli_style import HelpFormatter
@@ -67,7 +69,7 @@ from mevqa.jsonl import ensure_dir, file_sha256, read_json, strip_private, write
 from mevqa.log import is_main_process
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_key, clip_name, read_rows, row_id, where
-from mevqa.runfolder import differences, drop_torn_line, folder_lock
+from mevqa.runfolder import LogAppender, differences, drop_torn_line, folder_lock
 from mevqa.strategies import Answer, parse_dataset_items
 from mevqa.submission import ZIP_NAME, pred_file_name, write_submission
 
@@ -112,8 +114,6 @@ def model_folder(name) -> Path | None:
     if path.is_dir():
         return path
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(str(name), local_files_only=True))
     except (OSError, ValueError):
         return None
@@ -283,24 +283,6 @@ def read_run_config(out: Path) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-class Appender:
-    """Appends jsonl lines to a file, flushed and synced to disk at each :meth:`sync`."""
-
-    def __init__(self, path: Path, mode: str = "a"):
-        self.handle = path.open(mode, encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    def sync(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.sync()
-        self.handle.close()
-
-
 def prediction_row(row: dict, answer: str | Answer) -> dict:
     """The question row as it goes into predictions.jsonl: its own fields, without media, with the answer (and, for
     an :class:`mevqa.strategies.Answer`, how it was reached: :meth:`~mevqa.strategies.Answer.record`)."""
@@ -349,8 +331,6 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
     (MevqaError, an empty answer included) go to ``out/errors.jsonl`` (started afresh unless ``append_errors``);
     with ``strict`` the first failure is raised.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise MevqaError(f"--batch-size must be at least 1, got {batch_size}")
     ensure_dir(out)
@@ -360,7 +340,7 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
     if stats["skipped"]:
         log.info("%d of %d rows already answered in %s; %d to go", stats["skipped"], len(rows), out / PREDICTIONS,
                  len(todo))
-    predictions, errors = Appender(out / PREDICTIONS), Appender(out / ERRORS, "a" if append_errors else "w")
+    predictions, errors = LogAppender(out / PREDICTIONS), LogAppender(out / ERRORS, fresh=not append_errors)
     bar = tqdm(total=len(todo), desc="predict", unit="row", dynamic_ncols=True, disable=not progress
                or not is_main_process())
     start = time.perf_counter()
@@ -369,8 +349,7 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
         if strict:
             raise exc
         log.warning("row %s failed: %s", row_id(row), exc)
-        errors.write({"id": row_id(row), "where": where(row), "error": str(exc)})
-        errors.sync()
+        errors.append({"id": row_id(row), "where": where(row), "error": str(exc)})
         stats["failed"] += 1
         bar.update(1)
 
@@ -379,7 +358,7 @@ def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSe
             if isinstance(result, MevqaError):
                 fail(row, result)
                 continue
-            predictions.write(prediction_row(row, result))
+            predictions.add(prediction_row(row, result))
             stats["answered"] += 1
             bar.update(1)
         predictions.sync()
@@ -537,7 +516,5 @@ def _prepares(inputs: ClipInputs, row: dict) -> bool:
 
 
 def _empty_device_cache() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -5,7 +5,7 @@ Public API::
     folder_lock(folder, name, who)          # one writer per folder; the system drops it when the process dies
     read_log(path, *, repair=True) -> list[(line, record)]   # an append-only jsonl log, torn last line dropped
     drop_torn_line(path) -> bool            # cut what follows the last newline (a kill mid-write)
-    append_record(handle, record)           # one log line, flushed and synced before the next piece of work
+    LogAppender(path, *, fresh=False)       # the writer's side: lines added whole, synced before the next work
     differences(before, now, *, by_digest=()) -> list[str]   # dotted names where two run records differ
     set_aside(paths, why) -> list[Path]     # stale outputs renamed <name>.stale-<YYYYmmdd-HHMMSS>[-n]
     atomic_folder(target) -> Path           # build a folder beside ``target``; it replaces ``target`` at the end
@@ -13,11 +13,12 @@ Public API::
     remove_killed_folders(target)           # what a killed writer of ``target`` left beside it
     current_umask() -> int                  # the mode a plain open()/mkdir() would give, for files made private
 
-A resumable command (``predict``, ``str-predict``, ``cv``) appends one JSON line per finished piece of work to its
-log. A kill can cut the last line short and nothing else (lines are written whole, then flushed): so a reader keeps
-every line up to the last newline and drops the rest; any other malformed line is an error, since no run of the
-command wrote it. The run record (``run_config.json``, ``run.json``) says what settings made the log; a rerun with
-other settings is refused by :func:`differences`, never mixed in.
+A resumable command (``predict``, ``str-predict``, ``lvqa-predict``) appends one JSON line per finished piece of
+work to its log through :class:`LogAppender` (so does training, to ``train_log.jsonl``); ``cv`` reads predict's log
+while it is written. A kill can cut the last line short and nothing else (lines are written whole, then synced): so
+a reader keeps every line up to the last newline and drops the rest; any other malformed line is an error, since no
+run of the command wrote it. The run record (``run_config.json``, ``run.json``) says what settings made the log; a
+rerun with other settings is refused by :func:`differences`, never mixed in.
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ def drop_torn_line(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
+    with path.open("rb") as handle:  # the last byte decides; a long log is read whole only when it is torn
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return False
     data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return False
     log.warning("%s: dropping an unfinished last line (the previous run was stopped while writing it)", path)
     with path.open("r+b") as handle:
         handle.truncate(data.rfind(b"\n") + 1)
@@ -107,11 +112,52 @@ def read_log(path: str | os.PathLike, *, repair: bool = True) -> list[tuple[int,
     return records
 
 
-def append_record(handle: IO[str], record: dict) -> None:
-    """Append one log line whole, then flush it to the disk, so that a kill loses at most the line being written."""
-    handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
+class LogAppender:
+    """The writing side of an append-only jsonl log (``predictions.jsonl``, ``videos.jsonl``, ``train_log.jsonl``).
+
+    Opening it cuts a torn last line first (:func:`drop_torn_line`), so the first line this run adds starts on a
+    line of its own; ``fresh`` starts the file empty instead (a log of the last run only, ``errors.jsonl``). Each
+    record is written as one whole line; :meth:`sync` flushes what was added to the disk (a batch's lines, then one
+    sync), :meth:`append` is one line synced at once. Use it as a context manager; closing syncs."""
+
+    def __init__(self, path: str | os.PathLike, *, fresh: bool = False):
+        self.path = Path(path)
+        if not fresh:
+            drop_torn_line(self.path)
+        try:
+            self.handle: IO[str] = self.path.open("w" if fresh else "a", encoding="utf-8")
+        except OSError as exc:
+            raise MevqaError(f"{self.path}: cannot write the log ({exc.strerror})") from None
+
+    def add(self, record: dict) -> None:
+        """Write one line (not yet synced: call :meth:`sync` when the piece of work it records is done)."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except ValueError as exc:  # NaN or infinity: not JSON, and no reader could take it back
+            raise MevqaError(f"{self.path}: cannot log a record with {exc}: {record!r:.200}") from None
+        self.handle.write(line + "\n")
+
+    def sync(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def append(self, record: dict) -> None:
+        """One line, on the disk before this returns, so that a kill loses at most the line being written."""
+        self.add(record)
+        self.sync()
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            try:
+                self.sync()
+            finally:
+                self.handle.close()
+
+    def __enter__(self) -> "LogAppender":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 # --- run records --------------------------------------------------------------------------------------------------
@@ -187,7 +233,10 @@ def atomic_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterato
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; give it a plain mkdir's mode
-        replace_folder(tmp, target, replace=replace)
+        try:
+            replace_folder(tmp, target, replace=replace)
+        except OSError as exc:
+            raise MevqaError(f"{target}: cannot replace the folder ({exc.strerror}); nothing was changed") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -209,7 +258,7 @@ def remove_killed_folders(target: str | os.PathLike) -> None:
 def _process_runs(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: digits no process id can have
         return False
     except PermissionError:  # another user's process
         return True

@@ -87,7 +87,7 @@ def make_folds(rows: list[dict], scheme: str, *, seed: int = 0, train_datasets: 
             raise MevqaError(f"--scheme {scheme}: expected kfold:K with an integer K") from None
         if not 2 <= k <= len(subjects):
             raise MevqaError(f"--scheme {scheme}: K must be between 2 and the number of subjects ({len(subjects)})")
-        from sklearn.model_selection import StratifiedGroupKFold
+        from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn (a second), k-fold only
 
         labels = clip_labels(rows)
         clips = sorted({(clip_key(row), subject_key(row)) for row in rows})

@@ -53,16 +53,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+import av
 import cv2
 import numpy as np
 from tqdm import tqdm
@@ -168,8 +170,6 @@ def gray_frames(clip: Clip, size: int) -> Iterator[tuple[int, np.ndarray]]:
         for number in clip.frame_numbers:
             yield number, _fit(decode_image(clip.paths[number], reduce, gray=True), size)
         return
-    import av
-
     out_w, out_h = output_size(*clip.size, size)
     try:
         with av.open(str(clip.source)) as container:
@@ -186,10 +186,6 @@ def unpack_video(clip: Clip, folder: Path, progress: bool = False) -> Clip:
     so that windows read only their own frames. ``key`` is a digest of the video's path, size and modification time,
     and ``source.json`` beside the frames, written last, names the video: a finished folder of this very video is
     reused, never one of another video."""
-    import hashlib
-
-    import av
-
     stat = Path(clip.source).stat()
     source = {"video": str(Path(clip.source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
               "frames": len(clip.frame_numbers)}
@@ -311,8 +307,6 @@ def spot_macro_flow(clip: Clip, fps: float, settings: FlowSettings, micro: list[
     """The macro-expressions of a video whose MEs ``micro`` are already spotted (module docstring), in onset
     order, each a :class:`Detection` of type ``macro`` of ``macro_seconds`` around its peak. ``micro_signal``:
     :func:`motion_signal`'s result at the ME scale, when already computed."""
-    from dataclasses import replace
-
     if not macro_seconds > settings.max_seconds:
         raise MevqaError(f"--macro-seconds must exceed --max-seconds ({settings.max_seconds}), got {macro_seconds}")
     numbers, m, k = micro_signal or motion_signal(clip, fps, settings, progress)

@@ -34,7 +34,7 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, write_json
 from mevqa.log import is_main_process
 from mevqa.paths import refuse_outputs_onto_inputs
-from mevqa.runfolder import append_record, differences, folder_lock, read_log
+from mevqa.runfolder import LogAppender, differences, folder_lock, read_log
 from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
     if len(todo) < len(videos):
         log.info("%d of %d videos already spotted in %s; %d to go", len(videos) - len(todo), len(videos), out,
                  len(todo))
-    with (out / VIDEOS_FILE).open("a", encoding="utf-8") as handle:
+    with LogAppender(out / VIDEOS_FILE) as videos_log:
         for row in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
             start = time.perf_counter()
             key = f"{row['subject']}_{row['video']}"
@@ -144,7 +144,7 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
                 raise MevqaError(f"{row['_where']}: video {row['video']}: {exc}") from None
             line = {"subject": str(row["subject"]), "video": str(row["video"]), "dataset": row.get("dataset"),
                     "seconds": round(time.perf_counter() - start, 3), "detections": [asdict(d) for d in detections]}
-            append_record(handle, line)
+            videos_log.append(line)
             done[(line["subject"], line["video"])] = line
     ordered = [done[(str(row["subject"]), str(row["video"]))] for row in videos]
     count = write_pred_csv(out / PRED_FILE, ordered)

@@ -27,18 +27,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from mevqa import vocab
+from mevqa import messages, vocab
 from mevqa.errors import MevqaError
 from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
 from mevqa.paths import is_disk_full, seed as seed_type
+from mevqa.runfolder import atomic_folder
 
 log = logging.getLogger(__name__)
+
+# LAZY: torch, transformers and tokenizers are imported inside the functions that build the model: mevqa demo
+# imports this module for its family names, and `mevqa demo --help` should not load the model stack.
 
 # Qwen2/Qwen2.5 added tokens, in Qwen's id order (151643...). Only the first 14 are "special" in Qwen's tokenizer.
 QWEN_SPECIAL_TOKENS = (
@@ -90,8 +91,6 @@ TINY_FRAMES = 8  # the frames a Qwen3-VL video budget (for the whole video) is s
 
 def _corpus() -> list[str]:
     """Texts the tiny BPE is trained on: the challenge vocabulary, mevqa's prompts and the chat-template words."""
-    from mevqa import messages
-
     aus = list(vocab.AU_NAMES.values())
     # Short answers alone (as they follow "assistant\n"), so each becomes one or two tokens.
     answers = [*vocab.COARSE_LABELS, *vocab.FINE_LABELS, *vocab.LATERALITY_ANSWERS, *vocab.PRESENCE_ANSWERS, *aus]
@@ -110,6 +109,7 @@ def _corpus() -> list[str]:
 
 
 def _train_tokenizer():
+    # lazy: see LAZY
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
     from transformers import Qwen2Tokenizer
@@ -167,6 +167,7 @@ def _token_config(token_ids: dict[str, int]) -> dict:
 
 
 def _qwen2_vl_config(vocab_size, token_ids):
+    # lazy: see LAZY
     from transformers import Qwen2VLConfig
 
     return Qwen2VLConfig(text_config=_text_config(vocab_size, token_ids), vision_config={
@@ -176,6 +177,7 @@ def _qwen2_vl_config(vocab_size, token_ids):
 
 
 def _qwen2_5_vl_config(vocab_size, token_ids):
+    # lazy: see LAZY
     from transformers import Qwen2_5_VLConfig
 
     return Qwen2_5_VLConfig(text_config=_text_config(vocab_size, token_ids), vision_config={
@@ -187,6 +189,7 @@ def _qwen2_5_vl_config(vocab_size, token_ids):
 
 
 def _qwen3_vl_config(vocab_size, token_ids):
+    # lazy: see LAZY
     from transformers import Qwen3VLConfig
 
     return Qwen3VLConfig(text_config=_text_config(vocab_size, token_ids, interleaved=True), vision_config={
@@ -223,6 +226,7 @@ def tiny_config(vocab_size: int, token_ids: dict[str, int], family: str = DEFAUL
 
 def build_tiny_processor(family: str = DEFAULT_FAMILY):
     """The tiny model's processor: the family's real processor classes, the offline BPE and its chat template."""
+    # lazy: see LAZY
     import transformers
 
     _, _, processor_class, video_class, patch, template = _tiny(family)
@@ -240,6 +244,7 @@ def build_tiny_processor(family: str = DEFAULT_FAMILY):
 
 def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Path:
     """Write a tiny random model of ``family`` and its processor to ``out_dir`` (created); return the path."""
+    # lazy: see LAZY
     import torch
     import transformers
     from transformers import GenerationConfig
@@ -248,7 +253,12 @@ def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Pa
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MevqaError(f"{out_dir}: exists and is a file; expected a folder for the model")
-    # The files land in out_dir itself when it exists (else the folder is renamed into its parent): check that one.
+    # The model replaces out_dir whole (a finished folder renamed into place), so out_dir may be empty or hold an
+    # earlier model (its config.json), never other files, which the replacement would remove.
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise MevqaError(f"{out_dir}: holds files but no model (config.json); the model replaces the folder whole: "
+                         "choose a new or empty folder")
+    # An existing folder must be writable like any output folder, though the model replaces it rather than adding to it.
     ensure_dir(out_dir if out_dir.is_dir() else out_dir.parent, "output folder" if out_dir.is_dir() else
                "folder of --out")
     processor = build_tiny_processor(family)
@@ -262,22 +272,15 @@ def write_tiny_model(out_dir, seed: int = 0, family: str = DEFAULT_FAMILY) -> Pa
         bos_token_id=token_ids["<|endoftext|>"], pad_token_id=token_ids["<|endoftext|>"],
         eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]], do_sample=False)
     # Written to a temporary sibling folder first, so a failure never leaves a half-written model behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        if out_dir.is_dir():
-            for item in tmp.iterdir():
-                os.replace(item, out_dir / item.name)
-        else:
-            os.replace(tmp, out_dir)
+        with atomic_folder(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
     except Exception as exc:  # safetensors reports a full disk with its own exception type
         if not is_disk_full(exc):
             raise
-        raise MevqaError(f"{out_dir}: no space left on the device while writing the model (in {tmp}); nothing was "
-                         "written, free space and run again") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise MevqaError(f"{out_dir}: no space left on the device while writing the model; nothing was written, "
+                         "free space and run again") from None
     n_params = sum(p.numel() for p in model.parameters())
     log.info("wrote a tiny random %s (%d parameters, vocabulary %d) to %s", FAMILIES[family].name, n_params,
              len(tokenizer), out_dir)

@@ -469,7 +469,7 @@ def test_rebuild_with_other_settings_sets_the_old_rows_aside_first(synthetic, tm
 
 def test_a_second_build_into_the_same_folder_is_refused_while_one_runs(synthetic, tmp_path, capsys):
     """Two builds with other settings in one folder would overwrite each other's media: the folder is locked."""
-    from mevqa.jsonl import folder_lock
+    from mevqa.runfolder import folder_lock
 
     out = tmp_path / "out"
     out.mkdir()

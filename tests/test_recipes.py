@@ -347,7 +347,7 @@ def test_a_second_run_in_the_same_output_dir_is_refused_while_the_first_holds_it
     finally:
         holder.kill()  # like kill -9: the system releases the lock with the process
         holder.wait()
-    from mevqa.jsonl import folder_lock
+    from mevqa.runfolder import folder_lock
     from mevqa.train.run import LOCK_NAME
 
     with folder_lock(run_copy, LOCK_NAME, "training run"):  # free again

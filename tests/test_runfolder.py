@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from mevqa.errors import MevqaError
-from mevqa.runfolder import atomic_folder, differences, drop_torn_line, read_log, set_aside
+from mevqa.runfolder import LogAppender, atomic_folder, differences, drop_torn_line, read_log, set_aside
 
 
 def test_a_torn_last_line_is_dropped_and_cut_only_when_repairing(tmp_path):
@@ -75,3 +78,46 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     with pytest.raises(MevqaError, match="another run wrote here meanwhile"):
         with atomic_folder(out, replace=False):
             pass
+
+
+def test_an_appender_starts_after_a_torn_line_on_a_line_of_its_own(tmp_path):
+    """A kill mid-write leaves a torn last line: the next run's first line must not be glued onto it."""
+    path = tmp_path / "predictions.jsonl"
+    with LogAppender(path) as log:
+        log.append({"id": "a"})
+        log.add({"id": "b"})
+        log.add({"id": "c"})
+        log.sync()
+    with path.open("a", encoding="utf-8") as handle:  # what a kill -9 in the middle of a write leaves
+        handle.write('{"id": "d", "ans')
+    assert [record for _, record in read_log(path, repair=False)] == [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    with LogAppender(path) as log:
+        log.append({"id": "e"})
+    assert path.read_text().splitlines() == ['{"id": "a"}', '{"id": "b"}', '{"id": "c"}', '{"id": "e"}']
+
+
+def test_a_fresh_log_starts_empty_and_a_non_finite_number_is_refused(tmp_path):
+    path = tmp_path / "errors.jsonl"
+    path.write_text('{"id": "old"}\n')
+    with LogAppender(path, fresh=True) as log:
+        log.append({"id": "new", "score": 0.5})
+        with pytest.raises(MevqaError, match=r"errors\.jsonl: cannot log a record with .*nan"):
+            log.append({"id": "bad", "score": float("nan")})
+    assert read_log(path) == [(1, {"id": "new", "score": 0.5})]
+
+
+def test_the_synced_lines_survive_a_real_kill(tmp_path):
+    """A real SIGKILL of a writer between two records: every appended line is whole on the disk."""
+    path = tmp_path / "videos.jsonl"
+    code = ("import os, signal, sys\n"
+            "from mevqa.runfolder import LogAppender\n"
+            "log = LogAppender(sys.argv[1])\n"
+            "for i in range(3):\n"
+            "    log.append({'video': i})\n"
+            "log.handle.write('{\"video\": 3, \"det')\n"  # a line half written, then the process is killed
+            "log.handle.flush()\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    process = subprocess.run([sys.executable, "-c", code, str(path)])
+    assert process.returncode == -signal.SIGKILL
+    assert [record for _, record in read_log(path)] == [{"video": 0}, {"video": 1}, {"video": 2}]
+    assert path.read_bytes().endswith(b'{"video": 2}\n')  # the torn line was cut by the repairing read

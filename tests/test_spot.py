@@ -281,7 +281,7 @@ def test_bad_spot_data_is_a_one_line_error(tmp_path, capsys, edit, message):
 
 def test_str_predict_refuses_a_folder_another_run_writes(tmp_path, capsys):
     from mevqa import str_predict
-    from mevqa.jsonl import folder_lock
+    from mevqa.runfolder import folder_lock
 
     paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
     spot = tmp_path / "spot.jsonl"

@@ -119,6 +119,22 @@ def test_cli_writes_a_model_seeded_as_asked(tiny_model_dir, tmp_path):
     # The tokenizer is trained deterministically: same vocabulary and merges for every seed.
     assert (json.loads((out / "tokenizer.json").read_text())["model"]
             == json.loads((tiny_model_dir / "tokenizer.json").read_text())["model"])
+    # Written again over itself: the folder is replaced whole (seed 0's weights now), with nothing left beside it.
+    (out / "stray.txt").write_text("from the earlier model's folder")
+    assert main(["tiny-model", "--out", str(out), "--seed", "0"]) == 0
+    assert not (out / "stray.txt").exists()
+    assert load_file(out / "model.safetensors").keys() == theirs.keys()
+    assert all(torch.equal(load_file(out / "model.safetensors")[k], theirs[k]) for k in theirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-seed1"]
+
+
+def test_cli_refuses_a_folder_holding_other_files(tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["tiny-model", "--out", str(out)]) == 2
+    assert "holds files but no model (config.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_every_official_question_and_answer_is_compact_and_round_trips(tiny, public_data):

@@ -283,3 +283,24 @@ def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_family_dir):
                if p.requires_grad and part_of(name, model) in ("vision", "merger"))
     assert not any(isinstance(module, bnb.nn.Linear4bit) for name, module in model.named_modules()
                    if ".visual." in name)
+
+
+def test_a_resume_removes_what_a_killed_save_of_final_or_best_left(tmp_path):
+    """The trainer writes best/ and final/ into .<name>.tmp and puts them in place with mevqa.runfolder.replace_folder;
+    a kill part-way leaves the .tmp folder or the old folder set aside (.<name>.<pid>-*.old); the next launch
+    removes both and keeps the finished folders and checkpoints."""
+    from mevqa.train.run import clear_previous_run
+
+    out = tmp_path / "run"
+    (out / "best").mkdir(parents=True)
+    (out / "best" / "adapter_model.safetensors").write_text("kept")
+    (out / ".best.tmp").mkdir()
+    (out / ".final.tmp").mkdir()
+    (out / ".best.4194305-x1y2.old").mkdir()  # above any pid_max: its writer is gone
+    for step in (2, 4):
+        (out / f"checkpoint-{step}").mkdir()
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (out / "checkpoint-2" / "run_state.json").write_text("{}")
+    clear_previous_run(out, keep=out / "checkpoint-2")
+    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint-2"]   # checkpoint-4 had no run_state.json
+    assert (out / "best" / "adapter_model.safetensors").read_text() == "kept"

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from mevqa.errors import MevqaError
 
@@ -117,8 +119,6 @@ def read_frame(path: str | Path, reduce: int = 1) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image, from its header only."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return image.size
@@ -259,8 +259,6 @@ def _probe_video(path: Path, backend: str = "pyav") -> tuple[int, float | None, 
 
 def _read_header(path: Path) -> tuple[int, float | None, tuple[int, int]]:
     """(declared frame count, or 0 where the container declares none; fps; (width, height)), by PyAV."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -272,8 +270,6 @@ def _read_header(path: Path) -> tuple[int, float | None, tuple[int, int]]:
 
 def _count_frames(path: Path) -> int:
     """The frame count of a container that does not store it, by decoding every frame with PyAV."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -293,8 +289,6 @@ def _decode_video(path: Path, wanted: set[int], backend: str = "pyav") -> dict[i
 
 def _decode_video_pyav(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     """PyAV decodes in one pass from the start, stopping after the last frame wanted."""
-    import av
-
     last, out = max(wanted), {}
     try:
         with av.open(str(path)) as container:
@@ -329,7 +323,8 @@ def _decode_video_decord(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 def _decord():
     """The decord module, or None when it is not installed."""
     try:
-        import decord
+        import decord  # optional backend (pip install decord)
+
     except ImportError:
         return None
     except OSError as exc:  # installed, but its library does not load

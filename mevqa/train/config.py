@@ -30,10 +30,17 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
+from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
 from mevqa.errors import MevqaError
+from mevqa.jsonl import atomic_path
+from mevqa.log import is_main_process
+from mevqa.messages import INPUT_MODES
+from mevqa.runfolder import differences
+from mevqa.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels
 
 CONFIG_NAME = "train_config.yaml"
 # The rest of the output layout: <output_dir>/{checkpoint-N/, final/, best/, train_log.jsonl, logs/}.
@@ -204,8 +211,6 @@ RESULT_NEUTRAL = frozenset({
 })
 # The run's length may change (to train on); a checkpoint past the new end is an error.
 RUN_LENGTH = frozenset({"max_steps", "num_train_epochs"})
-_MEVQA_FIELDS = [name for name in TrainConfig.__dataclass_fields__
-                 if name not in TrainingArguments.__dataclass_fields__]
 _OPTIONAL_MEVQA = ("train_file", "eval_file", "system_prompt", "lora_preset", "lora_target_regex", "media_settings")
 _LIST_MEVQA = ("lora_llm_modules", "lora_vision_modules", "answer_fine_labels", "answer_au_tables")
 
@@ -320,16 +325,13 @@ def parse_overrides(argv: list[str]) -> dict:
             key = arg[2:].partition("=")[0].replace("-", "_")
             if key not in actions:
                 raise _unknown(key, "command line")
-    given = vars(_parser(given_only=True).parse_args(list(argv)))
-    return given
+    return vars(_parser(given_only=True).parse_args(list(argv)))
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that types alone do not catch; returns ``cfg``."""
     def bad(name, what):
         return MevqaError(f"config: {name}={getattr(cfg, name)!r}: expected {what}")
-
-    from mevqa.messages import INPUT_MODES
 
     if not (cfg.output_dir or "").strip():
         raise MevqaError("config: output_dir is empty: name the folder for the checkpoints and results")
@@ -385,8 +387,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise bad("media_settings", "a mapping of names to plain values")
     if cfg.metric_for_best_model not in BEST_METRICS:
         raise bad("metric_for_best_model", " | ".join(BEST_METRICS))
-    from mevqa.strategies import check_options
-
     check_options(cfg.answer_strategy, strategy_options(cfg), "config: answer_strategy")
     if cfg.metric_for_best_model != "eval_loss" and not cfg.eval_generate:
         raise MevqaError(f"config: metric_for_best_model={cfg.metric_for_best_model!r} needs eval_generate: true "
@@ -397,8 +397,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def strategy_options(cfg: TrainConfig):
     """The answer strategy's options (:class:`mevqa.strategies.StrategyOptions`) that ``cfg`` sets. Votes are
     seeded as ``mevqa predict`` seeds them by default (0), so evaluation and prediction draw the same samples."""
-    from mevqa.strategies import StrategyOptions, parse_au_tables, parse_fine_labels
-
     return StrategyOptions(votes=cfg.answer_votes, vote_temperature=cfg.answer_vote_temperature, seed=0,
                            fine_labels=parse_fine_labels(cfg.answer_fine_labels, "config: answer_fine_labels"),
                            au_tables=parse_au_tables(cfg.answer_au_tables, "config: answer_au_tables"),
@@ -437,21 +435,19 @@ def launch_settings() -> dict:
     ``TrainingArguments`` as it is made, so that ``from_pretrained`` can build a ZeRO-3 model sharded), the CPU when
     there is no accelerator (accelerate forms a multi-process gloo group only when told it runs on the CPU), pinned
     memory only with CUDA, and progress bars on the main process only."""
-    import torch
-
-    from mevqa.log import is_main_process
-
     settings = {"use_cpu": not _has_accelerator_device(), "dataloader_pin_memory": torch.cuda.is_available(),
                 "disable_tqdm": not is_main_process()}
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if launched_with("DEEPSPEED"):
         settings["deepspeed"] = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     return settings
 
 
-def _has_accelerator_device() -> bool:
-    import torch
-    from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
+def launched_with(backend: str) -> bool:
+    """Whether accelerate launch was told to run ``backend`` (``DEEPSPEED``, ``FSDP``), as its environment says."""
+    return os.environ.get(f"ACCELERATE_USE_{backend}", "").lower() == "true"
 
+
+def _has_accelerator_device() -> bool:
     return torch.cuda.is_available() or is_xpu_available() or is_npu_available() or is_mps_available()
 
 
@@ -497,16 +493,16 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 def resume_differences(saved: dict, current: dict) -> list[str]:
     """``field (saved -> current)`` for every field that makes a checkpoint made with config ``saved`` unfit to
-    resume with config ``current`` (both :func:`config_dict`)."""
-    return [f"{name} ({saved.get(name)!r} -> {current.get(name)!r})"
-            for name in dict.fromkeys([*current, *saved])
-            if name not in RESULT_NEUTRAL | RUN_LENGTH and saved.get(name) != current.get(name)]
+    resume with config ``current`` (both :func:`config_dict`), compared by :func:`mevqa.runfolder.differences`."""
+    def compared(config: dict) -> dict:
+        return {name: value for name, value in config.items() if name not in RESULT_NEUTRAL | RUN_LENGTH}
+
+    fields = dict.fromkeys(name.split(".")[0] for name in differences(compared(saved), compared(current)))
+    return [f"{name} ({saved.get(name)!r} -> {current.get(name)!r})" for name in fields]
 
 
 def save_config(cfg: TrainConfig, directory: str | Path) -> Path:
     """Write the resolved config as ``<directory>/train_config.yaml`` (atomically)."""
-    from mevqa.jsonl import atomic_path
-
     target = Path(directory) / CONFIG_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False), encoding="utf-8")

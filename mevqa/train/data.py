@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mevqa import vocab
 from mevqa.errors import MevqaError
+from mevqa.messages import INPUT_MODES
+from mevqa.rows import read_rows as read_qa_rows, where
 
 
 def steps_per_epoch(n_rows: int, world_size: int, batch_size: int, accumulation: int) -> int:
@@ -69,10 +72,6 @@ def read_rows(paths, what: str, cfg) -> list[dict]:
     then, for the config ``cfg``, a non-empty answer, the media its input mode needs, and under
     ``hierarchical_prompt`` a fine label answering every fine question. ``what`` ("training", "validation") goes
     into the messages."""
-    from mevqa import vocab
-    from mevqa.messages import INPUT_MODES
-    from mevqa.rows import read_rows as read_qa_rows, where
-
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
         check_regular_file(Path(path), what)
     rows = read_qa_rows(paths)

@@ -17,9 +17,11 @@ import argparse
 import re
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from mevqa.errors import MevqaError
+from mevqa.paths import console_command, recipe_path
 
 SHIPPED = ("single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
 # A recipe's failure as run_reporting_errors prints it.
@@ -62,9 +64,7 @@ def split_launch_options(args: argparse.Namespace) -> list[str]:
     if given.gpus is not None or given.accelerate_config is not None:
         if args.gpus is not None or args.accelerate_config is not None:
             raise MevqaError("give --gpus or --accelerate-config once")
-        args.gpus, args.accelerate_config = given.gpus, given.accelerate_config
-    if args.gpus is not None and args.accelerate_config is not None:
-        raise MevqaError("--gpus and --accelerate-config: give one (set the processes in the accelerate config)")
+        args.gpus, args.accelerate_config = given.gpus, given.accelerate_config  # each parser allows one of them
     return overrides
 
 
@@ -74,8 +74,6 @@ def recipe_of(cfg) -> str:
 
 
 def accelerate_file(name: str) -> Path:
-    from importlib import resources
-
     path = Path(name)
     if name in SHIPPED:
         path = Path(str(resources.files("mevqa.recipes"))) / "accelerate" / f"{name}.yaml"
@@ -85,8 +83,6 @@ def accelerate_file(name: str) -> Path:
 
 
 def launch_command(recipe: Path, args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    from mevqa.cv import _tool
-
     if args.gpus is not None and args.gpus < 1:
         raise MevqaError(f"--gpus {args.gpus}: expected a positive number of processes")
     if args.accelerate_config:
@@ -96,8 +92,7 @@ def launch_command(recipe: Path, args: argparse.Namespace, overrides: list[str])
         launcher = ["--multi_gpu"] if processes > 1 else []
         launcher += ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
                      "--dynamo_backend", "no"]
-    launch = _tool("accelerate", "accelerate.commands.launch")
-    launch += ["launch"] if len(launch) == 1 else []
+    launch = console_command("accelerate", "accelerate.commands.launch", ["launch"])
     return [*launch, "-q", *launcher, str(recipe), "--config", str(args.config), *overrides]
 
 
@@ -125,8 +120,7 @@ def run_child(command: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mevqa.cv import recipe_path
-    from mevqa.train.config import load_config
+    from mevqa.train.config import load_config  # lazy: transformers (seconds), so `mevqa train --help` stays quick
 
     overrides = split_launch_options(args)
     cfg = load_config(args.config, overrides)  # a config mistake is one line here, before any launch

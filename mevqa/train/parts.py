@@ -31,6 +31,8 @@ import logging
 import re
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
 
 from mevqa.errors import MevqaError
 from mevqa.families import Family, family_of, family_of_source
@@ -98,14 +100,10 @@ def apply_full(model, cfg):
 
 def apply_lora(model, cfg):
     """Wrap ``model`` with PEFT LoRA per the config: LoRA parts get adapters, full parts go to ``modules_to_save``."""
-    from peft import LoraConfig, get_peft_model
-
     family = family_of(model)
     modules_to_save = [name for part in PARTS if getattr(cfg, part) == "full"
                        for name in _full_module_names(model, part, family)]
     if cfg.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
         # Freezes the base and casts its unquantised weights to float32; checkpointing is enabled by the recipe.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora_config = LoraConfig(
@@ -150,8 +148,6 @@ def qlora_skip_modules(family: Family) -> list[str]:
 
 def quantization_config(cfg, family: Family | None = None):
     """QLoRA's bitsandbytes 4-bit config: nf4, double quantisation, bf16 compute; the language model only."""
-    from transformers import BitsAndBytesConfig
-
     if family is None:
         family = family_of_source(cfg.model_name_or_path)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

@@ -2,7 +2,7 @@
 
 Everything that can be checked is checked before the model loads, each failure one line: the config, the train and
 eval files, the output folder (a folder, writable, and not in use: the main process holds
-:func:`mevqa.jsonl.folder_lock` on it for the whole run), and the checkpoint to resume. The resume rule
+:func:`mevqa.runfolder.folder_lock` on it for the whole run), and the checkpoint to resume. The resume rule
 (docs/design.md, "Training engine"; docs/training.md): ``auto`` takes the latest complete checkpoint (its
 ``run_state.json``, written last, exists); it is resumed only when its ``train_config.yaml`` equals the current
 config outside :data:`~mevqa.train.config.RESULT_NEUTRAL` and the run length, its ``run_state.json`` equals the
@@ -23,17 +23,32 @@ import pickle
 import re
 import shutil
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
+import safetensors
 import torch
 import yaml
+from packaging.version import Version
+from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_pt_utils import safe_globals
 
+from mevqa import vocab
+from mevqa.collate import Collator, QADataset
 from mevqa.errors import MevqaError
-from mevqa.jsonl import ensure_dir, file_sha256, folder_lock
+from mevqa.eval import row_id
+from mevqa.jsonl import ensure_dir, file_sha256
 from mevqa.log import is_main_process
+from mevqa.model import load_model_and_processor, set_pixel_budgets
+from mevqa.rows import media_settings_of
+from mevqa.runfolder import differences, folder_lock, remove_killed_folders
 from mevqa.train import data as train_data
 from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
-                                TrainConfig, config_dict, help_text, parse_args, resume_differences, save_config)
+                                TrainConfig, config_dict, help_text, launched_with, parse_args, resume_differences,
+                                save_config)
+from mevqa.train.parts import apply_full, apply_lora, check_parts, quantization_config, trainable_summary
+from mevqa.train.trainer import MevqaTrainer, RunControl, append_log
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +59,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 def main(recipe: str, argv: list[str], summary: str = "") -> int:
     """Train with ``recipes/<recipe>.py`` (``recipe`` is "lora" or "full") on the command line ``argv``.
 
-    transformers, PEFT and the model are imported only once the config and the data files have passed their checks:
-    a mistake there fails in a second."""
+    The model loads only once the config, the data files, the output folder and the checkpoint have passed their
+    checks: a mistake there fails before the slow part."""
     if "-h" in argv or "--help" in argv:
         if is_main_process():
             print(help_text(f"recipes/{recipe}.py", summary.strip()))
         return 0
-    from mevqa.train.parts import check_parts
-
     cfg = parse_args(argv)
     check_parts(cfg, recipe)
     if not cfg.train_file:
@@ -84,7 +97,7 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
                 raise MevqaError(f"the launcher's WORLD_SIZE={world} differs from the {args.world_size} processes "
                                  f"accelerate sees; launch with accelerate launch, mevqa train or torchrun")
             backend = backend_of(args)
-            if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and backend != "FSDP":
+            if launched_with("FSDP") and backend != "FSDP":
                 raise MevqaError(f"FSDP was asked for, but accelerate turns FSDP on only for GPU-like devices and "
                                  f"this launch runs {backend}: it would silently be plain data parallel; launch FSDP "
                                  f"on GPUs, or DDP here (--multi_gpu)")
@@ -100,27 +113,19 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
             run_state = {"world_size": args.world_size, "backend": backend,
                          "mixed_precision": args.mixed_precision, "train_file_sha256": file_sha256(cfg.train_file),
                          "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
-            if resume is not None:
-                check_resume(resume, cfg, run_state, total_steps)
+            start_step = check_resume(resume, cfg, run_state, total_steps) if resume is not None else 0
             if is_main_process():
                 clear_previous_run(output_dir, keep=resume)
                 save_config(cfg, output_dir)
             args.distributed_state.wait_for_everyone()
-            return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch)
+            return _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, start_step, total_steps,
+                          per_epoch)
         finally:
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
 
-def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_steps, per_epoch) -> int:
-    from transformers import set_seed
-    from transformers.integrations import TensorBoardCallback
-
-    from mevqa.collate import Collator, QADataset
-    from mevqa.eval import row_id
-    from mevqa.train.parts import apply_full, apply_lora, trainable_summary
-    from mevqa.train.trainer import MevqaTrainer, RunControl, append_log
-
+def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, start_step, total_steps, per_epoch) -> int:
     set_seed(cfg.seed)  # before LoRA's random init, so every process and every rerun starts from the same weights
     # A full run resumes with the checkpoint's weights loaded by the model's own loader: the checkpoint holds them
     # under Qwen's file names, which Trainer's non-strict load_state_dict would miss. DeepSpeed and FSDP resume from
@@ -144,7 +149,6 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
             callback.logging_dir = str(Path(cfg.output_dir) / "logs")
 
     world, batch, accumulation = args.world_size, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    start_step = json.loads((resume / TRAINER_STATE_NAME).read_text())["global_step"] if resume else 0
     log.info("world size %d (%s), process %d is main; %d training rows, %d per step (%d per process x %d "
              "accumulation x %d processes), %d steps per epoch, %d steps%s", world,
              trainer.accelerator.distributed_type, args.process_index, len(train_rows), world * batch * accumulation,
@@ -177,8 +181,6 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
 # --- checks before the model loads ---------------------------------------------------------------------------------
 def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
     """Fail before training, not at the first evaluation, when the validation file cannot give metric_for_best."""
-    from mevqa import vocab
-
     kinds = {vocab.question_kind(str(row.get("question", ""))) for row in eval_rows}
     needs = {"avg": {vocab.COARSE, vocab.FINE}, "uf1_coarse": {vocab.COARSE}, "uar_coarse": {vocab.COARSE},
              "uf1_fine": {vocab.FINE}, "uar_fine": {vocab.FINE}}.get(cfg.metric_for_best_model, set())
@@ -192,8 +194,6 @@ def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
 def media_settings(cfg: TrainConfig, rows: list[dict]) -> dict | None:
     """The build-data settings every training and validation row's inputs were made with (one set: a mixture is an
     error naming the first row that differs), checked against ``media_settings`` when the config gives it."""
-    from mevqa.rows import media_settings_of
-
     found = media_settings_of(rows)
     if cfg.media_settings is not None and cfg.media_settings != found:
         raise MevqaError(f"config: media_settings={cfg.media_settings!r}, but the rows' inputs were built with "
@@ -251,8 +251,9 @@ def _check_start_over(output_dir: Path) -> None:
                          f"output_dir")
 
 
-def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> None:
-    """Refuse a checkpoint made by another configuration, launch or data, past the run's end, or incomplete."""
+def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_steps: int) -> int:
+    """Refuse a checkpoint made by another configuration, launch or data, past the run's end, or incomplete;
+    returns its step."""
     step = _read_json(checkpoint / TRAINER_STATE_NAME).get("global_step")
     if not isinstance(step, int):
         raise MevqaError(f"{checkpoint / TRAINER_STATE_NAME}: no integer global_step")
@@ -264,17 +265,19 @@ def check_resume(checkpoint: Path, cfg: TrainConfig, run_state: dict, total_step
         raise MevqaError(f"{checkpoint / CONFIG_NAME}: expected a mapping of config keys")
     saved_run = _read_json(checkpoint / RUN_STATE_NAME)
     current = yaml.safe_load(yaml.safe_dump(config_dict(cfg), sort_keys=False))  # as save_config writes it
-    differences = resume_differences(saved_cfg, current) + [
-        f"{key} ({saved_run.get(key)!r} -> {value!r})" if not key.endswith("sha256") else
-        f"{key.removesuffix('_sha256')} content" for key, value in run_state.items() if saved_run.get(key) != value]
-    if differences:
-        raise MevqaError(f"{checkpoint}: made with another configuration ({'; '.join(differences)}); resuming would "
+    changed = resume_differences(saved_cfg, current) + [
+        f"{key} ({saved_run.get(key)!r} -> {run_state[key]!r})" if not key.endswith("sha256") else
+        f"{key.removesuffix('_sha256')} content"
+        for key in differences({key: saved_run.get(key) for key in run_state}, run_state)]
+    if changed:
+        raise MevqaError(f"{checkpoint}: made with another configuration ({'; '.join(changed)}); resuming would "
                          f"mix two runs: start over with --resume_from_checkpoint none, or use a new output_dir")
     if step > total_steps:
         raise MevqaError(f"{checkpoint}: at step {step}, past this run's {total_steps} steps (max_steps / "
                          f"num_epochs); raise max_steps, start over with --resume_from_checkpoint none, or use a new "
                          f"output_dir")
     verify_checkpoint_files(checkpoint, step, run_state["backend"], run_state["world_size"])
+    return step
 
 
 def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_size: int) -> None:
@@ -294,8 +297,6 @@ def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_siz
         path = _need(checkpoint / name)
         for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
             _check_intact(file)
-    from transformers.trainer_pt_utils import safe_globals
-
     for name in [*rng, "scheduler.pt"]:  # small: read in full (RNG files hold numpy states, as Trainer reads them)
         with loading(checkpoint / name), safe_globals():
             torch.load(checkpoint / name, weights_only=True)
@@ -304,8 +305,6 @@ def verify_checkpoint_files(checkpoint: Path, step: int, backend: str, world_siz
 @contextlib.contextmanager
 def loading(path: Path):
     """Turn a failure to read a checkpoint file into one line naming it."""
-    import safetensors
-
     try:
         yield
     except MevqaError:
@@ -316,7 +315,6 @@ def loading(path: Path):
         raise MevqaError(f"{path}: cannot be loaded ({type(exc).__name__}: {detail}); resume from an earlier "
                          f"checkpoint (--resume_from_checkpoint DIR) or start over (--resume_from_checkpoint none)"
                          ) from None
-
 
 
 def _either(checkpoint: Path, *names: str) -> str:
@@ -355,8 +353,10 @@ def _read_json(path: Path) -> dict:
 
 def clear_previous_run(output_dir: Path, keep: Path | None) -> None:
     """Starting over: remove the previous run's outputs. Resuming: remove checkpoints a killed save left half
-    written, and unfinished result folders."""
-    names = [p for p in output_dir.iterdir() if p.name in (".final.tmp", ".best.tmp")]
+    written, and unfinished result folders (:meth:`mevqa.train.trainer.MevqaTrainer.replace_dir`'s)."""
+    for name in (FINAL_DIR, BEST_DIR):
+        remove_killed_folders(output_dir / name)  # the old folder a kill left aside mid-replacement
+    names = [p for p in output_dir.iterdir() if p.name in (f".{FINAL_DIR}.tmp", f".{BEST_DIR}.tmp")]
     if keep is None:
         names += _previous_outputs(output_dir)
     else:
@@ -379,15 +379,10 @@ def check_4bit() -> None:
     """QLoRA needs bitsandbytes; 4-bit layers run on CUDA, or on CPU from bitsandbytes 0.48."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MevqaError('config: load_in_4bit needs bitsandbytes (pip install "mevqa[qlora]")')
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" or \
-            os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+    if launched_with("DEEPSPEED") or launched_with("FSDP"):
         raise MevqaError("config: load_in_4bit runs one model copy per process (DDP or one GPU), not under "
                          "DeepSpeed or FSDP")
     if not torch.cuda.is_available():
-        from importlib.metadata import version
-
-        from packaging.version import Version
-
         if Version(version("bitsandbytes")) < Version("0.48"):
             raise MevqaError(f"config: load_in_4bit without a CUDA GPU needs bitsandbytes >= 0.48 (installed: "
                              f"{version('bitsandbytes')})")
@@ -407,15 +402,12 @@ def backend_of(args) -> str:
     if kind == "DEEPSPEED":
         return f"DEEPSPEED-zero{args.hf_deepspeed_config.config.get('zero_optimization', {}).get('stage', 0)}"
     # accelerate gives the FSDP type to the Accelerator's state (built later by Trainer), for GPU-like devices only
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    return "FSDP" if fsdp and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
+    return "FSDP" if launched_with("FSDP") and kind.startswith("MULTI_") and kind != "MULTI_CPU" else kind
 
 
 def load_model(cfg: TrainConfig, args, weights: Path | None = None):
     """The base model (QLoRA: its language model in 4 bits, on this process's device) and its processor; with
     ``weights``, a full run's checkpoint folder, the model's weights come from there."""
-    from mevqa.model import load_model_and_processor, set_pixel_budgets
-
     budgets = dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, video_min_pixels=cfg.video_min_pixels,
                    video_max_pixels=cfg.video_max_pixels)
     if not cfg.load_in_4bit:
@@ -423,10 +415,6 @@ def load_model(cfg: TrainConfig, args, weights: Path | None = None):
                                                     attn_implementation=cfg.attn_implementation, device=False,
                                                     **budgets)
     else:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        from mevqa.train.parts import quantization_config
-
         processor = AutoProcessor.from_pretrained(cfg.model_name_or_path)
         processor.tokenizer.padding_side = "left"
         set_pixel_budgets(processor, **budgets)

@@ -29,20 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
 from mevqa.errors import MevqaError
+from mevqa.eval import row_id, score
+from mevqa.jsonl import write_json
+from mevqa.runfolder import LogAppender, replace_folder
+from mevqa.strategies import answer_rows
 from mevqa.train import data as train_data
-from mevqa.train.config import BEST_DIR, LOG_NAME, RUN_STATE_NAME, TrainConfig, save_config
+from mevqa.train.config import BEST_DIR, LOG_NAME, RUN_STATE_NAME, TrainConfig, save_config, strategy_options
 from mevqa.train.parts import checkpointing_off, param_groups
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,8 @@ def answer_token_loss(outputs, labels, num_items_in_batch):
 
 def append_log(output_dir: str | Path, record: dict) -> None:
     """One JSON line per event in ``<output_dir>/train_log.jsonl`` (main process; a log, appended as it happens)."""
-    with (Path(output_dir) / LOG_NAME).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+    with LogAppender(Path(output_dir) / LOG_NAME) as train_log:
+        train_log.append({"time": time.time(), **record})
 
 
 def padded_shard(n: int, rank: int, world: int) -> tuple[list[int], list[bool]]:
@@ -97,8 +100,6 @@ class RunControl(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            from mevqa.jsonl import write_json
-
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             save_config(self.cfg, checkpoint)
             write_json(checkpoint / RUN_STATE_NAME, self.run_state)
@@ -167,12 +168,6 @@ class MevqaTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         """Validation loss and scored answers over ``eval_rows``; keeps ``best/``. Returns Trainer-style metrics."""
-        from accelerate.utils import gather_object
-
-        from mevqa.eval import row_id, score
-        from mevqa.strategies import answer_rows
-        from mevqa.train.config import strategy_options
-
         started = time.perf_counter()
         cfg, rows, model = self.cfg, self.eval_rows, self.model_wrapped
         indices, real = padded_shard(len(rows), self.args.process_index, self.args.world_size)
@@ -230,7 +225,7 @@ class MevqaTrainer(Trainer):
         plugin = self.accelerator.state.fsdp_plugin if self.is_fsdp_enabled else None
         with checkpointing_off(unwrapped):
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-                from deepspeed.runtime.zero import unwrap_model_for_generation
+                from deepspeed.runtime.zero import unwrap_model_for_generation  # optional: DeepSpeed runs only
 
                 with unwrap_model_for_generation(wrapped):
                     # Whole weights, DeepSpeed's hooks lifted: generating needs no collective. transformers' default
@@ -242,6 +237,7 @@ class MevqaTrainer(Trainer):
                     finally:
                         del unwrapped.generate
             elif plugin is not None and plugin.fsdp_version == 1:
+                # FSDP runs only: a torch built without distributed support has no torch.distributed.fsdp
                 from torch.distributed.fsdp import FullyShardedDataParallel
 
                 with FullyShardedDataParallel.summon_full_params(wrapped, recurse=False, writeback=False):
@@ -251,7 +247,10 @@ class MevqaTrainer(Trainer):
 
     # --- saving ---------------------------------------------------------------------------------------------------
     def replace_dir(self, target: Path, write) -> None:
-        """``write(tmp)`` on every process, then (main process) ``tmp`` renamed over ``target``: never half a folder."""
+        """``write(tmp)`` on every process, then (main process) ``tmp`` put in place of ``target`` by
+        :func:`mevqa.runfolder.replace_folder`: never half a folder. Every process must name the same ``tmp``, so
+        it is ``.<name>.tmp``, not :func:`~mevqa.runfolder.atomic_folder`'s per-process name; the one a killed run
+        left is removed here, or when the next run starts (:func:`mevqa.train.run.clear_previous_run`)."""
         tmp = target.with_name(f".{target.name}.tmp")
         if self.is_world_process_zero() and tmp.exists():
             shutil.rmtree(tmp)
@@ -259,9 +258,7 @@ class MevqaTrainer(Trainer):
         write(tmp)
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            replace_folder(tmp, target)
         self.accelerator.wait_for_everyone()
 
     def save_result(self, target: Path, metrics: dict | None = None) -> None:
@@ -271,8 +268,6 @@ class MevqaTrainer(Trainer):
             if self.is_world_process_zero():
                 save_config(self.cfg, tmp)
                 if metrics is not None:
-                    from mevqa.jsonl import write_json
-
                     write_json(tmp / "eval_metrics.json", metrics)
 
         started = time.perf_counter()

@@ -211,3 +211,22 @@ def test_auto_dtype_on_cuda_is_bfloat16_and_generation_runs(tiny_model_dir, batc
     rows = read_rows(write_qa_file(tiny_model_dir.parent / "gpu-qa", clips=1))
     answers = generate_answers(model, processor, rows, "video", batch_size=4, max_new_tokens=4)
     assert len(answers) == len(rows)
+
+
+def test_an_adapter_that_does_not_fit_is_refused_before_the_base_weights_load(tiny_model_dir, adapter_dir, tmp_path):
+    """Checked on the base built from config.json on the meta device: the base here has no weights at all, so
+    reaching them would fail with another message."""
+    import shutil
+
+    base = tmp_path / "weightless-base"
+    shutil.copytree(tiny_model_dir, base, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    for key, value, message in (("target_modules", ["c_attn", "q_proj"], r"target modules \['c_attn'\]"),
+                                ("modules_to_save", ["score"], r"modules_to_save \['score'\]")):
+        foreign = tmp_path / key
+        foreign.mkdir()
+        (foreign / "adapter_config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(MevqaError, match=message + " are not in the base model"):
+            load_model_and_processor(base, adapter=foreign)
+    with pytest.raises(MevqaError, match="weightless-base: cannot load model"):  # the fitting adapter passes
+        load_model_and_processor(base, adapter=adapter_dir)

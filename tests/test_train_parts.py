@@ -283,3 +283,55 @@ def test_qlora_leaves_the_vision_tower_and_merger_unquantised(tiny_family_dir):
                if p.requires_grad and part_of(name, model) in ("vision", "merger"))
     assert not any(isinstance(module, bnb.nn.Linear4bit) for name, module in model.named_modules()
                    if ".visual." in name)
+
+
+def _weightless_copy(model_dir, out, **vision_config):
+    """The model folder without its weights (config and processor files only), its vision config edited: a run
+    that reaches the weights fails there with another message."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((out / "config.json").read_text())
+    config["vision_config"].update(vision_config)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_a_pattern_that_matches_nothing_fails_before_the_weights_load(tiny_family_dir, tmp_path):
+    from mevqa.families import family_of_source
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    fam = family_of_source(tiny_family_dir)
+    train = write_qa_file(tmp_path / "data", clips=2)
+    no_blocks = _weightless_copy(tiny_family_dir, tmp_path / "no-vision-blocks", depth=0)
+    intact = _weightless_copy(tiny_family_dir, tmp_path / "intact")
+
+    def run(model, *extra):
+        main("lora", ["--config", "recipes/configs/tiny/lora.yaml", "--model_name_or_path", str(model),
+                      "--train_file", str(train), "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+                      *extra])
+
+    where = rf"config: {re.escape(fam.name)} \({fam.model_type}\) at .*no-vision-blocks: "
+    # A config whose vision tower has no blocks: the vision part's LoRA targets match nothing.
+    with pytest.raises(MevqaError, match=where + r"the vision LoRA targets '\.\*model\\\.visual\\\.blocks.*' "
+                                               r"match no Linear layer of the model \(built from its config\.json\)"):
+        run(no_blocks, "--merger", "frozen", "--llm", "frozen")
+    with pytest.raises(MevqaError, match=r"the lora_target_regex LoRA targets '\.\*visual\\\.nothing' match no"):
+        run(no_blocks, "--lora_target_regex", r".*visual\.nothing")
+    # A layer name the family does not have, before any weights too (it used to surface in PEFT after loading).
+    other = "gate_proj" if fam.model_type == "qwen3_vl" else "linear_fc1"
+    with pytest.raises(MevqaError, match=f"lora_vision_modules names '{other}', which {re.escape(fam.name)}"):
+        run(intact, "--lora_vision_modules", other)
+    # The same launch on the intact config passes the check and fails only where the weights load.
+    with pytest.raises(MevqaError, match=r"intact: cannot load model"):
+        run(intact)
+
+
+def test_moe_experts_are_no_lora_target_and_say_why():
+    moe = FAMILIES["qwen3_vl_moe"]
+    assert moe.lora_names("llm", ["attention"]) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(MevqaError, match=r"lora_llm_modules names the role 'mlp', which has no Linear layers in "
+                                         r"Qwen3-VL-MoE \(qwen3_vl_moe\): its language MLP is a mixture of experts"):
+        moe.lora_names("llm", ["attention", "mlp"])

@@ -102,6 +102,7 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
                          "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
             if resume is not None:
                 check_resume(resume, cfg, run_state, total_steps)
+            check_model_modules(cfg, recipe)
             if is_main_process():
                 clear_previous_run(output_dir, keep=resume)
                 save_config(cfg, output_dir)
@@ -175,6 +176,16 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, total_st
 
 
 # --- checks before the model loads ---------------------------------------------------------------------------------
+def check_model_modules(cfg: TrainConfig, recipe: str) -> None:
+    """The config's module patterns (LoRA targets per part, fully trained parts, QLoRA's unquantised modules) each
+    match the model, checked on the model built from its config.json on the meta device (no weights, well under a
+    second for an 8B config), so a pattern that matches nothing fails before the weights load, not after."""
+    from mevqa.families import model_skeleton
+    from mevqa.train.parts import check_selection
+
+    check_selection(cfg, recipe, model_skeleton(cfg.model_name_or_path))
+
+
 def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
     """Fail before training, not at the first evaluation, when the validation file cannot give metric_for_best."""
     from mevqa import vocab

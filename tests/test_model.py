@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from mevqa.errors import MevqaError
 from mevqa.rows import read_rows
 from mevqa.families import FAMILIES, family, family_of_source
 from mevqa.model import load_model_and_processor, model_parts, part_of, resolve_dtype, set_pixel_budgets
+from conftest import TINY_FAMILIES, tiny_family
 from qa_rows import write_qa_file
 
 
@@ -94,15 +96,21 @@ def expected_part(name: str) -> str:
     return part
 
 
-def test_every_parameter_of_each_family_has_its_part(tiny_family_dir):
-    model, _ = load_model_and_processor(tiny_family_dir, device="cpu")
-    fam = family_of_source(tiny_family_dir)
-    assert fam.model_type == model.config.model_type
+@pytest.mark.parametrize("family_name", (*TINY_FAMILIES, "qwen3_vl_moe"))
+def test_every_parameter_of_each_family_has_its_part(family_name, tiny_family_dirs):
+    model_dir = tiny_family(tiny_family_dirs, family_name)
+    model, _ = load_model_and_processor(model_dir, device="cpu")
+    fam = family_of_source(model_dir)
+    assert fam.model_type == model.config.model_type == family_name
     names = [name for name, _ in model.named_parameters()]
     assert {name: part_of(name, fam) for name in names} == {name: expected_part(name) for name in names}
     assert {part_of(name, fam) for name in names} == {"vision", "merger", "language_model", "lm_head"}
     deepstack = [name for name in names if ".deepstack_merger_list." in name]
-    assert bool(deepstack) == (fam.model_type == "qwen3_vl")
+    assert bool(deepstack) == (fam.model_type in ("qwen3_vl", "qwen3_vl_moe"))
+    # Qwen3-VL-MoE: the experts are fused 3-D parameters of the language model, with no Linear layer to adapt.
+    experts = {name: param for name, param in model.named_parameters() if ".mlp.experts." in name}
+    assert bool(experts) == (fam.model_type == "qwen3_vl_moe")
+    assert all(param.ndim == 3 and part_of(name, fam) == "language_model" for name, param in experts.items())
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "qkv"], modules_to_save=["lm_head"]))
     for name, _ in peft_model.named_parameters():
         bare = name.removeprefix("base_model.model.").replace(".modules_to_save.default", "") \
@@ -110,6 +118,28 @@ def test_every_parameter_of_each_family_has_its_part(tiny_family_dir):
         bare = bare.replace(".lora_A.default", "").replace(".lora_B.default", "").replace(".base_layer", "")
         assert part_of(name, fam) == expected_part(bare), name
     assert part_of("model.visual_extra.weight", fam) is None
+
+
+@pytest.mark.parametrize("family_name", sorted(FAMILIES))
+def test_the_family_table_names_the_real_modules(family_name, tiny_family_dirs):
+    """Every module path and LoRA layer name of each family's table entry, checked on the real class (the tiny model
+    built from its config.json on the meta device)."""
+    from mevqa.families import model_skeleton
+
+    fam = FAMILIES[family_name]
+    skeleton = model_skeleton(tiny_family(tiny_family_dirs, family_name))
+    modules = dict(skeleton.named_modules())
+    linear = {name for name, module in modules.items() if isinstance(module, torch.nn.Linear)}
+    for part in ("vision", "merger", "language_model", "lm_head"):
+        assert all(path in modules for path in fam.part_modules(part)), part
+    for blocks, roles in ((fam.vision_blocks, fam.vision_lora), (fam.language_layers, fam.llm_lora)):
+        for role, names in roles.items():
+            assert all(any(name.startswith(blocks) and name.endswith(f".{n}") for name in linear) for n in names)
+            assert names or role in fam.no_lora, role  # a role without Linear layers says why
+    for regex in fam.merger_lora:
+        assert any(re.fullmatch(regex, name) for name in linear), regex
+    assert fam.resize_factor(skeleton.config) == fam.resize_factor_released  # the tiny models keep the patch size
+    assert (fam.llm_lora["mlp"] == ()) == any(".mlp.experts" in name for name in modules)
 
 
 def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):

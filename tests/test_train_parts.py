@@ -3,6 +3,7 @@ across processes and resumes, and the token-normalised loss over gradient accumu
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 
@@ -335,3 +336,44 @@ def test_moe_experts_are_no_lora_target_and_say_why():
     with pytest.raises(MevqaError, match=r"lora_llm_modules names the role 'mlp', which has no Linear layers in "
                                          r"Qwen3-VL-MoE \(qwen3_vl_moe\): its language MLP is a mixture of experts"):
         moe.lora_names("llm", ["attention", "mlp"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("family", ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
+def test_each_recipe_mode_trains_what_it_names_on_each_family(family, tiny_family_dirs, tmp_path):
+    """Through the recipes' entry point, in process, one step each: LoRA on each part alone, a full fine-tune of one
+    part, and QLoRA (4-bit language model, CPU bitsandbytes); each trains that part and nothing else."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from conftest import tiny_family
+    from mevqa.train.parts import PARTS
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    model_dir = tiny_family(tiny_family_dirs, family)
+    fam = FAMILIES[family]
+    train = write_qa_file(tmp_path / "data", clips=2)
+
+    def run(name, recipe, *extra):
+        out = tmp_path / name
+        assert main(recipe, ["--config", f"recipes/configs/tiny/{recipe}.yaml", "--model_name_or_path",
+                             str(model_dir), "--train_file", str(train), "--output_dir", str(out), "--max_steps", "1",
+                             "--save_steps", "0", "--report_to", "none", *extra]) == 0
+        return out / "final"
+
+    def only(part):
+        return [x for other in PARTS for x in (f"--{other}", "lora" if other == part else "frozen")]
+
+    for part in PARTS:
+        adapter = load_file(run(f"lora-{part}", "lora", *only(part)) / "adapter_model.safetensors")
+        assert adapter and {family_part_of(key, fam) for key in adapter} == {part}, part
+    base = AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
+    tuned = AutoModelForImageTextToText.from_pretrained(run("full", "full", "--vision", "frozen", "--merger", "full",
+                                                            "--llm", "frozen")).state_dict()
+    changed = {family_part_of(key, fam) for key in base if not torch.equal(base[key], tuned[key])}
+    assert changed == {"merger"}
+    if importlib.util.find_spec("bitsandbytes") is not None:  # the qlora extra; installed in the dev venv
+        adapter = load_file(run("qlora", "lora", "--load_in_4bit", "true", "--dtype", "bfloat16", *only("llm"))
+                            / "adapter_model.safetensors")
+        assert adapter and {family_part_of(key, fam) for key in adapter} == {"llm"}

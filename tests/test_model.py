@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,18 @@ def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):
                 r"qwen3_vl_moe \(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE\)$")
     with pytest.raises(MevqaError, match=expected):
         load_model_and_processor(tmp_path)
+    # The recipes (before the output folder is touched) and mevqa cv (before any run) say the same.
+    from mevqa import cv
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    train = write_qa_file(tmp_path / "data", clips=1)
+    with pytest.raises(MevqaError, match=expected):
+        main("lora", ["--config", "recipes/configs/tiny/lora.yaml", "--model_name_or_path", str(tmp_path),
+                      "--train_file", str(train), "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert not (tmp_path / "out" / "train_config.yaml").exists()
+    with pytest.raises(MevqaError, match=expected):
+        cv.resolve_config(Path("recipes/configs/tiny/lora.yaml"), ["--model_name_or_path", str(tmp_path)]).family
     with pytest.raises(MevqaError, match="is not supported"):
         family("qwen2_audio")
     assert set(FAMILIES) == {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}

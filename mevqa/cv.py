@@ -34,7 +34,7 @@ Rules:
 
 Output folder::
 
-    OUT/cv.json                       folds, resolved configs and overrides of these runs
+    OUT/cv.json                       folds, resolved configs (with each model's family) and overrides
     OUT/<config>/fold_K/model/        the recipe's output_dir (checkpoint-N/, final/)
     OUT/<config>/fold_K/predict/      mevqa predict's output folder for the fold's held-out rows
     OUT/<config>/fold_K/*.log         each step's command and output
@@ -43,7 +43,7 @@ Output folder::
     OUT/<config>/predict/             zero-shot configs: one mevqa predict run over all folds' held-out rows
                                       (and OUT/<config>/empty_answers.json)
     OUT/<config>/predictions.jsonl    all folds' predictions, in fold order
-    OUT/<config>/scores.json          pooled scores with 95% intervals, and per-fold scores (stamped)
+    OUT/<config>/scores.json          the model family, pooled scores with 95% intervals, per-fold scores (stamped)
     OUT/scores.json                   every config's pooled and per-fold scores (stamped)
     OUT/report.md, OUT/plots/*.png    the table with intervals, Avg per fold, intervals per config, confusion matrices
 """
@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -74,6 +75,7 @@ from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.bootstrap import check_resampling
 from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, intervals_png, pooled_markdown
 from mevqa.eval.stamp import file_sha256
+from mevqa.families import family_of_source
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
 from mevqa.options import AS_TRAINED_OPTIONS
 from mevqa.paths import console_command, recipe_path, refuse_outputs_onto_inputs, seed as seed_type
@@ -108,6 +110,12 @@ class CvConfig:
     values: dict            # the resolved config (fold fields left to cv)
     zero_shot: bool
     recipe: str | None      # "lora" | "full"; None for zero-shot
+
+    @functools.cached_property
+    def family(self) -> str:
+        """``config.model_type`` of the model the config trains or answers with, from its config.json (an
+        unsupported model is one line, before any run)."""
+        return family_of_source(self.values["model_name_or_path"]).model_type
 
 
 @dataclass
@@ -555,7 +563,7 @@ def check_settings(out: Path, folds_dir: Path, configs: list[CvConfig], override
             raise MevqaError(f"{config.path}: resolves differently from the config {config.name!r} already run in "
                              f"{out} ({', '.join(changed)} differ, see {path}); use another --out or another name")
         recorded[config.name] = {"file": str(config.path), "values": values, "zero_shot": config.zero_shot,
-                                 "recipe": config.recipe, "overrides": overrides}
+                                 "recipe": config.recipe, "family": config.family, "overrides": overrides}
     write_json(path, {"folds": folds, "configs": recorded})
 
 
@@ -575,7 +583,8 @@ def pool_config(runner: Runner, config: CvConfig, folds: list[Fold], *, resample
         fold_scores.append({"fold": fold.index, "val_subjects": fold.val_subjects, "report": report})
     folder = runner.out / config.name
     write_jsonl(folder / "predictions.jsonl", pooled)
-    result = {"pooled": with_empty_count(score(pooled, gold, bootstrap=resamples, seed=seed), pooled),
+    result = {"family": config.family,
+              "pooled": with_empty_count(score(pooled, gold, bootstrap=resamples, seed=seed), pooled),
               "folds": fold_scores}
     write_json(folder / "scores.json", stamp(result, config=_jsonable(config.values), seed=seed,
                                              pred_files=[folder / "predictions.jsonl"],

@@ -126,8 +126,20 @@ def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: i
         processor.video_processor.max_frames = int(max_frames)
 
 
+def check_adapter_fits(adapter, model_name_or_path) -> None:
+    """The adapter folder's target modules and fully trained modules are in the base model, checked on the base
+    built from its config.json on the meta device (:func:`mevqa.families.model_skeleton`): before any weights load."""
+    from mevqa.families import model_skeleton
+
+    adapter = Path(adapter).expanduser()
+    if not adapter.is_dir():
+        raise MevqaError(f"{adapter}: adapter folder does not exist")
+    _check_adapter(adapter, model_skeleton(model_name_or_path))
+
+
 def _check_adapter(adapter: Path, model) -> dict:
-    """Read adapter_config.json and check its target modules exist in ``model``; return the config."""
+    """Read adapter_config.json and check its target modules and modules_to_save exist in ``model`` (loaded, or a
+    meta-device skeleton); return the config."""
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise MevqaError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
@@ -140,12 +152,21 @@ def _check_adapter(adapter: Path, model) -> dict:
             raise MevqaError(f"{adapter}: adapter target_modules regex {targets!r} matches no module of the base "
                              f"model; the adapter was trained on a different model")
     elif targets:
-        suffixes = {name.rsplit(".", 1)[-1] for name in names} | set(names)
-        missing = [t for t in targets if t not in suffixes and not any(n.endswith("." + t) for n in names)]
+        missing = _absent(targets, names)
         if missing:
             raise MevqaError(f"{adapter}: adapter target modules {missing} are not in the base model; the adapter "
                              "was trained on a different model")
+    missing = _absent(config.get("modules_to_save") or [], names)
+    if missing:
+        raise MevqaError(f"{adapter}: adapter modules_to_save {missing} are not in the base model; the adapter was "
+                         "trained on a different model")
     return config
+
+
+def _absent(wanted, names: list[str]) -> list[str]:
+    """The entries of ``wanted`` that name no module in ``names`` (PEFT matches a full name or a dotted suffix)."""
+    suffixes = {name.rsplit(".", 1)[-1] for name in names} | set(names)
+    return [w for w in wanted if w not in suffixes and not any(n.endswith("." + w) for n in names)]
 
 
 def load_adapter(model, adapter, *, trainable: bool = False):
@@ -183,6 +204,8 @@ def load_model_and_processor(model_name_or_path: str = DEFAULT_MODEL, *, adapter
     model_name_or_path = str(model_name_or_path)
     check_model_source(model_name_or_path)
     family_of_source(model_name_or_path)  # an unsupported model_type is one line, before any weights load
+    if adapter is not None:
+        check_adapter_fits(adapter, model_name_or_path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device if device is not False else "cpu")

@@ -1,5 +1,5 @@
 """Tiny, randomly initialised Qwen VLMs of each supported family for tests, the demo and users' dry runs
-(``mevqa tiny-model --family qwen2_vl|qwen2_5_vl|qwen3_vl``).
+(``mevqa tiny-model --family qwen2_vl|qwen2_5_vl|qwen3_vl|qwen3_vl_moe``).
 
 Public API::
 
@@ -8,7 +8,8 @@ Public API::
 
 Everything is the real thing at a toy size: the family's ``*ForConditionalGeneration`` built from its config class
 (text hidden 64, 2 layers, 4 heads; vision hidden 32, depth 2, spatial merge 2, temporal patch 2; the family's patch
-size: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL, whose tiny model has one DeepStack merger), and the family's
+size: 14 for Qwen2-VL and Qwen2.5-VL, 16 for Qwen3-VL, whose tiny model has one DeepStack merger; Qwen3-VL-MoE is
+Qwen3-VL's tiny vision tower with a language model of 4 experts per layer, 2 per token), and the family's
 processor class with its real image and video processors, a ``Qwen2Tokenizer`` and a chat template equivalent to the
 Instruct checkpoint's (Qwen2/2.5-VL add Qwen's default system turn when none is given; Qwen3-VL adds none). The
 tokenizer is a byte-level BPE trained offline (no download) with Qwen2's normaliser and pre-tokenisation, followed by
@@ -201,6 +202,18 @@ def _qwen3_vl_config(vocab_size, token_ids):
     }, **_token_config(token_ids))
 
 
+def _qwen3_vl_moe_config(vocab_size, token_ids):
+    from transformers import Qwen3VLMoeConfig
+
+    # Qwen3-VL's tiny vision tower; a language model whose every layer's MLP is a mixture of 4 experts (2 per token,
+    # width 32 each), held as fused 3-D parameters with a router, as in Qwen3-VL-30B-A3B (128 experts, 8 per token).
+    text = {**_text_config(vocab_size, token_ids, interleaved=True), "num_experts": 4, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32, "decoder_sparse_step": 1, "mlp_only_layers": []}
+    vision = _qwen3_vl_config(vocab_size, token_ids).vision_config.to_dict()
+    return Qwen3VLMoeConfig(text_config=text, vision_config={k: v for k, v in vision.items() if k != "model_type"},
+                            **_token_config(token_ids))
+
+
 # family -> (config builder, model class, processor class, video processor class, patch size, chat template)
 _TINY = {
     "qwen2_vl": (_qwen2_vl_config, "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "Qwen2VLVideoProcessor",
@@ -209,6 +222,8 @@ _TINY = {
                    "Qwen2VLVideoProcessor", PATCH, CHAT_TEMPLATE),
     "qwen3_vl": (_qwen3_vl_config, "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen3VLVideoProcessor",
                  16, QWEN3_CHAT_TEMPLATE),
+    "qwen3_vl_moe": (_qwen3_vl_moe_config, "Qwen3VLMoeForConditionalGeneration", "Qwen3VLProcessor",
+                     "Qwen3VLVideoProcessor", 16, QWEN3_CHAT_TEMPLATE),
 }
 TINY_FAMILIES = tuple(_TINY)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_FAMILIES, tiny_family
 from mevqa import cv
 from mevqa.cli import main
 from mevqa.errors import MevqaError
@@ -198,6 +198,50 @@ def test_killed_cv_resumes_to_the_same_pooled_predictions(uninterrupted, folds, 
             == json.loads((uninterrupted / "lora" / "scores.json").read_text())["pooled"])
 
 
+@pytest.fixture(scope="module")
+def two_folds(folds) -> Path:
+    """The same synthetic CASME II split into 2 folds of whole subjects (2 and 1 subjects held out)."""
+    out = folds.parent / "two-folds"
+    assert main(["split", "--data", str(folds.parent / "built" / "qa.jsonl"), "--scheme", "kfold:2", "--out",
+                 str(out)]) == 0
+    return out
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_cv_runs_on_each_family(family, two_folds, tiny_family_dirs, tmp_path):
+    """A small cv on each family's tiny model: a LoRA config of 2 steps and a zero-shot config over 2 folds."""
+    model = tiny_family(tiny_family_dirs, family)
+    zero_shot = tmp_path / "zero_shot.yaml"
+    zero_shot.write_text(f"model_name_or_path: {model}\ndtype: float32\ninputs: oao\nnum_train_epochs: 0\n"
+                         "per_device_eval_batch_size: 8\neval_max_new_tokens: 8\n")
+    out = tmp_path / "out"
+    assert main(["cv", "--config", str(TINY_LORA), str(zero_shot), "--folds", str(two_folds), "--out", str(out),
+                 "--bootstrap", "100", "--", "--model_name_or_path", str(model), "--max_steps", "2", "--save_steps",
+                 "0", "--eval_max_new_tokens", "8"]) == 0
+    val_files = sorted(two_folds.glob("fold_*/val.jsonl"))
+    gold = read_rows(val_files)
+    assert len(val_files) == 2
+    recorded = json.loads((out / "cv.json").read_text())["configs"]
+    for name in ("lora", "zero_shot"):
+        assert recorded[name]["family"] == family
+        pooled = lines(out / name / "predictions.jsonl")
+        assert [row["id"] for row in pooled] == [row["id"] for row in gold]  # every held-out row, once
+        scores = json.loads((out / name / "scores.json").read_text())
+        assert scores["family"] == family
+        assert scores["pooled"] == scored(read_rows(out / name / "predictions.jsonl"), gold, bootstrap=100, seed=0)
+        assert [entry["fold"] for entry in scores["folds"]] == [0, 1]
+        for entry, val in zip(scores["folds"], val_files):
+            assert entry["report"] == scored([r for r in pooled if r["id"] in {g["id"] for g in read_rows(val)}],
+                                             read_rows(val))
+            assert isinstance(entry["report"]["avg"], float)  # a score per fold
+    for fold in ("fold_0", "fold_1"):  # the trained config: the recipe's run on that family's model
+        trained = out / "lora" / fold / "model"
+        assert json.loads((trained / "final" / "adapter_config.json").read_text())["base_model_name_or_path"] \
+            == str(model)
+        assert [r["total_steps"] for r in lines(trained / "train_log.jsonl") if r["event"] == "start"] == [2]
+
+
 # --- refused before any run -------------------------------------------------------------------------------------
 def test_config_resolution(tmp_path):
     lora = cv.resolve_config(TINY_LORA, ["--max_steps", "3"])
@@ -237,13 +281,16 @@ def test_configs_from_folders_and_globs(tmp_path):
         cv.expand_configs([str(grid / "*.yml")])
 
 
-def test_changed_config_on_rerun_is_refused(folds, tmp_path):
-    out = tmp_path / "out"
-    cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, [])], [])
-    cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, [])], [])        # the same: fine
+def test_changed_config_on_rerun_is_refused(folds, tiny_model_dir, tmp_path):
+    out, model = tmp_path / "out", ["--model_name_or_path", str(tiny_model_dir)]
+    cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, model)], model)
+    cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, model)], model)        # the same: fine
+    assert json.loads((out / "cv.json").read_text())["configs"]["lora"]["family"] == "qwen2_5_vl"
     with pytest.raises(MevqaError, match=r"resolves differently .* \(learning_rate differ"):
-        cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, ["--learning_rate", "0.1"])],
-                          ["--learning_rate", "0.1"])
+        cv.check_settings(out, folds, [cv.resolve_config(TINY_LORA, [*model, "--learning_rate", "0.1"])],
+                          [*model, "--learning_rate", "0.1"])
+    with pytest.raises(MevqaError, match="runs/tiny-model: not a local folder"):  # before any run
+        cv.check_settings(tmp_path / "other", folds, [cv.resolve_config(TINY_LORA, [])], [])
 
 
 @pytest.mark.parametrize("make_argv, message", [

@@ -14,6 +14,7 @@ from mevqa.media import MediaSettings
 from mevqa.data_builders.qa import parse_aus
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
+from mevqa.families import FAMILIES
 from mevqa.jsonl import read_jsonl
 from mevqa.media import read_frame
 
@@ -531,18 +532,21 @@ def test_duplicate_ids_in_an_official_file_are_refused(tmp_path, capsys):
 
 # --- the token summary ---------------------------------------------------------------------------------------------
 
-def test_build_data_prints_the_inspect_summary_with_the_model_given(synthetic, tmp_path, capsys, tiny_model_dir):
+def test_build_data_prints_the_inspect_summary_with_the_model_given(synthetic, tmp_path, capsys, tiny_family_dir):
     """--inspect-model prints what `mevqa inspect --data OUT/qa.jsonl --model MODEL` prints; the input mode falls
-    back to one the build made inputs for; without the option, the command that gives the summary is printed."""
+    back to one the build made inputs for; without the option, the command that gives the summary is printed.
+    Each family's tiny model: its own resize factor."""
     from mevqa.inspect import inspect_files
 
     out = tmp_path / "out"
     assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "video", "--size", 32,
-                           "--inspect-model", tiny_model_dir)) == 0
+                           "--inspect-model", tiny_family_dir)) == 0
     printed = capsys.readouterr().out
-    expected = inspect_files([out / "qa.jsonl"], model=str(tiny_model_dir), overrides=["inputs=video"],
+    expected = inspect_files([out / "qa.jsonl"], model=str(tiny_family_dir), overrides=["inputs=video"],
                              progress=False).format()
     assert expected in printed and "text + visual tokens per row (video)" in printed
+    factor = FAMILIES[json.loads((tiny_family_dir / "config.json").read_text())["model_type"]].resize_factor_released
+    assert f"one visual token per {factor}x{factor} px" in printed
     assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "video", "--size", 32)) == 0
     assert f"mevqa inspect --data {out / 'qa.jsonl'} --config" in capsys.readouterr().out
 

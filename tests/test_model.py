@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from mevqa.errors import MevqaError
 from mevqa.rows import read_rows
 from mevqa.families import FAMILIES, family, family_of_source
 from mevqa.model import load_model_and_processor, model_parts, part_of, resolve_dtype, set_pixel_budgets
+from conftest import TINY_FAMILIES, tiny_family
 from qa_rows import write_qa_file
 
 
@@ -94,15 +97,21 @@ def expected_part(name: str) -> str:
     return part
 
 
-def test_every_parameter_of_each_family_has_its_part(tiny_family_dir):
-    model, _ = load_model_and_processor(tiny_family_dir, device="cpu")
-    fam = family_of_source(tiny_family_dir)
-    assert fam.model_type == model.config.model_type
+@pytest.mark.parametrize("family_name", (*TINY_FAMILIES, "qwen3_vl_moe"))
+def test_every_parameter_of_each_family_has_its_part(family_name, tiny_family_dirs):
+    model_dir = tiny_family(tiny_family_dirs, family_name)
+    model, _ = load_model_and_processor(model_dir, device="cpu")
+    fam = family_of_source(model_dir)
+    assert fam.model_type == model.config.model_type == family_name
     names = [name for name, _ in model.named_parameters()]
     assert {name: part_of(name, fam) for name in names} == {name: expected_part(name) for name in names}
     assert {part_of(name, fam) for name in names} == {"vision", "merger", "language_model", "lm_head"}
     deepstack = [name for name in names if ".deepstack_merger_list." in name]
-    assert bool(deepstack) == (fam.model_type == "qwen3_vl")
+    assert bool(deepstack) == (fam.model_type in ("qwen3_vl", "qwen3_vl_moe"))
+    # Qwen3-VL-MoE: the experts are fused 3-D parameters of the language model, with no Linear layer to adapt.
+    experts = {name: param for name, param in model.named_parameters() if ".mlp.experts." in name}
+    assert bool(experts) == (fam.model_type == "qwen3_vl_moe")
+    assert all(param.ndim == 3 and part_of(name, fam) == "language_model" for name, param in experts.items())
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "qkv"], modules_to_save=["lm_head"]))
     for name, _ in peft_model.named_parameters():
         bare = name.removeprefix("base_model.model.").replace(".modules_to_save.default", "") \
@@ -112,6 +121,28 @@ def test_every_parameter_of_each_family_has_its_part(tiny_family_dir):
     assert part_of("model.visual_extra.weight", fam) is None
 
 
+@pytest.mark.parametrize("family_name", sorted(FAMILIES))
+def test_the_family_table_names_the_real_modules(family_name, tiny_family_dirs):
+    """Every module path and LoRA layer name of each family's table entry, checked on the real class (the tiny model
+    built from its config.json on the meta device)."""
+    from mevqa.families import model_skeleton
+
+    fam = FAMILIES[family_name]
+    skeleton = model_skeleton(tiny_family(tiny_family_dirs, family_name))
+    modules = dict(skeleton.named_modules())
+    linear = {name for name, module in modules.items() if isinstance(module, torch.nn.Linear)}
+    for part in ("vision", "merger", "language_model", "lm_head"):
+        assert all(path in modules for path in fam.part_modules(part)), part
+    for blocks, roles in ((fam.vision_blocks, fam.vision_lora), (fam.language_layers, fam.llm_lora)):
+        for role, names in roles.items():
+            assert all(any(name.startswith(blocks) and name.endswith(f".{n}") for name in linear) for n in names)
+            assert names or role in fam.no_lora, role  # a role without Linear layers says why
+    for regex in fam.merger_lora:
+        assert any(re.fullmatch(regex, name) for name in linear), regex
+    assert fam.resize_factor(skeleton.config) == fam.resize_factor_released  # the tiny models keep the patch size
+    assert (fam.llm_lora["mlp"] == ()) == any(".mlp.experts" in name for name in modules)
+
+
 def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "architectures": ["X"]}))
     (tmp_path / "model.safetensors").write_bytes(b"not read")
@@ -119,6 +150,18 @@ def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):
                 r"qwen3_vl_moe \(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE\)$")
     with pytest.raises(MevqaError, match=expected):
         load_model_and_processor(tmp_path)
+    # The recipes (before the output folder is touched) and mevqa cv (before any run) say the same.
+    from mevqa import cv
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    train = write_qa_file(tmp_path / "data", clips=1)
+    with pytest.raises(MevqaError, match=expected):
+        main("lora", ["--config", "recipes/configs/tiny/lora.yaml", "--model_name_or_path", str(tmp_path),
+                      "--train_file", str(train), "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert not (tmp_path / "out" / "train_config.yaml").exists()
+    with pytest.raises(MevqaError, match=expected):
+        cv.resolve_config(Path("recipes/configs/tiny/lora.yaml"), ["--model_name_or_path", str(tmp_path)]).family
     with pytest.raises(MevqaError, match="is not supported"):
         family("qwen2_audio")
     assert set(FAMILIES) == {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
@@ -211,3 +254,22 @@ def test_auto_dtype_on_cuda_is_bfloat16_and_generation_runs(tiny_model_dir, batc
     rows = read_rows(write_qa_file(tiny_model_dir.parent / "gpu-qa", clips=1))
     answers = generate_answers(model, processor, rows, "video", batch_size=4, max_new_tokens=4)
     assert len(answers) == len(rows)
+
+
+def test_an_adapter_that_does_not_fit_is_refused_before_the_base_weights_load(tiny_model_dir, adapter_dir, tmp_path):
+    """Checked on the base built from config.json on the meta device: the base here has no weights at all, so
+    reaching them would fail with another message."""
+    import shutil
+
+    base = tmp_path / "weightless-base"
+    shutil.copytree(tiny_model_dir, base, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    for key, value, message in (("target_modules", ["c_attn", "q_proj"], r"target modules \['c_attn'\]"),
+                                ("modules_to_save", ["score"], r"modules_to_save \['score'\]")):
+        foreign = tmp_path / key
+        foreign.mkdir()
+        (foreign / "adapter_config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(MevqaError, match=message + " are not in the base model"):
+            load_model_and_processor(base, adapter=foreign)
+    with pytest.raises(MevqaError, match="weightless-base: cannot load model"):  # the fitting adapter passes
+        load_model_and_processor(base, adapter=adapter_dir)

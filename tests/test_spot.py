@@ -328,3 +328,22 @@ def test_unpacked_frames_belong_to_their_video(tmp_path):
     written = {p: p.stat().st_mtime_ns for p in first.source.glob("*.jpg")}
     assert unpack_video(clips[0], tmp_path / "frames").source == first.source
     assert written == {p: p.stat().st_mtime_ns for p in first.source.glob("*.jpg")}
+
+
+@pytest.mark.parametrize("family", ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
+def test_spot_vlm_runs_on_each_family(family, tiny_family_dirs, tmp_path, capsys):
+    """``mevqa spot --method vlm`` with each family's (untrained) tiny model on a short video: every window is asked
+    and the report is well formed, whatever the random model answers."""
+    from conftest import tiny_family
+
+    video = plan_video("casme3", 9, 1, 72, random.Random(5), first=0, macro=False)
+    width, height, gray = FRAME_SIZES["casme3"]
+    path = write_mp4(tmp_path / "short.mp4", render_frames(video, width, height, gray, seed=1), 30.0)
+    assert main(["spot", "--video", str(path), "--method", "vlm", "--model", str(tiny_family(tiny_family_dirs, family)),
+                 "--work", str(tmp_path / "work"), "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "vlm" and report["frames"] == 72
+    assert len(list((tmp_path / "work" / "windows").iterdir())) == 22  # 9-frame windows every 3 frames
+    for d in report["detections"]:
+        assert 0 <= d["onset"] <= d["apex"] <= d["offset"] <= 71 and d["score"] >= 0.5
+        assert set(d["emotion_scores"]) == set(vocab.COARSE_LABELS)

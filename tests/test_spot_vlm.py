@@ -112,3 +112,4 @@ def test_str_predict_vlm_writes_pred_csv_and_scores(windows, spotter, tiny_model
     assert report["overall"]["counts"]["gt_counted"] == 3 and report["overall"]["counts"]["pred"] == len(lines)
     run = json.loads((out / "run.json").read_text())
     assert run["method"] == "vlm" and run["inference"]["inputs"] == "flow"  # as the adapter was trained
+

@@ -141,7 +141,7 @@ def test_constrained_au_lists_and_composite_answers(family_tiny, qa_rows):
     assert [a.text for a in again] == [by_question[(r["image_id"], vocab.COMPOSITE)][1].text for r in alone]
 
 
-@pytest.mark.parametrize("strategy", ["direct", "vote", "hierarchical+constrained"])
+@pytest.mark.parametrize("strategy", ["direct", "vote", "hierarchical+constrained", "au-rules+constrained"])
 def test_each_strategy_answers_video_rows_on_each_family(family_tiny, qa_rows, strategy):
     """Every strategy through each family's video path (Qwen3-VL: timestamps and DeepStack features included)."""
     model, processor = family_tiny
@@ -155,6 +155,11 @@ def test_each_strategy_answers_video_rows_on_each_family(family_tiny, qa_rows, s
         assert coarse in vocab.COARSE_LABELS and vocab.FINE_TO_COARSE[fine] == coarse
     if strategy == "vote":
         assert all(len(a.votes) == 2 for a in answers)
+    if strategy == "au-rules+constrained":  # rules change expression answers only, where one fires
+        plain = answer_rows(model, processor, rows, "video", "constrained", options=options, batch_size=8)
+        for row, ruled, asked in zip(rows, answers, plain):
+            assert ruled.text == asked.text or (ruled.rule and kind(row) in (vocab.COARSE, vocab.FINE,
+                                                                             vocab.COMPOSITE)), row["question"]
 
 
 # --- vote ---------------------------------------------------------------------------------------------------------

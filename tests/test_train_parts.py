@@ -3,6 +3,7 @@ across processes and resumes, and the token-normalised loss over gradient accumu
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 
@@ -304,3 +305,96 @@ def test_a_resume_removes_what_a_killed_save_of_final_or_best_left(tmp_path):
     clear_previous_run(out, keep=out / "checkpoint-2")
     assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint-2"]   # checkpoint-4 had no run_state.json
     assert (out / "best" / "adapter_model.safetensors").read_text() == "kept"
+
+
+def _weightless_copy(model_dir, out, **vision_config):
+    """The model folder without its weights (config and processor files only), its vision config edited: a run
+    that reaches the weights fails there with another message."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((out / "config.json").read_text())
+    config["vision_config"].update(vision_config)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_a_pattern_that_matches_nothing_fails_before_the_weights_load(tiny_family_dir, tmp_path):
+    from mevqa.families import family_of_source
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    fam = family_of_source(tiny_family_dir)
+    train = write_qa_file(tmp_path / "data", clips=2)
+    no_blocks = _weightless_copy(tiny_family_dir, tmp_path / "no-vision-blocks", depth=0)
+    intact = _weightless_copy(tiny_family_dir, tmp_path / "intact")
+
+    def run(model, *extra):
+        main("lora", ["--config", "recipes/configs/tiny/lora.yaml", "--model_name_or_path", str(model),
+                      "--train_file", str(train), "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+                      *extra])
+
+    where = rf"config: {re.escape(fam.name)} \({fam.model_type}\) at .*no-vision-blocks: "
+    # A config whose vision tower has no blocks: the vision part's LoRA targets match nothing.
+    with pytest.raises(MevqaError, match=where + r"the vision LoRA targets '\.\*model\\\.visual\\\.blocks.*' "
+                                               r"match no Linear layer of the model \(built from its config\.json\)"):
+        run(no_blocks, "--merger", "frozen", "--llm", "frozen")
+    with pytest.raises(MevqaError, match=r"the lora_target_regex LoRA targets '\.\*visual\\\.nothing' match no"):
+        run(no_blocks, "--lora_target_regex", r".*visual\.nothing")
+    # A layer name the family does not have, before any weights too (it used to surface in PEFT after loading).
+    other = "gate_proj" if fam.model_type == "qwen3_vl" else "linear_fc1"
+    with pytest.raises(MevqaError, match=f"lora_vision_modules names '{other}', which {re.escape(fam.name)}"):
+        run(intact, "--lora_vision_modules", other)
+    # The same launch on the intact config passes the check and fails only where the weights load.
+    with pytest.raises(MevqaError, match=r"intact: cannot load model"):
+        run(intact)
+
+
+def test_moe_experts_are_no_lora_target_and_say_why():
+    moe = FAMILIES["qwen3_vl_moe"]
+    assert moe.lora_names("llm", ["attention"]) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(MevqaError, match=r"lora_llm_modules names the role 'mlp', which has no Linear layers in "
+                                         r"Qwen3-VL-MoE \(qwen3_vl_moe\): its language MLP is a mixture of experts"):
+        moe.lora_names("llm", ["attention", "mlp"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("family", ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"))
+def test_each_recipe_mode_trains_what_it_names_on_each_family(family, tiny_family_dirs, tmp_path):
+    """Through the recipes' entry point, in process, one step each: LoRA on each part alone, a full fine-tune of one
+    part, and QLoRA (4-bit language model, CPU bitsandbytes); each trains that part and nothing else."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from conftest import tiny_family
+    from mevqa.train.parts import PARTS
+    from mevqa.train.run import main
+    from qa_rows import write_qa_file
+
+    model_dir = tiny_family(tiny_family_dirs, family)
+    fam = FAMILIES[family]
+    train = write_qa_file(tmp_path / "data", clips=2)
+
+    def run(name, recipe, *extra):
+        out = tmp_path / name
+        assert main(recipe, ["--config", f"recipes/configs/tiny/{recipe}.yaml", "--model_name_or_path",
+                             str(model_dir), "--train_file", str(train), "--output_dir", str(out), "--max_steps", "1",
+                             "--save_steps", "0", "--report_to", "none", *extra]) == 0
+        return out / "final"
+
+    def only(part):
+        return [x for other in PARTS for x in (f"--{other}", "lora" if other == part else "frozen")]
+
+    for part in PARTS:
+        adapter = load_file(run(f"lora-{part}", "lora", *only(part)) / "adapter_model.safetensors")
+        assert adapter and {family_part_of(key, fam) for key in adapter} == {part}, part
+    base = AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
+    tuned = AutoModelForImageTextToText.from_pretrained(run("full", "full", "--vision", "frozen", "--merger", "full",
+                                                            "--llm", "frozen")).state_dict()
+    changed = {family_part_of(key, fam) for key in base if not torch.equal(base[key], tuned[key])}
+    assert changed == {"merger"}
+    if importlib.util.find_spec("bitsandbytes") is not None:  # the qlora extra; installed in the dev venv
+        adapter = load_file(run("qlora", "lora", "--load_in_4bit", "true", "--dtype", "bfloat16", *only("llm"))
+                            / "adapter_model.safetensors")
+        assert adapter and {family_part_of(key, fam) for key in adapter} == {"llm"}

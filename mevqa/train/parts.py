@@ -44,6 +44,8 @@ PARTS = ("vision", "merger", "llm")
 _TRAIN_PART = {"vision": "vision", "merger": "merger", "language_model": "llm", "lm_head": "llm"}
 
 
+# Module types PEFT's LoRA adapts (what a target pattern must match to give an adapter).
+_ADAPTABLE = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _NO_LORA = ("config: LoRA needs at least one part set to lora (vision, merger or llm), or lora_target_regex; for "
             "full fine-tuning use recipes/full.py")
 
@@ -53,31 +55,42 @@ def part_of(name: str, family: Family) -> str | None:
     return _TRAIN_PART.get(family.part_of(name))
 
 
+def lora_targets(cfg, family: Family) -> dict[str, str]:
+    """Part ("vision", "merger", "llm"; or "lora_target_regex" when the config gives its own) -> the regex (PEFT
+    full-match over module names) of that part's Linear layers that get LoRA adapters."""
+    if cfg.lora_target_regex:
+        return {"lora_target_regex": cfg.lora_target_regex}
+    targets = {}
+    if cfg.vision == "lora":
+        names = "|".join(map(re.escape, family.lora_names("vision", cfg.lora_vision_modules)))
+        targets["vision"] = rf".*{re.escape(family.vision_blocks)}\.\d+\.(?:attn|mlp)\.(?:{names})"
+    if cfg.merger == "lora":
+        targets["merger"] = "|".join(f"(?:.*{regex})" for regex in family.merger_lora)
+    if cfg.llm == "lora":
+        names = "|".join(map(re.escape, family.lora_names("llm", cfg.lora_llm_modules)))
+        targets["llm"] = rf".*{re.escape(family.language_layers)}\.\d+\.(?:self_attn|mlp)\.(?:{names})"
+    if not targets:
+        raise MevqaError(_NO_LORA)
+    return targets
+
+
 def lora_target_regex(cfg, family: Family) -> str:
     """The regex (PEFT full-match over module names) of the Linear layers that get LoRA adapters."""
     if cfg.lora_target_regex:
         return cfg.lora_target_regex
-    alternatives = []
-    if cfg.vision == "lora":
-        names = "|".join(map(re.escape, family.lora_names("vision", cfg.lora_vision_modules)))
-        alternatives.append(rf".*{re.escape(family.vision_blocks)}\.\d+\.(?:attn|mlp)\.(?:{names})")
-    if cfg.merger == "lora":
-        alternatives += [f".*{regex}" for regex in family.merger_lora]
-    if cfg.llm == "lora":
-        names = "|".join(map(re.escape, family.lora_names("llm", cfg.lora_llm_modules)))
-        alternatives.append(rf".*{re.escape(family.language_layers)}\.\d+\.(?:self_attn|mlp)\.(?:{names})")
-    if not alternatives:
-        raise MevqaError(_NO_LORA)
-    return "|".join(f"(?:{alt})" for alt in alternatives)
+    return "|".join(f"(?:{regex})" for regex in lora_targets(cfg, family).values())
+
+
+def _part_roots(part: str, family: Family) -> tuple[str, ...]:
+    return {"vision": family.vision_modules, "merger": family.merger_modules,
+            "llm": (*family.language_modules, family.lm_head)}[part]
 
 
 def _full_module_names(model, part: str, family: Family) -> list[str]:
     """Module names (relative to ``model``) that together hold every parameter of ``part``, block by block."""
-    roots = {"vision": family.vision_modules, "merger": family.merger_modules,
-             "llm": (*family.language_modules, family.lm_head)}[part]
     modules = dict(model.named_modules())
     names = []
-    for root in roots:
+    for root in _part_roots(part, family):
         if root not in modules:
             raise MevqaError(f"model has no module {root!r}: not the transformers 5.x {family.name} layout")
         module = modules[root]
@@ -136,6 +149,39 @@ def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
         lora_target_regex(cfg, family)  # needs a LoRA part or a regex; the layer names exist in this family
     elif not cfg.lora_target_regex and "lora" not in modes.values():
         raise MevqaError(_NO_LORA)
+
+
+def check_selection(cfg, recipe: str, skeleton) -> None:
+    """Every module pattern the config selects by matches something in the model, checked on ``skeleton`` (the model
+    built from its config.json on the meta device, :func:`mevqa.families.model_skeleton`) before weights load: the
+    LoRA targets of each LoRA part, the modules of each fully trained part, and QLoRA's unquantised modules. A
+    pattern that matches nothing is one line naming the family, the part and the pattern."""
+    family = family_of(skeleton)
+    check_parts(cfg, recipe, family)
+    where = f"config: {family.name} ({family.model_type}) at {cfg.model_name_or_path}"
+    modules = dict(skeleton.named_modules())
+    if recipe == "lora":
+        adaptable = [name for name, module in modules.items() if isinstance(module, _ADAPTABLE)]
+        for part, regex in lora_targets(cfg, family).items():
+            if not any(re.fullmatch(regex, name) for name in adaptable):
+                raise MevqaError(f"{where}: the {part} LoRA targets '{regex}' match no Linear layer of the model "
+                                 f"(built from its config.json); check the part's layers (lora_*_modules, "
+                                 f"lora_target_regex) and the model's config")
+    for part in PARTS:
+        if getattr(cfg, part) != "full":
+            continue
+        for root in _part_roots(part, family):
+            if root not in modules:
+                raise MevqaError(f"{where}: the {part} part's module {root!r} is not in the model (built from its "
+                                 f"config.json); not the transformers 5.x {family.name} layout")
+        if not any(part_of(name, family) == part for name, _ in skeleton.named_parameters()):
+            raise MevqaError(f"{where}: {part}=full, but the {part} part ({', '.join(_part_roots(part, family))}) "
+                             f"holds no parameters in the model built from its config.json")
+    if cfg.load_in_4bit:
+        for name in qlora_skip_modules(family):
+            if name not in modules:
+                raise MevqaError(f"{where}: QLoRA keeps {name!r} unquantised, but the model (built from its "
+                                 f"config.json) has no such module; not the transformers 5.x {family.name} layout")
 
 
 def qlora_skip_modules(family: Family) -> list[str]:

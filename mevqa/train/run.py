@@ -37,6 +37,7 @@ from transformers.trainer_pt_utils import safe_globals
 from mevqa import vocab
 from mevqa.collate import Collator, QADataset
 from mevqa.errors import MevqaError
+from mevqa.families import model_skeleton
 from mevqa.eval import row_id
 from mevqa.jsonl import ensure_dir, file_sha256
 from mevqa.log import is_main_process
@@ -47,7 +48,8 @@ from mevqa.train import data as train_data
 from mevqa.train.config import (BEST_DIR, CONFIG_NAME, FINAL_DIR, LOG_NAME, RUN_STATE_NAME, TRAINER_STATE_NAME,
                                 TrainConfig, config_dict, help_text, launched_with, parse_args, resume_differences,
                                 save_config)
-from mevqa.train.parts import apply_full, apply_lora, check_parts, quantization_config, trainable_summary
+from mevqa.train.parts import (apply_full, apply_lora, check_parts, check_selection, quantization_config,
+                               trainable_summary)
 from mevqa.train.trainer import MevqaTrainer, RunControl, append_log
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ def main(recipe: str, argv: list[str], summary: str = "") -> int:
                          "mixed_precision": args.mixed_precision, "train_file_sha256": file_sha256(cfg.train_file),
                          "eval_file_sha256": file_sha256(cfg.eval_file) if cfg.eval_file else None}
             start_step = check_resume(resume, cfg, run_state, total_steps) if resume is not None else 0
+            check_model_modules(cfg, recipe)
             if is_main_process():
                 clear_previous_run(output_dir, keep=resume)
                 save_config(cfg, output_dir)
@@ -179,6 +182,13 @@ def _train(recipe, cfg, args, train_rows, eval_rows, run_state, resume, start_st
 
 
 # --- checks before the model loads ---------------------------------------------------------------------------------
+def check_model_modules(cfg: TrainConfig, recipe: str) -> None:
+    """The config's module patterns (LoRA targets per part, fully trained parts, QLoRA's unquantised modules) each
+    match the model, checked on the model built from its config.json on the meta device (no weights, well under a
+    second for an 8B config), so a pattern that matches nothing fails before the weights load, not after."""
+    check_selection(cfg, recipe, model_skeleton(cfg.model_name_or_path))
+
+
 def check_metric_available(cfg: TrainConfig, eval_rows: list[dict]) -> None:
     """Fail before training, not at the first evaluation, when the validation file cannot give metric_for_best."""
     kinds = {vocab.question_kind(str(row.get("question", ""))) for row in eval_rows}

@@ -43,11 +43,15 @@ Video timing: both tools take a frame list as already sampled and give every vid
 and summarised in ``OUT/export.json``, but neither tool reads it.
 
 Tool settings (``--model``): ``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that
-model the inputs mevqa gives it: the template of the model's family (LLaMA-Factory ``template``, ms-swift
-``--template``; ms-swift needs it for a local model), the pixel budgets of the model's processor (LLaMA-Factory
-``image_*_pixels`` / ``video_*_pixels``; ms-swift's environment: ``MAX_PIXELS`` ... for Qwen2/2.5-VL,
-``IMAGE_MAX_TOKEN_NUM`` ... for Qwen3-VL; without them ms-swift uses its own, far larger budget), and the videos'
-frame count and median true rate (``video_maxlen`` / ``FPS_MAX_FRAMES``, ``video_fps`` / ``FPS``).
+model the inputs mevqa gives it (checked row by row against LLaMA-Factory 0.9.5, TRL 1.16 and ms-swift 4.6 by
+``benchmarks/export_tools.py``): the template of the model's family (LLaMA-Factory ``template``, ms-swift
+``--template``; ms-swift needs it for a local model); LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` set to
+the exported inputs' own pixel range, so that LLaMA-Factory does not resize them before the model's processor, whose
+budget then decides as in mevqa; ms-swift's environment with the processor's budgets (``MAX_PIXELS`` ... for
+Qwen2/2.5-VL, ``IMAGE_MAX_TOKEN_NUM`` ... for Qwen3-VL; without them ms-swift uses qwen-vl-utils' own, far larger
+budget); and the videos' median true rate (``video_fps`` / ``FPS``). See :func:`tool_settings`. TRL's SFTTrainer
+reads the ``hf`` export as is (the model's processor, its own budget) but trains on images only: it treats a dataset
+as vision data by an ``image`` / ``images`` column and passes no videos.
 
 ``OUT/export.json`` records the settings, the input files (with their SHA-256) and the build-data settings of the
 media, so an export can be traced back and repeated. The folder is written under a temporary name and renamed when
@@ -413,8 +417,28 @@ def _check_out(out: Path, identity: dict) -> None:
 
 def tool_settings(model: str, samples: list[Sample]) -> dict:
     """What LLaMA-Factory and ms-swift must be told to give ``model`` the inputs mevqa gives it: the chat template of
-    its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate and count of the
-    exported videos. Only config.json and the processor files are read."""
+    its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate of the exported videos.
+    Only config.json and the processor files are read, and the image headers of the exported media (their sizes).
+
+    What each setting does in the tools (read in LLaMA-Factory 0.9.5, ms-swift 4.6 with qwen-vl-utils 0.0.14):
+
+    - LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` resize an input (keeping its aspect, to any size) BEFORE
+      the model's processor, which then applies its own budget from the model folder (``data/mm_plugin.py``,
+      ``BasePlugin._preprocess_image``). Set to the exported inputs' own pixel range they never resize, so the
+      processor's budget alone decides, as in mevqa; set to the processor's budget they resize twice and give other
+      grids (448x336 frames, budget 12544 px: 6x10 patches instead of 6x8).
+    - ms-swift resizes in qwen-vl-utils (``fetch_image`` / ``fetch_video``) with the budgets of its environment and
+      hands the processor the resized inputs (``do_resize=False``); without the environment it uses qwen-vl-utils'
+      defaults (16384 tokens an image, 768 a video frame), far above the released processors' budgets.
+      qwen-vl-utils >= 0.0.14 reads ``IMAGE_MIN_TOKEN_NUM``, ``IMAGE_MAX_TOKEN_NUM``, ``VIDEO_MIN_TOKEN_NUM``,
+      ``VIDEO_MAX_TOKEN_NUM`` (per frame), ``FPS``; ms-swift converts ``MAX_PIXELS`` / ``MIN_PIXELS`` /
+      ``VIDEO_MAX_PIXELS`` / ``VIDEO_MIN_PIXELS`` into them (``model/models/qwen.py``, ``compat_qwen_vl_utils``)
+      with the factor 28 for Qwen2/2.5-VL, which older qwen-vl-utils also read directly; Qwen3-VL needs >= 0.0.14
+      and gets the token names.
+    - Frame lists are taken whole by both tools (LLaMA-Factory ``video_maxlen`` and ms-swift ``FPS_MAX_FRAMES`` bound
+      only the sampling of video files), an odd count padded with the last frame as transformers does; the one rate
+      told to the model is LLaMA-Factory ``video_fps`` / ms-swift ``FPS`` for every clip.
+    """
     from transformers import AutoProcessor
 
     from mevqa.families import family_of_source
@@ -431,13 +455,17 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
     frame_counts = sorted({len(video) for s in samples for video in s.videos})
     frames = frame_counts[-1] if frame_counts else None
     video_pixels = (int(videos.size["shortest_edge"]), int(videos.size["longest_edge"]))
-    if fam.video_budget == "video" and frames:  # the processor bounds the whole video; the tools bound each frame
+    if fam.video_budget == "video" and frames:  # the processor bounds the whole video; ms-swift bounds each frame
         video_pixels = (max(1, video_pixels[0] // frames), video_pixels[1] // frames)
     fps = _fps_summary(samples)
     rate = fps["median"] if fps else None
-    llamafactory = {"template": fam.llamafactory_template, "image_min_pixels": image_pixels[0],
-                    "image_max_pixels": image_pixels[1], "video_min_pixels": video_pixels[0],
-                    "video_max_pixels": video_pixels[1], "video_fps": rate, "video_maxlen": frames}
+    llamafactory = {"template": fam.llamafactory_template}
+    for kind, paths in (("image", [p for s in samples for p in s.images]),
+                        ("video", [p for s in samples for frames_ in s.videos for p in frames_])):
+        if paths:
+            llamafactory[f"{kind}_min_pixels"], llamafactory[f"{kind}_max_pixels"] = _pixel_range(paths)
+    if rate is not None:
+        llamafactory["video_fps"] = rate
     if fam.swift_budget_env == "pixels":
         env = {"MIN_PIXELS": image_pixels[0], "MAX_PIXELS": image_pixels[1], "VIDEO_MIN_PIXELS": video_pixels[0],
                "VIDEO_MAX_PIXELS": video_pixels[1]}
@@ -446,16 +474,26 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
                "IMAGE_MAX_TOKEN_NUM": image_pixels[1] // factor ** 2,
                "VIDEO_MIN_TOKEN_NUM": max(1, video_pixels[0] // factor ** 2),
                "VIDEO_MAX_TOKEN_NUM": video_pixels[1] // factor ** 2}
-    env.update({"FPS": rate, "FPS_MAX_FRAMES": frames})
+    if rate is not None:
+        env["FPS"] = rate
     notes = []
     if fps and fps["min"] != fps["max"]:
         notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
                      "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")
     return {"model": model, "model_type": fam.model_type, "family": fam.name, "resize_factor": factor,
-            "llamafactory": {key: value for key, value in llamafactory.items() if value is not None},
-            "swift": {"template": fam.swift_template,
-                      "env": {key: value for key, value in env.items() if value is not None}},
-            "notes": notes}
+            "processor_image_pixels": list(image_pixels), "processor_video_pixels": list(video_pixels),
+            "llamafactory": llamafactory, "swift": {"template": fam.swift_template, "env": env}, "notes": notes}
+
+
+def _pixel_range(paths: list[str]) -> tuple[int, int]:
+    """The fewest and most pixels among the images at ``paths`` (headers only)."""
+    from PIL import Image
+
+    counts = set()
+    for path in sorted(set(paths)):
+        with Image.open(path) as image:
+            counts.add(image.width * image.height)
+    return min(counts), max(counts)
 
 
 def _fps_summary(samples: list[Sample]) -> dict | None:
@@ -578,7 +616,12 @@ def run(args: argparse.Namespace) -> int:
               + " ".join(f"{key}: {value}" for key, value in lf.items())
               + f"; ms-swift --template {swift['template']} with "
               + " ".join(f"{key}={value}" for key, value in swift["env"].items()) + f" (in {args.out / MANIFEST})")
-    if manifest["video_sample_fps"] and settings.format != "hf":
+    for note in (tools or {}).get("notes", []):
+        print(f"note: {note}")
+    if settings.format == "hf" and settings.inputs == "video":
+        print("note: TRL's SFTTrainer (1.16) trains on images only (an 'image'/'images' column); it does not read "
+              "video_frames")
+    if manifest["video_sample_fps"] and settings.format != "hf" and not tools:   # with tools: in their notes
         fps = manifest["video_sample_fps"]
         print(f"video frames were sampled at {fps['min']}-{fps['max']} fps (median {fps['median']}); "
               f"{'LLaMA-Factory video_fps' if settings.format == 'llamafactory' else 'ms-swift FPS'} sets the one "

@@ -53,8 +53,12 @@ def _grids(batch) -> dict:
 
 def _row_result(batch, input_ids, image_token_id, video_token_id) -> dict:
     ids = [int(i) for i in input_ids]
-    return {**_grids(batch), "visual_tokens": sum(1 for i in ids if i in (image_token_id, video_token_id)),
-            "input_ids": ids}
+    out = {**_grids(batch), "visual_tokens": sum(1 for i in ids if i in (image_token_id, video_token_id)),
+           "input_ids": ids}
+    timing = batch.get("second_per_grid_ts") if hasattr(batch, "get") else None
+    if timing is not None:   # Qwen2.5-VL's video timing (Qwen3-VL writes its timestamps into the tokens)
+        out["second_per_grid_ts"] = [round(float(t), 6) for t in timing]
+    return out
 
 
 def worker_llamafactory(job: dict) -> list[dict]:
@@ -237,11 +241,15 @@ def compare(reference: list[dict], got: dict) -> dict:
     rows = got["rows"]
     if len(rows) != len(reference):
         return {"status": "unequal", "error": f"{len(rows)} rows, mevqa {len(reference)}"}
-    grids_equal = all(_grid_key(a) == _grid_key(b) for a, b in zip(reference, rows))
-    tokens_equal = all(a["visual_tokens"] == b["visual_tokens"] for a, b in zip(reference, rows))
-    ids_equal = all(a["input_ids"] == b["input_ids"] for a, b in zip(reference, rows))
-    return {"status": "equal" if grids_equal and tokens_equal else "unequal", "grids_equal": grids_equal,
-            "visual_tokens_equal": tokens_equal, "input_ids_equal": ids_equal,
+    def count(same):
+        return sum(1 for a, b in zip(reference, rows) if same(a, b))
+    n = len(reference)
+    grids = count(lambda a, b: _grid_key(a) == _grid_key(b))
+    tokens = count(lambda a, b: a["visual_tokens"] == b["visual_tokens"])
+    ids = count(lambda a, b: a["input_ids"] == b["input_ids"])
+    timing = count(lambda a, b: a.get("second_per_grid_ts") == b.get("second_per_grid_ts"))
+    return {"status": "equal" if grids == tokens == n else "unequal", "rows": n, "grids_equal": grids,
+            "visual_tokens_equal": tokens, "input_ids_equal": ids, "second_per_grid_ts_equal": timing,
             "first_row": {"mevqa": _show(reference[0]), "tool": _show(rows[0])}}
 
 
@@ -252,7 +260,8 @@ def _grid_key(row: dict):
 def _show(row: dict) -> str:
     grid = row.get("image_grid_thw") or row.get("video_grid_thw")
     kind = "image" if row.get("image_grid_thw") else "video"
-    return f"{kind}_grid_thw={grid} visual_tokens={row['visual_tokens']} tokens={len(row['input_ids'])}"
+    timing = f" second_per_grid_ts={row['second_per_grid_ts']}" if "second_per_grid_ts" in row else ""
+    return f"{kind}_grid_thw={grid} visual_tokens={row['visual_tokens']} tokens={len(row['input_ids'])}{timing}"
 
 
 # --- one training step per tool ----------------------------------------------------------------------------------
@@ -383,9 +392,11 @@ def main(argv=None) -> int:
                 if "error" in entry:
                     line += f": {entry['error']}"
                 else:
-                    line += (f" (grids {'=' if entry['grids_equal'] else '!='}, visual tokens "
-                             f"{'=' if entry['visual_tokens_equal'] else '!='}, all token ids "
-                             f"{'=' if entry['input_ids_equal'] else '!='}) row 1: {entry['first_row']['tool']}")
+                    n = entry["rows"]
+                    line += (f" (rows equal of {n}: grids {entry['grids_equal']}, visual tokens "
+                             f"{entry['visual_tokens_equal']}, all token ids {entry['input_ids_equal']}, "
+                             f"second_per_grid_ts {entry['second_per_grid_ts_equal']}) row 1: "
+                             f"{entry['first_row']['tool']}")
                 if "swift_without_env_visual_tokens" in entry:
                     line += (f"; without the tool_settings environment: "
                              f"{entry['swift_without_env_visual_tokens']} visual tokens "

@@ -290,9 +290,12 @@ def train_step(python: Path, tool: str, model: Path, model_type: str, export_dir
     else:
         sw = tools["swift"]
         env.update({key: str(value) for key, value in sw["env"].items()})
-        argv = [str(bin_dir / "swift"), "sft", "--model", str(model), "--model_type", model_type, "--template",
+        script = folder / "sft.py"
+        script.write_text(SWIFT_SCRIPT)
+        argv = [str(python), str(script), str(model), "--model", str(model), "--model_type", model_type, "--template",
                 sw["template"], "--dataset", str(export_dir / "train.jsonl"), "--tuner_type", "lora",
-                "--max_steps", "1", "--per_device_train_batch_size", "2", "--output_dir", str(out),
+                "--max_steps", "1", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+                "--output_dir", str(out),
                 "--save_strategy", "no", "--report_to", "none", "--torch_dtype", "float32",
                 "--dataset_num_proc", "1", "--dataloader_num_workers", "0", "--split_dataset_ratio", "0",
                 "--use_hf", "true"]
@@ -332,6 +335,23 @@ args = SFTConfig(output_dir=out, max_steps=1, per_device_train_batch_size=2, lea
 trainer = SFTTrainer(model=model, args=args, train_dataset=train)
 trainer.train()
 print("loss", trainer.state.log_history[-1])
+'''
+
+
+# `swift sft` (swift/cli/sft.py) with one change: the Qwen templates' pad ids set to the tiny vocabulary's. ms-swift
+# hard-codes the released checkpoints' ids (151655 / 151656); with another vocabulary it finds no pad token to expand
+# and the step runs on 3 pad tokens for 36 image features (masked_scatter in Template._get_inputs_embeds_hf takes
+# the first 3 and raises nothing).
+SWIFT_SCRIPT = '''import sys
+from transformers import AutoTokenizer
+from swift.template.templates import qwen
+
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+qwen.Qwen2VLTemplate.image_token_id, qwen.Qwen2VLTemplate.video_token_id = tokenizer.convert_tokens_to_ids(
+    ["<|image_pad|>", "<|video_pad|>"])
+from swift.pipelines import sft_main
+
+sft_main(sys.argv[2:])
 '''
 
 

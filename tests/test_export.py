@@ -375,6 +375,10 @@ def test_export_command(qa_files, tmp_path, capsys):
     assert f"train: 10 rows -> {out / 'train.json'}" in printed and "video_fps" in printed
     assert set(json.loads((out / "dataset_info.json").read_text())) == {"megc_train", "megc_val"}
     assert json.loads((out / "export.json").read_text())["settings"]["system_prompt"] is None
+    # an hf export of videos: TRL's SFTTrainer would not read them, and the summary says so
+    assert main(["export", "--data", str(val), "--inputs", "video", "--format", "hf", "--out", str(tmp_path / "hf"),
+                 "--max-frames", "2"]) == 0
+    assert "TRL's SFTTrainer (1.16) trains on images only" in capsys.readouterr().out
     code = main(["export", "--data", str(tmp_path / "missing.jsonl"), "--inputs", "oao", "--format", "swift",
                  "--out", str(tmp_path / "x")])
     assert code == 2

@@ -310,10 +310,12 @@ def train_step(python: Path, tool: str, model: Path, model_type: str, export_dir
     loss = _last_loss(text)
     if proc.returncode == 0:
         return {"status": "ok", "seconds": seconds, "loss": loss}
-    errors = [line for line in text.splitlines() if "Error" in line or "error:" in line]
+    import re
+
+    errors = [line for line in text.splitlines() if re.match(r"\w*(Error|Exception)\b.*:", line.strip())]
+    lines = [line for line in text.splitlines() if line.strip()]
     return {"status": "failed", "seconds": seconds, "returncode": proc.returncode,
-            "error": (errors[-1] if errors else text.strip().splitlines()[-1:] or [""])[0][:400] if errors
-            else (text.strip().splitlines() or [""])[-1][:400]}
+            "error": (errors or lines or [""])[-1].strip()[:400]}
 
 
 def _last_loss(text: str):

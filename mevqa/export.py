@@ -477,6 +477,10 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
     if rate is not None:
         env["FPS"] = rate
     notes = []
+    if frames and fam.video_timing == "timestamps":
+        notes.append("LLaMA-Factory 0.9.5 writes the per-frame timestamps of a video without the <|vision_start|> / "
+                     "<|vision_end|> that the chat template and the processor put around the whole video (2 tokens "
+                     "fewer than mevqa and ms-swift; its data/mm_plugin.py, Qwen3VLPlugin.process_messages)")
     if fps and fps["min"] != fps["max"]:
         notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
                      "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")

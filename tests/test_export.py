@@ -285,7 +285,8 @@ def test_export_for_a_model_records_each_tool_s_settings(qa_files, tmp_path, tin
         # the true rates: 8 frames 5 apart at 200 fps (40 fps) and 6 frames 4 apart at 100 fps (125 fps)
         assert lf["video_fps"] == env["FPS"] == pytest.approx(40.0)
         assert "one rate for all" in tools["notes"][-1]
-        assert ("LLaMA-Factory 0.9.5 writes the per-frame timestamps" in tools["notes"][0]) == (model_type == "qwen3_vl")
+        lf_note = "LLaMA-Factory 0.9.5 writes the per-frame timestamps" in tools["notes"][0]
+        assert lf_note == (model_type == "qwen3_vl")
     else:
         assert "video_fps" not in lf and "FPS" not in env
     # ms-swift bounds each frame; Qwen3-VL's processor bounds the whole video (8 frames the longest)

@@ -107,6 +107,7 @@ class ExportSettings:
     copy_media: bool = False                # llamafactory / swift: copy media into OUT/media, relative paths
     name: str = "mevqa"                     # llamafactory: datasets are registered as <name>_<split>
     model: str | None = None                # the model the export is for: the tools' settings are written for it
+    config: str | None = None               # the training config whose budgets and video_fps the tools get
 
     def check(self) -> "ExportSettings":
         if self.format not in FORMATS:
@@ -415,10 +416,13 @@ def _check_out(out: Path, identity: dict) -> None:
     log.info("%s holds an export of the same files and settings; writing it again", out)
 
 
-def tool_settings(model: str, samples: list[Sample]) -> dict:
-    """What LLaMA-Factory and ms-swift must be told to give ``model`` the inputs mevqa gives it: the chat template of
-    its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate of the exported videos.
-    Only config.json and the processor files are read, and the image headers of the exported media (their sizes).
+def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
+    """What LLaMA-Factory, ms-swift and TRL must be told to give ``settings.model`` the inputs mevqa gives it: the
+    chat template of its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate of the
+    exported videos, as a training config sets them (``settings.config``: its ``min_pixels`` ... ``video_max_pixels``
+    and ``video_fps``, the model its ``model_name_or_path`` unless ``settings.model`` is given; without a config the
+    training defaults: the processor's own budgets, each clip's true rate). Only config.json and the processor files
+    are read, and the image headers of the exported media (their sizes).
 
     What each setting does in the tools (read in LLaMA-Factory 0.9.5, ms-swift 4.6 with qwen-vl-utils 0.0.14):
 
@@ -435,35 +439,52 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
       ``VIDEO_MAX_PIXELS`` / ``VIDEO_MIN_PIXELS`` into them (``model/models/qwen.py``, ``compat_qwen_vl_utils``)
       with the factor 28 for Qwen2/2.5-VL, which older qwen-vl-utils also read directly; Qwen3-VL needs >= 0.0.14
       and gets the token names.
+    - TRL's SFTTrainer takes the processor it is given: with a config's budgets, set ``size`` on its image and video
+      processors as ``trl`` says.
     - Frame lists are taken whole by both tools (LLaMA-Factory ``video_maxlen`` and ms-swift ``FPS_MAX_FRAMES`` bound
       only the sampling of video files), an odd count padded with the last frame as transformers does; the one rate
       told to the model is LLaMA-Factory ``video_fps`` / ms-swift ``FPS`` for every clip.
     """
-    from transformers import AutoProcessor
-
     from mevqa.families import family_of_source
+    from mevqa.inspect import Budgets, Settings, load_processor_and_config
 
+    train = Settings.from_config(settings.config)   # None: the training defaults
+    where = f"--config {settings.config}"
+    if settings.config:
+        for key, ours in (("inputs", settings.inputs), ("max_frames", settings.max_frames),
+                          ("system_prompt", settings.system_prompt)):
+            if getattr(train, key) != ours:
+                raise MevqaError(f"{where}: its {key} is {getattr(train, key)!r} but the export's is {ours!r}; "
+                                 f"export with the config's {key} (the tools would be set for other inputs)")
+    model = settings.model or train.model_name_or_path
+    train.model_name_or_path = model
     fam = family_of_source(model)
-    try:
-        processor = AutoProcessor.from_pretrained(model)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MevqaError(f"--model {model}: cannot load its processor ({first})") from None
-    images, videos = processor.image_processor, processor.video_processor
-    factor = int(images.patch_size) * int(images.merge_size)
-    image_pixels = (int(images.size["shortest_edge"]), int(images.size["longest_edge"]))
+    processor, _ = load_processor_and_config(train)   # the config's budgets set, as the trainer sets them
+    budgets = Budgets.from_processor(processor, fam)
+    factor = budgets.patch_size * budgets.merge_size
+    image_pixels, video_pixels = budgets.image_pixels, budgets.video_pixels
     frame_counts = sorted({len(video) for s in samples for video in s.videos})
     frames = frame_counts[-1] if frame_counts else None
-    video_pixels = (int(videos.size["shortest_edge"]), int(videos.size["longest_edge"]))
     if fam.video_budget == "video" and frames:  # the processor bounds the whole video; ms-swift bounds each frame
         video_pixels = (max(1, video_pixels[0] // frames), video_pixels[1] // frames)
     fps = _fps_summary(samples)
-    rate = fps["median"] if fps else None
+    rate = train.video_fps if train.video_fps is not None and fps else (fps["median"] if fps else None)
     llamafactory = {"template": fam.llamafactory_template}
-    for kind, paths in (("image", [p for s in samples for p in s.images]),
-                        ("video", [p for s in samples for frames_ in s.videos for p in frames_])):
-        if paths:
+    notes = []
+    configured = {"image": (train.min_pixels, train.max_pixels), "video": (train.video_min_pixels,
+                                                                          train.video_max_pixels)}
+    for kind, paths, budget in (("image", [p for s in samples for p in s.images], image_pixels),
+                                ("video", [p for s in samples for f in s.videos for p in f], video_pixels)):
+        if not paths:
+            continue
+        if configured[kind] == (None, None):   # the model folder's processor budget decides, in both
             llamafactory[f"{kind}_min_pixels"], llamafactory[f"{kind}_max_pixels"] = _pixel_range(paths)
+        else:
+            llamafactory[f"{kind}_min_pixels"], llamafactory[f"{kind}_max_pixels"] = budget
+            notes.append(f"LLaMA-Factory loads the model folder's processor, not the config's {kind} budget: it "
+                         f"resizes to {kind}_max_pixels itself (aspect kept) before the processor rounds the sides to "
+                         f"multiples of {factor} px, so a grid may differ from mevqa's by a patch; for mevqa's exact "
+                         "grids put the budget into the model folder's processor config")
     if rate is not None:
         llamafactory["video_fps"] = rate
     if fam.swift_budget_env == "pixels":
@@ -476,17 +497,22 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
                "VIDEO_MAX_TOKEN_NUM": video_pixels[1] // factor ** 2}
     if rate is not None:
         env["FPS"] = rate
-    notes = []
     if frames and fam.video_timing == "timestamps":
         notes.append("LLaMA-Factory 0.9.5 writes the per-frame timestamps of a video without the <|vision_start|> / "
                      "<|vision_end|> that the chat template and the processor put around the whole video (2 tokens "
                      "fewer than mevqa and ms-swift; its data/mm_plugin.py, Qwen3VLPlugin.process_messages)")
-    if fps and fps["min"] != fps["max"]:
+    if fps and fps["min"] != fps["max"] and train.video_fps is None:
         notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
                      "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")
     return {"model": model, "model_type": fam.model_type, "family": fam.name, "resize_factor": factor,
-            "processor_image_pixels": list(image_pixels), "processor_video_pixels": list(video_pixels),
-            "llamafactory": llamafactory, "swift": {"template": fam.swift_template, "env": env}, "notes": notes}
+            "config": settings.config, "processor_image_pixels": list(image_pixels),
+            "processor_video_pixels": list(video_pixels), "llamafactory": llamafactory,
+            "swift": {"template": fam.swift_template, "env": env},
+            "trl": {"image_processor.size": {"shortest_edge": budgets.image_pixels[0],
+                                             "longest_edge": budgets.image_pixels[1]},
+                    "video_processor.size": {"shortest_edge": budgets.video_pixels[0],
+                                             "longest_edge": budgets.video_pixels[1]}},
+            "notes": notes}
 
 
 def _pixel_range(paths: list[str]) -> tuple[int, int]:
@@ -553,7 +579,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
-    tools = tool_settings(settings.model, all_samples) if settings.model else None
+    tools = tool_settings(settings, all_samples) if settings.model or settings.config else None
     try:
         # A finished export replaces the old one whole; the temporary folders of a killed one are removed first.
         with atomic_folder(out) as tmp:
@@ -567,7 +593,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                         "splits": {name: {"rows": len(samples), "file": files[name]}
                                    for name, samples in by_split.items()},
                         "video_sample_fps": _fps_summary(all_samples)}
-            if settings.model:
+            if tools:
                 manifest["tool_settings"] = tools
             write_json(tmp / MANIFEST, manifest)
     except Exception as exc:  # datasets wraps a full disk in its own exception type
@@ -601,6 +627,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the model the export is for (folder or hub name; only config.json and the "
                                         "processor files are read): export.json then records the settings each tool "
                                         "needs to give it mevqa's inputs (template, pixel budgets, fps, frames)")
+    parser.add_argument("--config", help="the training config the tools should match (its min_pixels ... "
+                                         "video_max_pixels, video_fps; its model unless --model): export.json's "
+                                         "tool_settings then use them; its inputs, max_frames and system_prompt must "
+                                         "equal the export's")
     parser.add_argument("--name", default="mevqa", help="llamafactory: register the splits as NAME_<split> in "
                                                         "dataset_info.json (default: mevqa)")
 
@@ -609,7 +639,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ExportSettings(format=args.format, inputs=args.inputs,
                               system_prompt=None if args.system_prompt.lower() == "none" else args.system_prompt,
                               max_frames=args.max_frames, copy_media=args.copy_media, name=args.name,
-                              model=args.model)
+                              model=args.model, config=args.config)
     manifest = export(args.data, args.out, settings, splits=args.splits)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['rows']} rows -> {args.out / info['file']}")

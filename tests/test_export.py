@@ -304,6 +304,31 @@ def test_export_for_a_model_records_each_tool_s_settings(qa_files, tmp_path, tin
         assert not any(key.endswith("TOKEN_NUM") for key in env)
 
 
+def test_export_for_a_training_config_gives_the_tools_its_budgets_and_rate(qa_files, tmp_path, tiny_model_dir,
+                                                                            capsys):
+    """With --config the tools get the budgets and video_fps mevqa trains with (tiny Qwen2.5-VL, factor 28)."""
+    train, _ = qa_files
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\ninputs: video\nmax_frames: 4\nmax_pixels: 4704\n"
+                      "video_min_pixels: 784\nvideo_max_pixels: 3136\nvideo_fps: 2.0\n")
+    out = tmp_path / "swift"
+    assert main(["export", "--data", str(train), "--inputs", "video", "--max-frames", "4", "--format", "swift",
+                 "--config", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    tools = json.loads((out / "export.json").read_text())["tool_settings"]
+    assert tools["model"] == str(tiny_model_dir) and tools["config"] == str(config)
+    env = tools["swift"]["env"]
+    assert (env["MAX_PIXELS"], env["VIDEO_MIN_PIXELS"], env["VIDEO_MAX_PIXELS"], env["FPS"]) == (4704, 784, 3136, 2.0)
+    assert tools["llamafactory"]["video_max_pixels"] == 3136 and tools["llamafactory"]["video_fps"] == 2.0
+    assert tools["trl"]["video_processor.size"] == {"shortest_edge": 784, "longest_edge": 3136}
+    assert "not the config's video budget" in printed and "one rate for all" not in printed  # the config's one rate
+    # the config asks other inputs than the export: refused, nothing written
+    with pytest.raises(MevqaError, match="its max_frames is 4 but the export's is 8"):
+        export([train], tmp_path / "other", ExportSettings(format="swift", inputs="video", max_frames=8,
+                                                           config=str(config)), progress=False)
+    assert not (tmp_path / "other").exists()
+
+
 def test_copy_media_makes_the_export_movable(qa_files, tmp_path):
     train, val = qa_files
     out = tmp_path / "lf"

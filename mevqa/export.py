@@ -6,7 +6,9 @@
 Public API::
 
     FORMATS = ("hf", "llamafactory", "swift")
-    ExportSettings(format, inputs, system_prompt="default", max_frames=None, copy_media=False, name="mevqa")
+    ExportSettings(format, inputs, system_prompt="default", max_frames=None, copy_media=False, name="mevqa",
+                   model=None, config=None)
+    tool_settings(settings, samples) -> dict                                     # export.json tool_settings
     export(data_files, out, settings, *, splits=None, progress=True) -> dict     # the manifest written
 
 Every row is asked exactly as mevqa asks it in training: the system prompt, the caption of the input mode and the
@@ -42,16 +44,17 @@ Video timing: both tools take a frame list as already sampled and give every vid
 ``video_fps: 2.0``). The true per-clip rate (``media.video.sample_fps``) is written beside each row as ``video_fps``
 and summarised in ``OUT/export.json``, but neither tool reads it.
 
-Tool settings (``--model``): ``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that
-model the inputs mevqa gives it (checked row by row against LLaMA-Factory 0.9.5, TRL 1.16 and ms-swift 4.6 by
-``benchmarks/export_tools.py``): the template of the model's family (LLaMA-Factory ``template``, ms-swift
-``--template``; ms-swift needs it for a local model); LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` set to
-the exported inputs' own pixel range, so that LLaMA-Factory does not resize them before the model's processor, whose
-budget then decides as in mevqa; ms-swift's environment with the processor's budgets (``MAX_PIXELS`` ... for
-Qwen2/2.5-VL, ``IMAGE_MAX_TOKEN_NUM`` ... for Qwen3-VL; without them ms-swift uses qwen-vl-utils' own, far larger
-budget); and the videos' median true rate (``video_fps`` / ``FPS``). See :func:`tool_settings`. TRL's SFTTrainer
-reads the ``hf`` export as is (the model's processor, its own budget) but trains on images only: it treats a dataset
-as vision data by an ``image`` / ``images`` column and passes no videos.
+Tool settings (``--model`` and/or ``--config``, a training config whose budgets and ``video_fps`` they then follow):
+``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that model the inputs mevqa gives
+it, checked row by row against LLaMA-Factory 0.9.5, TRL 1.16 and ms-swift 4.6 by ``benchmarks/export_tools.py``:
+the template of the model's family (LLaMA-Factory ``template``, ms-swift ``--template``; ms-swift needs it for a
+local model); LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` set to the exported inputs' own pixel range, so
+that LLaMA-Factory does not resize them before the model's processor, whose budget then decides as in mevqa;
+ms-swift's environment with the budgets (``MAX_PIXELS`` ... for Qwen2/2.5-VL, ``IMAGE_MAX_TOKEN_NUM`` ... for
+Qwen3-VL; without them ms-swift uses qwen-vl-utils' own, far larger budget); the processor sizes to give TRL; and the
+videos' rate (``video_fps`` / ``FPS``: the config's, else the median true rate). See :func:`tool_settings`. TRL's
+SFTTrainer reads the ``hf`` export as is but trains on images only: it treats a dataset as vision data by an
+``image`` / ``images`` column and passes no videos.
 
 ``OUT/export.json`` records the settings, the input files (with their SHA-256) and the build-data settings of the
 media, so an export can be traced back and repeated. The folder is written under a temporary name and renamed when

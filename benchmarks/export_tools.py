@@ -17,11 +17,12 @@ makes (LLaMA-Factory: ``get_dataset`` + its SFT collator, with the export's ``da
 ``hf`` export; ms-swift: ``get_template(...).encode`` of the ``swift`` jsonl rows, with the ``tool_settings``
 environment) are set beside mevqa's own training batch (``mevqa.collate.encode``, processor budgets), and the
 script reports equal / unequal. It also encodes the oao rows in ms-swift WITHOUT the tool_settings environment, to
-show how many more visual tokens its defaults give. ``--train-step`` runs one optimizer step on the tiny model, for
-every family and mode, through each tool's own trainer (``llamafactory-cli train``, TRL
-``SFTTrainer``, ``swift sft``) and reports success or the tool's last error line. ms-swift's Qwen templates hard-code
-the released checkpoints' pad token ids; with the tiny vocabulary the benchmark sets them to the tiny tokenizer's
-(``worker_swift``, ``SWIFT_SCRIPT``). Not part of any test tier (pytest collects only tests/); results are in
+show how many more visual tokens its defaults give, and compares an oao export made with ``--config`` (a training
+config with its own ``max_pixels``: mevqa's batch then uses that budget, TRL gets the processor sizes of
+``tool_settings["trl"]``). ``--train-step`` runs one optimizer step on the tiny model, for every family and mode,
+through each tool's own trainer (``llamafactory-cli train``, TRL ``SFTTrainer``, ``swift sft``) and reports success
+or the tool's last error line. ms-swift's Qwen templates hard-code the released checkpoints' pad token ids; with the
+tiny vocabulary the benchmark sets them to the tiny tokenizer's (``worker_swift``, ``SWIFT_SCRIPT``). Not part of any test tier (pytest collects only tests/); results are in
 docs/benchmarks.md.
 """
 
@@ -101,6 +102,9 @@ def worker_trl(job: dict) -> list[dict]:
         raise RuntimeError("TRL's SFTTrainer treats a dataset as vision data only with an 'image' or 'images' "
                            "column (trl/trainer/sft_trainer.py, _is_vision_dataset); its collator passes no videos")
     processor = AutoProcessor.from_pretrained(job["model"])
+    # the processor the user passes as processing_class, with the sizes tool_settings gives for TRL
+    processor.image_processor.size = dict(job["tool_settings"]["trl"]["image_processor.size"])
+    processor.video_processor.size = dict(job["tool_settings"]["trl"]["video_processor.size"])
     collator = DataCollatorForVisionLanguageModeling(processor)
     tokenizer = processor.tokenizer
     image_id, video_id = tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
@@ -197,14 +201,17 @@ def build_workspace(work: Path) -> dict:
     return {"train": train, "models": models}
 
 
-def mevqa_reference(train: Path, model: Path, mode: str) -> list[dict]:
-    """mevqa's own training batch of each row, one row at a time (the processor's budgets)."""
+def mevqa_reference(train: Path, model: Path, mode: str, max_pixels: int | None = None) -> list[dict]:
+    """mevqa's own training batch of each row, one row at a time (the processor's budgets, or a config's
+    ``max_pixels`` set on the processor as the trainer sets it)."""
     from transformers import AutoProcessor
 
     from mevqa.collate import QADataset, encode
+    from mevqa.model import set_pixel_budgets
     from mevqa.rows import read_rows
 
     processor = AutoProcessor.from_pretrained(model)
+    set_pixel_budgets(processor, max_pixels=max_pixels)
     dataset = QADataset(read_rows([train]), mode, with_answer=True)
     image_id, video_id = processor.tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
     out = []
@@ -214,10 +221,19 @@ def mevqa_reference(train: Path, model: Path, mode: str) -> list[dict]:
     return out
 
 
-def export_for(tool: str, train: Path, model: Path, mode: str, out: Path) -> dict:
+def export_for(tool: str, train: Path, model: Path, mode: str, out: Path, config: Path | None) -> dict:
     from mevqa.export import ExportSettings, export
 
-    return export([train], out, ExportSettings(format=FORMAT[tool], inputs=mode, model=str(model)), progress=False)
+    settings = ExportSettings(format=FORMAT[tool], inputs=mode, model=str(model),
+                              config=str(config) if config else None)
+    return export([train], out, settings, progress=False)
+
+
+def training_config(work: Path, model: Path, max_pixels: int) -> Path:
+    """A training config that sets an image budget other than the processor's (oao)."""
+    path = work / f"train-{model.name}-max_pixels{max_pixels}.yaml"
+    path.write_text(f"model_name_or_path: {model}\ninputs: oao\nmax_pixels: {max_pixels}\n")
+    return path
 
 
 def run_worker(python: Path, tool: str, job: dict, folder: Path, timeout: int) -> dict:
@@ -375,6 +391,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--train-step", action="store_true",
                         help="also run one training step per tool, family and mode")
+    parser.add_argument("--config-max-pixels", type=int, default=9408,
+                        help="also compare an oao export made with --config, a training config whose max_pixels is "
+                             "this (default: 9408, 12 tokens of 28x28 px; 0: skip)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per tool run")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args(argv)
@@ -390,19 +409,24 @@ def main(argv=None) -> int:
     results = []
     for family in args.families:
         model = space["models"][family]
-        for mode in args.modes:
-            reference = mevqa_reference(space["train"], model, mode)
-            print(f"\n== {family}, {mode}: {len(reference)} rows; mevqa row 1: {_show(reference[0])}")
+        cases = [(mode, None) for mode in args.modes]
+        if args.config_max_pixels and "oao" in args.modes:
+            cases.append(("oao", training_config(work, model, args.config_max_pixels)))
+        for mode, config in cases:
+            reference = mevqa_reference(space["train"], model, mode, args.config_max_pixels if config else None)
+            case = f"{mode}, --config max_pixels={args.config_max_pixels}" if config else mode
+            print(f"\n== {family}, {case}: {len(reference)} rows; mevqa row 1: {_show(reference[0])}")
             for tool in args.tools:
-                folder = work / "runs" / f"{family}-{mode}-{tool}"
-                manifest = export_for(tool, space["train"], model, mode, folder / "export")
+                folder = work / "runs" / f"{family}-{mode}{'-config' if config else ''}-{tool}"
+                manifest = export_for(tool, space["train"], model, mode, folder / "export", config)
                 tools = manifest["tool_settings"]
                 job = {"model": str(model), "model_type": family, "export": str(folder / "export"),
                        "tool_settings": tools, "scratch": str(folder / "scratch")}
                 got = run_worker(pythons[tool], tool, job, folder, args.timeout)
                 verdict = compare(reference, got)
-                entry = {"family": family, "mode": mode, "tool": tool, "versions": got.get("versions"), **verdict}
-                if tool == "swift" and mode == "oao" and "error" not in got:
+                entry = {"family": family, "mode": mode, "config": str(config) if config else None, "tool": tool,
+                         "versions": got.get("versions"), **verdict, "notes": tools["notes"]}
+                if tool == "swift" and mode == "oao" and not config and "error" not in got:
                     bare = run_worker(pythons[tool], tool, {**job, "swift_env": False}, folder / "no-env",
                                       args.timeout)
                     if "rows" in bare:
@@ -410,7 +434,7 @@ def main(argv=None) -> int:
                         entry["swift_without_env_grid"] = bare["rows"][0].get("image_grid_thw")
                     else:
                         entry["swift_without_env_error"] = bare.get("error")
-                if args.train_step:   # also where the reading failed: the trainer shows its own error
+                if args.train_step and not config:   # also where the reading failed: the trainer shows its error
                     entry["train_step"] = train_step(pythons[tool], tool, model, family, folder / "export", tools,
                                                      folder / "train", args.timeout)
                 results.append(entry)

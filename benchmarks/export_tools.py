@@ -22,8 +22,8 @@ config with its own ``max_pixels``: mevqa's batch then uses that budget, TRL get
 ``tool_settings["trl"]``). ``--train-step`` runs one optimizer step on the tiny model, for every family and mode,
 through each tool's own trainer (``llamafactory-cli train``, TRL ``SFTTrainer``, ``swift sft``) and reports success
 or the tool's last error line. ms-swift's Qwen templates hard-code the released checkpoints' pad token ids; with the
-tiny vocabulary the benchmark sets them to the tiny tokenizer's (``worker_swift``, ``SWIFT_SCRIPT``). Not part of any test tier (pytest collects only tests/); results are in
-docs/benchmarks.md.
+tiny vocabulary the benchmark sets them to the tiny tokenizer's (``worker_swift``, ``SWIFT_SCRIPT``). Not part of
+any test tier (pytest collects only tests/); results are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

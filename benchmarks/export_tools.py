@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -226,6 +227,7 @@ def export_for(tool: str, train: Path, model: Path, mode: str, out: Path, config
 
     settings = ExportSettings(format=FORMAT[tool], inputs=mode, model=str(model),
                               config=str(config) if config else None)
+    shutil.rmtree(out, ignore_errors=True)   # this script's own folder: a fresh export each run
     return export([train], out, settings, progress=False)
 
 

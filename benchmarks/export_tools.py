@@ -393,9 +393,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--train-step", action="store_true",
                         help="also run one training step per tool, family and mode")
-    parser.add_argument("--config-max-pixels", type=int, default=9408,
+    parser.add_argument("--config-max-pixels", type=int, default=4704,
                         help="also compare an oao export made with --config, a training config whose max_pixels is "
-                             "this (default: 9408, 12 tokens of 28x28 px; 0: skip)")
+                             "this (default: 4704, 6 tokens of 28x28 px; 0: skip)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per tool run")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args(argv)

@@ -508,7 +508,9 @@ def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
         notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
                      "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")
     return {"model": model, "model_type": fam.model_type, "family": fam.name, "resize_factor": factor,
-            "config": settings.config, "processor_image_pixels": list(image_pixels),
+            "config": settings.config,
+            "config_sha256": file_sha256(Path(settings.config)) if settings.config else None,
+            "processor_image_pixels": list(image_pixels),
             "processor_video_pixels": list(video_pixels), "llamafactory": llamafactory,
             "swift": {"template": fam.swift_template, "env": env},
             "trl": {"image_processor.size": {"shortest_edge": budgets.image_pixels[0],

@@ -3,6 +3,7 @@ documented layouts and ask exactly what mevqa trains on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -317,6 +318,7 @@ def test_export_for_a_training_config_gives_the_tools_its_budgets_and_rate(qa_fi
     printed = capsys.readouterr().out
     tools = json.loads((out / "export.json").read_text())["tool_settings"]
     assert tools["model"] == str(tiny_model_dir) and tools["config"] == str(config)
+    assert tools["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
     env = tools["swift"]["env"]
     assert (env["MAX_PIXELS"], env["VIDEO_MIN_PIXELS"], env["VIDEO_MAX_PIXELS"], env["FPS"]) == (4704, 784, 3136, 2.0)
     assert tools["llamafactory"]["video_max_pixels"] == 3136 and tools["llamafactory"]["video_fps"] == 2.0

@@ -456,9 +456,12 @@ def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
     if settings.config:
         for key, ours in (("inputs", settings.inputs), ("max_frames", settings.max_frames),
                           ("system_prompt", settings.system_prompt)):
+            if key == "max_frames" and "video" not in INPUT_MODES[settings.inputs].needs:
+                continue   # the frame cap shapes videos only
             if getattr(train, key) != ours:
-                raise MevqaError(f"{where}: its {key} is {getattr(train, key)!r} but the export's is {ours!r}; "
-                                 f"export with the config's {key} (the tools would be set for other inputs)")
+                flag = "--" + key.replace("_", "-")
+                raise MevqaError(f"{where}: its {key} is {getattr(train, key)!r} but the export's {flag} is "
+                                 f"{ours!r}; export with the config's (the tools would be set for other inputs)")
     model = settings.model or train.model_name_or_path
     train.model_name_or_path = model
     fam = family_of_source(model)

@@ -325,7 +325,7 @@ def test_export_for_a_training_config_gives_the_tools_its_budgets_and_rate(qa_fi
     assert tools["trl"]["video_processor.size"] == {"shortest_edge": 784, "longest_edge": 3136}
     assert "not the config's video budget" in printed and "one rate for all" not in printed  # the config's one rate
     # the config asks other inputs than the export: refused, nothing written
-    with pytest.raises(MevqaError, match="its max_frames is 4 but the export's is 8"):
+    with pytest.raises(MevqaError, match="its max_frames is 4 but the export's --max-frames is 8"):
         export([train], tmp_path / "other", ExportSettings(format="swift", inputs="video", max_frames=8,
                                                            config=str(config)), progress=False)
     assert not (tmp_path / "other").exists()

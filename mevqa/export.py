@@ -6,7 +6,9 @@
 Public API::
 
     FORMATS = ("hf", "llamafactory", "swift")
-    ExportSettings(format, inputs, system_prompt="default", max_frames=None, copy_media=False, name="mevqa")
+    ExportSettings(format, inputs, system_prompt="default", max_frames=None, copy_media=False, name="mevqa",
+                   model=None, config=None)
+    tool_settings(settings, samples) -> dict                                     # export.json tool_settings
     export(data_files, out, settings, *, splits=None, progress=True) -> dict     # the manifest written
 
 Every row is asked exactly as mevqa asks it in training: the system prompt, the caption of the input mode and the
@@ -42,12 +44,17 @@ Video timing: both tools take a frame list as already sampled and give every vid
 ``video_fps: 2.0``). The true per-clip rate (``media.video.sample_fps``) is written beside each row as ``video_fps``
 and summarised in ``OUT/export.json``, but neither tool reads it.
 
-Tool settings (``--model``): ``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that
-model the inputs mevqa gives it: the template of the model's family (LLaMA-Factory ``template``, ms-swift
-``--template``; ms-swift needs it for a local model), the pixel budgets of the model's processor (LLaMA-Factory
-``image_*_pixels`` / ``video_*_pixels``; ms-swift's environment: ``MAX_PIXELS`` ... for Qwen2/2.5-VL,
-``IMAGE_MAX_TOKEN_NUM`` ... for Qwen3-VL; without them ms-swift uses its own, far larger budget), and the videos'
-frame count and median true rate (``video_maxlen`` / ``FPS_MAX_FRAMES``, ``video_fps`` / ``FPS``).
+Tool settings (``--model`` and/or ``--config``, a training config whose budgets and ``video_fps`` they then follow):
+``OUT/export.json`` gets ``tool_settings``, what each tool must be told to give that model the inputs mevqa gives
+it, checked row by row against LLaMA-Factory 0.9.5, TRL 1.16 and ms-swift 4.6 by ``benchmarks/export_tools.py``:
+the template of the model's family (LLaMA-Factory ``template``, ms-swift ``--template``; ms-swift needs it for a
+local model); LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` set to the exported inputs' own pixel range, so
+that LLaMA-Factory does not resize them before the model's processor, whose budget then decides as in mevqa;
+ms-swift's environment with the budgets (``MAX_PIXELS`` ... for Qwen2/2.5-VL, ``IMAGE_MAX_TOKEN_NUM`` ... for
+Qwen3-VL; without them ms-swift uses qwen-vl-utils' own, far larger budget); the processor sizes to give TRL; and the
+videos' rate (``video_fps`` / ``FPS``: the config's, else the median true rate). See :func:`tool_settings`. TRL's
+SFTTrainer reads the ``hf`` export as is but trains on images only: it treats a dataset as vision data by an
+``image`` / ``images`` column and passes no videos.
 
 ``OUT/export.json`` records the settings, the input files (with their SHA-256) and the build-data settings of the
 media, so an export can be traced back and repeated. The folder is written under a temporary name and renamed when
@@ -69,11 +76,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import PIL.Image
 from tqdm import tqdm
 
 from mevqa import __version__
 from mevqa.errors import MevqaError
 from mevqa.families import family_of_source
+from mevqa.inspect import Budgets, Settings, load_processor_and_config
 from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
@@ -104,6 +113,7 @@ class ExportSettings:
     copy_media: bool = False                # llamafactory / swift: copy media into OUT/media, relative paths
     name: str = "mevqa"                     # llamafactory: datasets are registered as <name>_<split>
     model: str | None = None                # the model the export is for: the tools' settings are written for it
+    config: str | None = None               # the training config whose budgets and video_fps the tools get
 
     def check(self) -> "ExportSettings":
         if self.format not in FORMATS:
@@ -412,31 +422,78 @@ def _check_out(out: Path, identity: dict) -> None:
     log.info("%s holds an export of the same files and settings; writing it again", out)
 
 
-def tool_settings(model: str, samples: list[Sample]) -> dict:
-    """What LLaMA-Factory and ms-swift must be told to give ``model`` the inputs mevqa gives it: the chat template of
-    its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate and count of the
-    exported videos. Only config.json and the processor files are read."""
-    from transformers import AutoProcessor  # lazy: transformers, only with --model
+def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
+    """What LLaMA-Factory, ms-swift and TRL must be told to give ``settings.model`` the inputs mevqa gives it: the
+    chat template of its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate of the
+    exported videos, as a training config sets them (``settings.config``: its ``min_pixels`` ... ``video_max_pixels``
+    and ``video_fps``, the model its ``model_name_or_path`` unless ``settings.model`` is given; without a config the
+    training defaults: the processor's own budgets, each clip's true rate). Only config.json and the processor files
+    are read, and the image headers of the exported media (their sizes).
 
+    What each setting does in the tools (read in LLaMA-Factory 0.9.5, ms-swift 4.6 with qwen-vl-utils 0.0.14):
+
+    - LLaMA-Factory ``image_*_pixels`` / ``video_*_pixels`` resize an input (keeping its aspect, to any size) BEFORE
+      the model's processor, which then applies its own budget from the model folder (``data/mm_plugin.py``,
+      ``BasePlugin._preprocess_image``). Set to the exported inputs' own pixel range they never resize, so the
+      processor's budget alone decides, as in mevqa; set to the processor's budget they resize twice and give other
+      grids (448x336 frames, budget 12544 px: 6x10 patches instead of 6x8).
+    - ms-swift resizes in qwen-vl-utils (``fetch_image`` / ``fetch_video``) with the budgets of its environment and
+      hands the processor the resized inputs (``do_resize=False``); without the environment it uses qwen-vl-utils'
+      defaults (16384 tokens an image, 768 a video frame), far above the released processors' budgets.
+      qwen-vl-utils >= 0.0.14 reads ``IMAGE_MIN_TOKEN_NUM``, ``IMAGE_MAX_TOKEN_NUM``, ``VIDEO_MIN_TOKEN_NUM``,
+      ``VIDEO_MAX_TOKEN_NUM`` (per frame), ``FPS``; ms-swift converts ``MAX_PIXELS`` / ``MIN_PIXELS`` /
+      ``VIDEO_MAX_PIXELS`` / ``VIDEO_MIN_PIXELS`` into them (``model/models/qwen.py``, ``compat_qwen_vl_utils``)
+      with the factor 28 for Qwen2/2.5-VL, which older qwen-vl-utils also read directly; Qwen3-VL needs >= 0.0.14
+      and gets the token names.
+    - TRL's SFTTrainer takes the processor it is given: with a config's budgets, set ``size`` on its image and video
+      processors as ``trl`` says.
+    - Frame lists are taken whole by both tools (LLaMA-Factory ``video_maxlen`` and ms-swift ``FPS_MAX_FRAMES`` bound
+      only the sampling of video files), an odd count padded with the last frame as transformers does; the one rate
+      told to the model is LLaMA-Factory ``video_fps`` / ms-swift ``FPS`` for every clip.
+    """
+
+    train = Settings.from_config(settings.config)   # None: the training defaults
+    where = f"--config {settings.config}"
+    if settings.config:
+        for key, ours in (("inputs", settings.inputs), ("max_frames", settings.max_frames),
+                          ("system_prompt", settings.system_prompt)):
+            if key == "max_frames" and "video" not in INPUT_MODES[settings.inputs].needs:
+                continue   # the frame cap shapes videos only
+            if getattr(train, key) != ours:
+                flag = "--" + key.replace("_", "-")
+                raise MevqaError(f"{where}: its {key} is {getattr(train, key)!r} but the export's {flag} is "
+                                 f"{ours!r}; export with the config's (the tools would be set for other inputs)")
+    model = settings.model or train.model_name_or_path
+    train.model_name_or_path = model
     fam = family_of_source(model)
-    try:
-        processor = AutoProcessor.from_pretrained(model)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MevqaError(f"--model {model}: cannot load its processor ({first})") from None
-    images, videos = processor.image_processor, processor.video_processor
-    factor = int(images.patch_size) * int(images.merge_size)
-    image_pixels = (int(images.size["shortest_edge"]), int(images.size["longest_edge"]))
+    processor, _ = load_processor_and_config(train)   # the config's budgets set, as the trainer sets them
+    budgets = Budgets.from_processor(processor, fam)
+    factor = budgets.patch_size * budgets.merge_size
+    image_pixels, video_pixels = budgets.image_pixels, budgets.video_pixels
     frame_counts = sorted({len(video) for s in samples for video in s.videos})
     frames = frame_counts[-1] if frame_counts else None
-    video_pixels = (int(videos.size["shortest_edge"]), int(videos.size["longest_edge"]))
-    if fam.video_budget == "video" and frames:  # the processor bounds the whole video; the tools bound each frame
+    if fam.video_budget == "video" and frames:  # the processor bounds the whole video; ms-swift bounds each frame
         video_pixels = (max(1, video_pixels[0] // frames), video_pixels[1] // frames)
     fps = _fps_summary(samples)
-    rate = fps["median"] if fps else None
-    llamafactory = {"template": fam.llamafactory_template, "image_min_pixels": image_pixels[0],
-                    "image_max_pixels": image_pixels[1], "video_min_pixels": video_pixels[0],
-                    "video_max_pixels": video_pixels[1], "video_fps": rate, "video_maxlen": frames}
+    rate = train.video_fps if train.video_fps is not None and fps else (fps["median"] if fps else None)
+    llamafactory = {"template": fam.llamafactory_template}
+    notes = []
+    configured = {"image": (train.min_pixels, train.max_pixels), "video": (train.video_min_pixels,
+                                                                          train.video_max_pixels)}
+    for kind, paths, budget in (("image", [p for s in samples for p in s.images], image_pixels),
+                                ("video", [p for s in samples for f in s.videos for p in f], video_pixels)):
+        if not paths:
+            continue
+        if configured[kind] == (None, None):   # the model folder's processor budget decides, in both
+            llamafactory[f"{kind}_min_pixels"], llamafactory[f"{kind}_max_pixels"] = _pixel_range(paths)
+        else:
+            llamafactory[f"{kind}_min_pixels"], llamafactory[f"{kind}_max_pixels"] = budget
+            notes.append(f"LLaMA-Factory loads the model folder's processor, not the config's {kind} budget: it "
+                         f"resizes to {kind}_max_pixels itself (aspect kept) before the processor rounds the sides to "
+                         f"multiples of {factor} px, so a grid may differ from mevqa's by a patch; for mevqa's exact "
+                         "grids put the budget into the model folder's processor config")
+    if rate is not None:
+        llamafactory["video_fps"] = rate
     if fam.swift_budget_env == "pixels":
         env = {"MIN_PIXELS": image_pixels[0], "MAX_PIXELS": image_pixels[1], "VIDEO_MIN_PIXELS": video_pixels[0],
                "VIDEO_MAX_PIXELS": video_pixels[1]}
@@ -445,16 +502,35 @@ def tool_settings(model: str, samples: list[Sample]) -> dict:
                "IMAGE_MAX_TOKEN_NUM": image_pixels[1] // factor ** 2,
                "VIDEO_MIN_TOKEN_NUM": max(1, video_pixels[0] // factor ** 2),
                "VIDEO_MAX_TOKEN_NUM": video_pixels[1] // factor ** 2}
-    env.update({"FPS": rate, "FPS_MAX_FRAMES": frames})
-    notes = []
-    if fps and fps["min"] != fps["max"]:
+    if rate is not None:
+        env["FPS"] = rate
+    if frames and fam.video_timing == "timestamps":
+        notes.append("LLaMA-Factory 0.9.5 writes the per-frame timestamps of a video without the <|vision_start|> / "
+                     "<|vision_end|> that the chat template and the processor put around the whole video (2 tokens "
+                     "fewer than mevqa and ms-swift; its data/mm_plugin.py, Qwen3VLPlugin.process_messages)")
+    if fps and fps["min"] != fps["max"] and train.video_fps is None:
         notes.append(f"the clips' frames were sampled at {fps['min']}-{fps['max']} fps; mevqa tells the model each "
                      "clip's own rate, the tools one rate for all (video_fps / FPS: the median here)")
     return {"model": model, "model_type": fam.model_type, "family": fam.name, "resize_factor": factor,
-            "llamafactory": {key: value for key, value in llamafactory.items() if value is not None},
-            "swift": {"template": fam.swift_template,
-                      "env": {key: value for key, value in env.items() if value is not None}},
+            "config": settings.config,
+            "config_sha256": file_sha256(Path(settings.config)) if settings.config else None,
+            "processor_image_pixels": list(image_pixels),
+            "processor_video_pixels": list(video_pixels), "llamafactory": llamafactory,
+            "swift": {"template": fam.swift_template, "env": env},
+            "trl": {"image_processor.size": {"shortest_edge": budgets.image_pixels[0],
+                                             "longest_edge": budgets.image_pixels[1]},
+                    "video_processor.size": {"shortest_edge": budgets.video_pixels[0],
+                                             "longest_edge": budgets.video_pixels[1]}},
             "notes": notes}
+
+
+def _pixel_range(paths: list[str]) -> tuple[int, int]:
+    """The fewest and most pixels among the images at ``paths`` (headers only)."""
+    counts = set()
+    for path in sorted(set(paths)):
+        with PIL.Image.open(path) as image:
+            counts.add(image.width * image.height)
+    return min(counts), max(counts)
 
 
 def _fps_summary(samples: list[Sample]) -> dict | None:
@@ -510,7 +586,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                              "test questions as separate splits")
 
     all_samples = [s for samples in by_split.values() for s in samples]
-    tools = tool_settings(settings.model, all_samples) if settings.model else None
+    tools = tool_settings(settings, all_samples) if settings.model or settings.config else None
     try:
         # A finished export replaces the old one whole; the temporary folders of a killed one are removed first.
         with atomic_folder(out) as tmp:
@@ -524,7 +600,7 @@ def export(data_files: Sequence[str | os.PathLike], out: str | os.PathLike, sett
                         "splits": {name: {"rows": len(samples), "file": files[name]}
                                    for name, samples in by_split.items()},
                         "video_sample_fps": _fps_summary(all_samples)}
-            if settings.model:
+            if tools:
                 manifest["tool_settings"] = tools
             write_json(tmp / MANIFEST, manifest)
     except Exception as exc:  # datasets wraps a full disk in its own exception type
@@ -558,6 +634,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the model the export is for (folder or hub name; only config.json and the "
                                         "processor files are read): export.json then records the settings each tool "
                                         "needs to give it mevqa's inputs (template, pixel budgets, fps, frames)")
+    parser.add_argument("--config", help="the training config the tools should match (its min_pixels ... "
+                                         "video_max_pixels, video_fps; its model unless --model): export.json's "
+                                         "tool_settings then use them; its inputs, max_frames and system_prompt must "
+                                         "equal the export's")
     parser.add_argument("--name", default="mevqa", help="llamafactory: register the splits as NAME_<split> in "
                                                         "dataset_info.json (default: mevqa)")
 
@@ -566,7 +646,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ExportSettings(format=args.format, inputs=args.inputs,
                               system_prompt=None if args.system_prompt.lower() == "none" else args.system_prompt,
                               max_frames=args.max_frames, copy_media=args.copy_media, name=args.name,
-                              model=args.model)
+                              model=args.model, config=args.config)
     manifest = export(args.data, args.out, settings, splits=args.splits)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['rows']} rows -> {args.out / info['file']}")
@@ -577,7 +657,12 @@ def run(args: argparse.Namespace) -> int:
               + " ".join(f"{key}: {value}" for key, value in lf.items())
               + f"; ms-swift --template {swift['template']} with "
               + " ".join(f"{key}={value}" for key, value in swift["env"].items()) + f" (in {args.out / MANIFEST})")
-    if manifest["video_sample_fps"] and settings.format != "hf":
+    for note in (tools or {}).get("notes", []):
+        print(f"note: {note}")
+    if settings.format == "hf" and settings.inputs == "video":
+        print("note: TRL's SFTTrainer (1.16) trains on images only (an 'image'/'images' column); it does not read "
+              "video_frames")
+    if manifest["video_sample_fps"] and settings.format != "hf" and not tools:   # with tools: in their notes
         fps = manifest["video_sample_fps"]
         print(f"video frames were sampled at {fps['min']}-{fps['max']} fps (median {fps['median']}); "
               f"{'LLaMA-Factory video_fps' if settings.format == 'llamafactory' else 'ms-swift FPS'} sets the one "

@@ -3,6 +3,7 @@ documented layouts and ask exactly what mevqa trains on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -130,6 +131,37 @@ def test_hf_export_keeps_test_rows_and_clip_metadata(test_questions, qa_files, t
     assert not list(tmp_path.glob(".hf-bad*"))  # nothing half-written is left behind
 
 
+def test_hf_export_reads_in_trl_as_mevqa_encodes_it(qa_files, tmp_path, tiny_model_dir):
+    """TRL 1.16's vision collator (trl/data_utils.py, prepare_multimodal_messages) puts the ``images`` column, in
+    order, into the user items ``{"type": "image"}`` WITHOUT an ``"image"`` key, then tokenises with the processor's
+    chat template. datasets writes every message item with every key of the schema (absent ones as None), so the items
+    must have no ``image`` / ``video`` key at all, or TRL counts no placeholder and fails; the same steps here give the
+    tokens and grids of mevqa's own training batch."""
+    from transformers import AutoProcessor
+
+    from mevqa.collate import QADataset, encode
+
+    train, _ = qa_files
+    out = tmp_path / "hf"
+    export([train], out, ExportSettings(format="hf", inputs="oao"), progress=False)
+    data = datasets.load_from_disk(str(out))["train"]
+    item = data.features["messages"].feature["content"].feature
+    assert set(item) == {"type", "text"}
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    mevqa_rows = QADataset(read_rows(train), "oao", with_answer=True)
+    for i in (0, 5):
+        example = data[i]
+        images = iter(example["images"])
+        assert all(part["text"] is None for m in example["messages"] for part in m["content"] if part["type"] != "text")
+        messages = [{**m, "content": [{**part, "image": next(images)} if part["type"] == "image" else part
+                                      for part in m["content"]]} for m in example["messages"]]
+        assert next(images, None) is None  # one placeholder per image
+        trl = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+        ours = encode(processor, [mevqa_rows[i]], train=True)
+        assert trl["input_ids"].tolist() == ours["input_ids"].tolist()
+        assert trl["image_grid_thw"].tolist() == ours["image_grid_thw"].tolist() == [[1, 8, 8]] * 3
+
+
 def test_hf_without_datasets_is_a_clear_error(qa_files, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(MevqaError, match=r"pip install 'mevqa\[datasets\]'"):
@@ -240,22 +272,63 @@ def test_export_for_a_model_records_each_tool_s_settings(qa_files, tmp_path, tin
     factor = 32 if model_type == "qwen3_vl" else 28
     assert tools["resize_factor"] == factor
     image = processor.image_processor.size
-    assert (tools["llamafactory"]["image_min_pixels"], tools["llamafactory"]["image_max_pixels"]) == \
-        (image["shortest_edge"], image["longest_edge"])
+    assert tools["processor_image_pixels"] == [image["shortest_edge"], image["longest_edge"]]
+    lf, env = tools["llamafactory"], tools["swift"]["env"]
+    # LLaMA-Factory resizes before the processor: its bounds are the inputs' own pixel range (120 x 100 px files),
+    # so it never resizes and the model's processor applies its budget alone, as in mevqa
+    kind = "video" if mode == "video" else "image"
+    assert (lf[f"{kind}_min_pixels"], lf[f"{kind}_max_pixels"]) == (120 * 100, 120 * 100)
+    assert not {key for key in lf if key.startswith("video_" if kind == "image" else "image_")}
+    # frame lists are taken whole: no frame cap that would only bound the sampling of video files
+    assert "video_maxlen" not in lf and "FPS_MAX_FRAMES" not in env
     video = processor.video_processor.size
-    env = tools["swift"]["env"]
     if mode == "video":
-        assert tools["llamafactory"]["video_maxlen"] == env["FPS_MAX_FRAMES"] == 8   # the longest exported video
         # the true rates: 8 frames 5 apart at 200 fps (40 fps) and 6 frames 4 apart at 100 fps (125 fps)
-        assert tools["llamafactory"]["video_fps"] == env["FPS"] == pytest.approx(40.0)
-        assert tools["notes"] and "one rate for all" in tools["notes"][0]
-    per_frame = video["longest_edge"] // 8 if model_type == "qwen3_vl" else video["longest_edge"]
-    if mode == "video":
-        assert tools["llamafactory"]["video_max_pixels"] == per_frame
-    if model_type == "qwen3_vl":
-        assert env["IMAGE_MAX_TOKEN_NUM"] == image["longest_edge"] // factor ** 2 and "MAX_PIXELS" not in env
+        assert lf["video_fps"] == env["FPS"] == pytest.approx(40.0)
+        assert "one rate for all" in tools["notes"][-1]
+        lf_note = "LLaMA-Factory 0.9.5 writes the per-frame timestamps" in tools["notes"][0]
+        assert lf_note == (model_type == "qwen3_vl")
     else:
-        assert env["MAX_PIXELS"] == image["longest_edge"] and "IMAGE_MAX_TOKEN_NUM" not in env
+        assert "video_fps" not in lf and "FPS" not in env
+    # ms-swift bounds each frame; Qwen3-VL's processor bounds the whole video (8 frames the longest)
+    per_frame = video["longest_edge"] // 8 if model_type == "qwen3_vl" and mode == "video" else video["longest_edge"]
+    assert tools["processor_video_pixels"][1] == per_frame
+    # the names qwen-vl-utils 0.0.14 reads (Qwen3-VL) / ms-swift converts for Qwen2/2.5-VL (factor 28)
+    if model_type == "qwen3_vl":
+        assert env == {"IMAGE_MIN_TOKEN_NUM": image["shortest_edge"] // factor ** 2,
+                       "IMAGE_MAX_TOKEN_NUM": image["longest_edge"] // factor ** 2,
+                       "VIDEO_MIN_TOKEN_NUM": tools["processor_video_pixels"][0] // factor ** 2,
+                       "VIDEO_MAX_TOKEN_NUM": per_frame // factor ** 2, **({"FPS": env["FPS"]} if mode == "video"
+                                                                          else {})}
+    else:
+        assert env["MAX_PIXELS"] == image["longest_edge"] and env["VIDEO_MAX_PIXELS"] == per_frame
+        assert not any(key.endswith("TOKEN_NUM") for key in env)
+
+
+def test_export_for_a_training_config_gives_the_tools_its_budgets_and_rate(qa_files, tmp_path, tiny_model_dir,
+                                                                            capsys):
+    """With --config the tools get the budgets and video_fps mevqa trains with (tiny Qwen2.5-VL, factor 28)."""
+    train, _ = qa_files
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\ninputs: video\nmax_frames: 4\nmax_pixels: 4704\n"
+                      "video_min_pixels: 784\nvideo_max_pixels: 3136\nvideo_fps: 2.0\n")
+    out = tmp_path / "swift"
+    assert main(["export", "--data", str(train), "--inputs", "video", "--max-frames", "4", "--format", "swift",
+                 "--config", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    tools = json.loads((out / "export.json").read_text())["tool_settings"]
+    assert tools["model"] == str(tiny_model_dir) and tools["config"] == str(config)
+    assert tools["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+    env = tools["swift"]["env"]
+    assert (env["MAX_PIXELS"], env["VIDEO_MIN_PIXELS"], env["VIDEO_MAX_PIXELS"], env["FPS"]) == (4704, 784, 3136, 2.0)
+    assert tools["llamafactory"]["video_max_pixels"] == 3136 and tools["llamafactory"]["video_fps"] == 2.0
+    assert tools["trl"]["video_processor.size"] == {"shortest_edge": 784, "longest_edge": 3136}
+    assert "not the config's video budget" in printed and "one rate for all" not in printed  # the config's one rate
+    # the config asks other inputs than the export: refused, nothing written
+    with pytest.raises(MevqaError, match="its max_frames is 4 but the export's --max-frames is 8"):
+        export([train], tmp_path / "other", ExportSettings(format="swift", inputs="video", max_frames=8,
+                                                           config=str(config)), progress=False)
+    assert not (tmp_path / "other").exists()
 
 
 def test_copy_media_makes_the_export_movable(qa_files, tmp_path):
@@ -331,6 +404,10 @@ def test_export_command(qa_files, tmp_path, capsys):
     assert f"train: 10 rows -> {out / 'train.json'}" in printed and "video_fps" in printed
     assert set(json.loads((out / "dataset_info.json").read_text())) == {"megc_train", "megc_val"}
     assert json.loads((out / "export.json").read_text())["settings"]["system_prompt"] is None
+    # an hf export of videos: TRL's SFTTrainer would not read them, and the summary says so
+    assert main(["export", "--data", str(val), "--inputs", "video", "--format", "hf", "--out", str(tmp_path / "hf"),
+                 "--max-frames", "2"]) == 0
+    assert "TRL's SFTTrainer (1.16) trains on images only" in capsys.readouterr().out
     code = main(["export", "--data", str(tmp_path / "missing.jsonl"), "--inputs", "oao", "--format", "swift",
                  "--out", str(tmp_path / "x")])
     assert code == 2

@@ -18,6 +18,7 @@ from mevqa.inspect import (Settings, activation_memory, image_tokens, inspect_fi
                            load_processor_and_config, saved_activation_bytes, video_tokens)
 from mevqa.messages import INPUT_MODES
 from mevqa.rows import read_rows
+from conftest import tiny_family
 from qa_rows import write_qa_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,3 +198,54 @@ def test_memory_parts_follow_what_trains_and_checkpointing():
     assert checkpointed["language_model"] < lora_vision["language_model"] / 5
     assert checkpointed["vision"] < lora_vision["vision"] / 5
     assert checkpointed["logits"] == lora_vision["logits"] == 800 * 151936 * (2 + 8)
+
+
+@pytest.mark.parametrize("family_name, dtype, lora_dropout, batch, router_loss", [
+    ("qwen3_vl", "float32", None, 1, False), ("qwen3_vl", "bfloat16", 0.1, 2, False),
+    ("qwen3_vl_moe", "float32", None, 1, False), ("qwen3_vl_moe", "bfloat16", None, 2, True),
+    ("qwen3_vl_moe", "bfloat16", 0.1, 2, False), ("qwen3_vl_moe", "bfloat16", 0.0, 1, True)])
+def test_qwen3_layer_formula_matches_autograd(tiny_family_dirs, family_name, dtype, lora_dropout, batch,
+                                              router_loss):
+    """Qwen3-VL's language layer (q/k norms, query width != hidden width) and Qwen3-VL-MoE's mixture-of-experts
+    layer (top-k routing, router softmax, optional load-balancing loss), measured as the tensors autograd saves,
+    against the formula. LoRA on the MoE adapts attention only, so its experts stay frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = AutoConfig.from_pretrained(tiny_family(tiny_family_dirs, family_name))
+    config.text_config.head_dim = 32  # 4 query heads x 32 = 128 wide, the hidden size is 64 (as 4096 vs 2560 in 4B)
+    if router_loss:
+        config.text_config.output_router_logits = True
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    layers = model.model.language_model.layers
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj"] + (["gate_proj", "up_proj", "down_proj"]
+                                                          if family_name == "qwen3_vl" else [])
+    if lora_dropout is not None:
+        target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
+                                                 target_modules=target))
+    ids = torch.randint(0, 600, (batch, 40))
+    mask = torch.ones_like(ids)
+    mask[0, -6:] = 0 if batch > 1 else 1
+
+    def run():
+        model(input_ids=ids, attention_mask=mask, labels=ids)
+
+    both = saved_activation_bytes(model, run)
+    last = layers[-1]
+    del layers[-1]
+    one = saved_activation_bytes(model, run)
+    layers.append(last)
+    measured = (both - one) / ids.numel()
+
+    settings = Settings.from_config(None, [f"dtype={dtype}", f"per_device_train_batch_size={batch}", "vision=frozen",
+                                           "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
+                                           "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
+                                           "lora_llm_modules=" + ",".join(modules)])
+    fewer = copy.deepcopy(config)
+    fewer.text_config.num_hidden_layers -= 1
+    formula = (activation_memory(ids.numel(), 0, config, settings, mask_bytes=4)["language_model"]
+               - activation_memory(ids.numel(), 0, fewer, settings, mask_bytes=4)["language_model"]) / ids.numel()
+    assert formula == pytest.approx(measured, rel=0.05)

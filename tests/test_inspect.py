@@ -96,6 +96,25 @@ def test_token_counts_equal_the_processor_output(tiny_family_dir, odd_rows, mode
     assert report.rows[0].vision["video"] % 2 == 0
 
 
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_token_counts_of_tiny_frames_and_short_videos_equal_the_processor_output(tiny_family_dir, tmp_path,
+                                                                                   n_frames):
+    """Frames of 20 x 16 px (under one 28 or 32 px visual token: the processor enlarges them to its minimum) and
+    videos of 1 frame (shorter than Qwen3-VL's temporal patch) or 3 (odd): counted as the processor encodes them."""
+    rows = read_rows(write_qa_file(tmp_path, clips=1, size=(20, 16), n_frames=n_frames))
+    for mode in ("video", "oao"):
+        settings = _settings(tiny_family_dir, f"inputs={mode}")
+        processor, model_config = load_processor_and_config(settings)
+        report = inspect_rows(rows, processor, model_config, settings, progress=False)
+        dataset = QADataset(rows, mode, system_prompt=settings.system_prompt)
+        for i, entry in enumerate(report.rows):
+            batch = encode(processor, [dataset[i]], train=True)
+            assert entry.total == int(batch["attention_mask"].sum()), (mode, entry.id)
+            pads = sum(int((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(t)).sum())
+                       for t in ("<|image_pad|>", "<|video_pad|>"))
+            assert entry.vision[mode] == pads > 0
+
+
 def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_rows, tmp_path, capsys):
     report = inspect_files([odd_rows], TINY_CONFIG, model=str(tiny_model_dir), overrides=["max_length=150"],
                            progress=False)

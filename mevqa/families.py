@@ -37,6 +37,10 @@ transformers 5.24 (``models/{qwen2_vl,qwen2_5_vl,qwen3_vl,qwen3_vl_moe}``) and t
   ``do_sample_frames=False`` and metadata ``fps`` = the frames' true rate (:mod:`mevqa.collate`).
 - video pixel budget: the Qwen2-VL video processor (Qwen2/2.5-VL) applies ``size`` per frame; Qwen3-VL's applies it
   to the whole video (frames x height x width).
+- activation memory (:mod:`mevqa.inspect`): Qwen3's attention RMS-normalises each query and key head
+  (``q_norm``/``k_norm``, ``qk_norm``); Qwen3-VL-MoE's language MLP is a mixture of experts (``sparse_mlp``: top-k
+  routing over ``num_experts`` experts of width ``moe_intermediate_size`` in the layers ``mlp_only_layers`` /
+  ``decoder_sparse_step`` leave sparse).
 - template names the other tools use: LLaMA-Factory ``qwen2_vl`` (Qwen2-VL and Qwen2.5-VL), ``qwen3_vl_nothink``
   (Qwen3-VL Instruct); ms-swift ``qwen2_vl``, ``qwen2_5_vl``, ``qwen3_vl``.
 """

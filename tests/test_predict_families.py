@@ -82,3 +82,19 @@ def test_predict_answers_every_row_with_each_strategy_on_each_family(tiny_family
         if strategy == "hierarchical+constrained":  # the fine question was asked under the clip's coarse answer
             fine_row = next(row for row in asked if vocab.question_kind(row["question"]) == vocab.FINE)
             assert recorded[fine_row["video_id"]]["coarse_hint"] in vocab.COARSE_LABELS
+
+
+def test_a_run_recorded_before_families_resumes_and_gets_its_family(tiny_family_dirs, questions, tmp_path):
+    """A run.json written before the family was recorded: the rerun resumes (its weights fingerprint decides) and
+    records the family."""
+    files, clips = questions
+    model = tiny_family(tiny_family_dirs, "qwen2_5_vl")
+    argv = ["predict", "--questions", *map(str, files), "--clips", str(clips), "--model", str(model), "--out",
+            str(tmp_path), "--inputs", "oao", "--strategy", "constrained"]
+    assert main([*argv, "--limit", "2"]) == 0
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record.pop("family") == "qwen2_5_vl"
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "run.json").read_text())["family"] == "qwen2_5_vl"
+    assert len(read_lines(tmp_path / "predictions.jsonl")) == 10

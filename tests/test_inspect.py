@@ -157,17 +157,15 @@ def test_unloadable_model_is_a_clear_error(tmp_path, odd_rows, tiny_model_dir):
         inspect_files([odd_rows], TINY_CONFIG, model=str(tmp_path), progress=False)
 
 
-@pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
-                                                        ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
-def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
-    """One language layer's activations, measured as the tensors autograd saves, against the formula."""
+def layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules) -> tuple[float, float]:
+    """(formula, measured) bytes per token of the last language layer of ``model`` (built from ``config``): the
+    tensors autograd saves with and without that layer, against :func:`activation_memory` on the two configs.
+    ``lora_dropout`` None: the layers train fully; else LoRA on ``modules`` with that dropout."""
     from peft import LoraConfig, get_peft_model
 
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
     model.config._attn_implementation = "sdpa"
     model.train()
     layers = model.model.language_model.layers
-    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     if lora_dropout is not None:
         target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
@@ -190,12 +188,22 @@ def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dro
                                            "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
                                            "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
                                            "lora_llm_modules=" + ",".join(modules)])
-    config = AutoConfig.from_pretrained(tiny_model_dir)
     fewer = copy.deepcopy(config)
     fewer.text_config.num_hidden_layers -= 1
     # the CPU dropout kernel keeps a float32 mask (CUDA's is one byte)
     formula = (activation_memory(ids.numel(), 0, config, settings, mask_bytes=4)["language_model"]
                - activation_memory(ids.numel(), 0, fewer, settings, mask_bytes=4)["language_model"]) / ids.numel()
+    return formula, measured
+
+
+@pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
+                                                        ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
+def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
+    """One language layer's activations, measured as the tensors autograd saves, against the formula."""
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    formula, measured = layer_formula_and_autograd(model, AutoConfig.from_pretrained(tiny_model_dir), dtype,
+                                                   lora_dropout, batch, modules)
     assert formula == pytest.approx(measured, rel=0.05)
 
 
@@ -228,43 +236,13 @@ def test_qwen3_layer_formula_matches_autograd(tiny_family_dirs, family_name, dty
     """Qwen3-VL's language layer (q/k norms, query width != hidden width) and Qwen3-VL-MoE's mixture-of-experts
     layer (top-k routing, router softmax, optional load-balancing loss), measured as the tensors autograd saves,
     against the formula. LoRA on the MoE adapts attention only, so its experts stay frozen."""
-    from peft import LoraConfig, get_peft_model
-
     config = AutoConfig.from_pretrained(tiny_family(tiny_family_dirs, family_name))
     config.text_config.head_dim = 32  # 4 query heads x 32 = 128 wide, the hidden size is 64 (as 4096 vs 2560 in 4B)
     if router_loss:
         config.text_config.output_router_logits = True
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
-    model.config._attn_implementation = "sdpa"
-    model.train()
-    layers = model.model.language_model.layers
     modules = ["q_proj", "k_proj", "v_proj", "o_proj"] + (["gate_proj", "up_proj", "down_proj"]
                                                           if family_name == "qwen3_vl" else [])
-    if lora_dropout is not None:
-        target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
-                                                 target_modules=target))
-    ids = torch.randint(0, 600, (batch, 40))
-    mask = torch.ones_like(ids)
-    mask[0, -6:] = 0 if batch > 1 else 1
-
-    def run():
-        model(input_ids=ids, attention_mask=mask, labels=ids)
-
-    both = saved_activation_bytes(model, run)
-    last = layers[-1]
-    del layers[-1]
-    one = saved_activation_bytes(model, run)
-    layers.append(last)
-    measured = (both - one) / ids.numel()
-
-    settings = Settings.from_config(None, [f"dtype={dtype}", f"per_device_train_batch_size={batch}", "vision=frozen",
-                                           "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
-                                           "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
-                                           "lora_llm_modules=" + ",".join(modules)])
-    fewer = copy.deepcopy(config)
-    fewer.text_config.num_hidden_layers -= 1
-    formula = (activation_memory(ids.numel(), 0, config, settings, mask_bytes=4)["language_model"]
-               - activation_memory(ids.numel(), 0, fewer, settings, mask_bytes=4)["language_model"]) / ids.numel()
+    formula, measured = layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules)
     assert formula == pytest.approx(measured, rel=0.05)

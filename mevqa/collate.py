@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mevqa import vocab
@@ -122,10 +123,17 @@ def encode(processor, samples: list[Sample], *, train: bool, max_length: int | N
             if video_fps <= 0:
                 raise MevqaError(f"video_fps must be positive, got {video_fps}")
             fps = [float(video_fps)] * len(videos)
+        # A video shorter than one temporal patch (a one-frame clip) gets its last frame repeated, as every
+        # family's processor pads a longer odd-length video itself; Qwen3-VL's refuses a shorter one outright.
+        # The repeated frame keeps its index, so its time stays the true one.
+        patch = int(getattr(processor.video_processor, "temporal_patch_size", 1) or 1)
+        indices = [list(range(len(v))) + [len(v) - 1] * max(0, patch - len(v)) for v in videos]
+        videos = [v if len(v) >= patch else np.concatenate([v, np.repeat(v[-1:], patch - len(v), axis=0)])
+                  for v in videos]
         kwargs["videos"] = videos
         kwargs["videos_kwargs"] = {
-            "video_metadata": [VideoMetadata(total_num_frames=len(v), fps=f, frames_indices=list(range(len(v))))
-                               for v, f in zip(videos, fps)],
+            "video_metadata": [VideoMetadata(total_num_frames=len(v), fps=f, frames_indices=i)
+                               for v, f, i in zip(videos, fps, indices)],
             "do_sample_frames": False,
             # The frame cap and per-frame budget bound the total; no hidden extra cap.
             "cap_pixels_per_frame": False,

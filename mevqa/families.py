@@ -37,6 +37,10 @@ transformers 5.24 (``models/{qwen2_vl,qwen2_5_vl,qwen3_vl,qwen3_vl_moe}``) and t
   ``do_sample_frames=False`` and metadata ``fps`` = the frames' true rate (:mod:`mevqa.collate`).
 - video pixel budget: the Qwen2-VL video processor (Qwen2/2.5-VL) applies ``size`` per frame; Qwen3-VL's applies it
   to the whole video (frames x height x width).
+- activation memory (:mod:`mevqa.inspect`): Qwen3's attention RMS-normalises each query and key head
+  (``q_norm``/``k_norm``, ``qk_norm``); Qwen3-VL-MoE's language MLP is a mixture of experts (``sparse_mlp``: top-k
+  routing over ``num_experts`` experts of width ``moe_intermediate_size`` in the layers ``mlp_only_layers`` /
+  ``decoder_sparse_step`` leave sparse).
 - template names the other tools use: LLaMA-Factory ``qwen2_vl`` (Qwen2-VL and Qwen2.5-VL), ``qwen3_vl_nothink``
   (Qwen3-VL Instruct); ms-swift ``qwen2_vl``, ``qwen2_5_vl``, ``qwen3_vl``.
 """
@@ -87,6 +91,9 @@ class Family:
     language_layers: str = f"{LANGUAGE_MODEL}.layers"
     lm_head: str = "lm_head"
     no_lora: dict = field(default_factory=dict)   # role -> why the family has no Linear layers for it (a clause)
+    qk_norm: bool = False                 # attention RMS-normalises each query and key head (Qwen3: q_norm, k_norm)
+    sparse_mlp: bool = False              # the language MLP is a mixture of experts in the layers the config's
+                                          # mlp_only_layers / decoder_sparse_step leave sparse (memory estimate)
     _patterns: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -175,7 +182,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                      rf"{re.escape(VISUAL)}\.deepstack_merger_list\.\d+\.linear_fc[12]"),
         llm_lora={"attention": _ATTENTION, "mlp": _MLP}, mlp_width_inputs=frozenset({"linear_fc2", "down_proj"}),
         patch_size=16, merge_size=2, video_timing="timestamps", video_budget="video",
-        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens"),
+        llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens",
+        qk_norm=True),
     Family(
         model_type="qwen3_vl_moe", name="Qwen3-VL-MoE", checkpoints=("Qwen/Qwen3-VL-30B-A3B-Instruct",),
         vision_modules=(f"{VISUAL}.patch_embed", f"{VISUAL}.pos_embed", f"{VISUAL}.blocks"),
@@ -187,7 +195,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         llm_lora={"attention": _ATTENTION, "mlp": ()}, mlp_width_inputs=frozenset({"linear_fc2"}),
         patch_size=16, merge_size=2, video_timing="timestamps", video_budget="video",
         llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens",
-        no_lora={"mlp": ": its language MLP is a mixture of experts held as fused 3-D parameters "
+        qk_norm=True, sparse_mlp=True, no_lora={"mlp": ": its language MLP is a mixture of experts held as fused 3-D parameters "
                         "(mlp.experts.gate_up_proj, mlp.experts.down_proj) and a router (mlp.gate), not Linear "
                         "layers; train them with llm=full, or LoRA the attention"}),
 )}

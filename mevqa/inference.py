@@ -448,8 +448,9 @@ class ClipInputs:
         span = resolve_span(clip, onset, apex, offset)
         fps = fps or clip.fps
         if fps is None and "video" in self.settings.media.modes:
-            raise MevqaError(f"{clip.source}: a frame folder has no frame rate; give it with --fps (the video input "
-                             "needs it: CASME II and SAMM are 200, SMIC-HS 100, CAS(ME)^3 30)")
+            what = "a frame folder has" if Path(clip.source).is_dir() else "the video file declares"
+            raise MevqaError(f"{clip.source}: {what} no frame rate; give it with --fps (the video input needs the "
+                             "true rate: CASME II and SAMM are 200, SMIC-HS 100, CAS(ME)^3 30)")
         media = build_media(clip, span, self.settings.media, out_dir, fps=fps, timings=self.timings)
         media = resolve_media({"media": media}, out_dir, str(clip.source))["media"]
         self.seconds += time.perf_counter() - start

@@ -32,23 +32,32 @@ What it reports:
   size, I MLP size, kv key/value width, V vocabulary; n = 3 for 16-bit weights, whose RMSNorm keeps a float32 copy
   of its input, else 2):
 
-  * language model, per layer: ``2(n-1) h + 2 h + 2 kv' + 3 I`` values whenever gradients pass through it (norm
-    inputs, attention q/k/v/output, MLP gate/up/activation outputs), where kv' = kv for one row and h for a padded
-    batch (transformers repeats the key/value heads when it passes an attention mask); ``+ 4 h + I`` when the
-    layer's weights train fully (the Linear inputs and the norm outputs); with LoRA, per adapted layer, a float32
-    copy of its input, the float32 rank-r output and (``lora_dropout`` > 0) a one-byte dropout mask per input value.
-    With gradient checkpointing: ``h`` per layer (its input) plus one layer's full set, recomputed in backward.
+  * language model, per layer: ``2(n-1) h + 2 hq + 2 kv'`` values whenever gradients pass through it (norm
+    inputs; attention's q, k, v and output, hq = query heads x head width), where kv' = kv for one row and hq for a
+    padded batch (transformers repeats the key/value heads when it passes an attention mask, and SDPA then keeps its
+    own copy of the rows x length x length mask in every layer: ``length`` values per token); ``+ 4 h`` when the
+    layer's weights train fully (the Linear inputs and the norm outputs). Qwen3's per-head q/k norms add
+    ``(n-1)(hq + kv)``, ``+ (hq + kv)`` when trained. The MLP: dense, ``3 I``, ``+ I`` when trained; a mixture of
+    experts (Qwen3-VL-MoE; each token routed to k = ``num_experts_per_tok`` of E experts of width Ie =
+    ``moe_intermediate_size``, transformers' default grouped_mm kernel): ``3 k Ie + k h + k`` values, a float32
+    router softmax (E), four int64 index vectors of k, ``+ k h + k Ie`` when the experts train, and the
+    load-balancing loss's softmax when the config sets ``output_router_logits``. With LoRA, per adapted layer, a
+    float32 copy of its input, the float32 rank-r output and (``lora_dropout`` > 0) a one-byte dropout mask per
+    input value. Per-row float32 scales (RMSNorm, log-sum-exp) are counted too.
+    With gradient checkpointing: ``h`` per layer (its input) plus the largest layer's full set, recomputed in
+    backward.
   * logits: ``V (d + 4 + 4)`` bytes per token: the logits, the float32 log-softmax the loss keeps, and its gradient
     at the start of backward.
   * vision tower, only when it trains (``vision: lora|full``), per patch (4 patches per visual token) and block:
     ``2(n-1) hv + 4 hv + 3 Iv``, ``+ 5 hv + Iv`` when trained fully, LoRA as above; the merger, when it or the tower
     trains, ``n hv`` per patch, ``+ 3 hv`` when trained fully.
 
-  Assumed: SDPA or flash attention (no sequence-squared attention matrix), logits for every position (transformers
-  computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
+  Assumed: SDPA or flash attention (no sequence-squared attention matrix; flash attention keeps no mask), logits
+  for every position (transformers computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
   ``benchmarks/activation_memory.py`` compares these counts with the tensors autograd saves for the real 3B and 7B
   widths: a language layer within 0.2% (trained, LoRA, with and without dropout, padded or not), a vision block 8%
-  under.
+  under; ``tests/test_inspect.py`` does the same for one language layer of each tiny family (Qwen3-VL with a query
+  width unlike its hidden width, Qwen3-VL-MoE with and without the load-balancing loss): within 0.4% on CPU.
   Allocator fragmentation and temporaries come on top, so leave headroom.
 """
 
@@ -148,6 +157,7 @@ class Settings:
     video_max_pixels: int | None = None
     video_fps: float | None = None
     train_file: str | None = None
+    attn_implementation: str = "sdpa"
 
     @classmethod
     def from_config(cls, config: str | Path | None = None, overrides: Sequence[str] = ()) -> "Settings":
@@ -217,21 +227,75 @@ def _geometry(model_config, fam) -> dict:
     text, vision = model_config.text_config, model_config.vision_config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     hv, iv = fam.vision_widths(vision)
-    return {"h": text.hidden_size, "I": text.intermediate_size, "layers": text.num_hidden_layers,
-            "kv": text.num_key_value_heads * head_dim, "V": text.vocab_size, "hv": hv,
-            "Iv": iv, "depth": vision.depth, "merge": vision.spatial_merge_size}
+    layers = text.num_hidden_layers
+    sparse = []  # the layers whose MLP is a mixture of experts (transformers' rule for Qwen3-VL-MoE)
+    if fam.sparse_mlp and int(text.num_experts) > 0:
+        dense_only = set(getattr(text, "mlp_only_layers", None) or ())
+        step = int(getattr(text, "decoder_sparse_step", 1) or 1)
+        sparse = [i for i in range(layers) if i not in dense_only and (i + 1) % step == 0]
+    return {"h": text.hidden_size, "I": text.intermediate_size, "layers": layers,
+            "heads": text.num_attention_heads, "kv_heads": text.num_key_value_heads,
+            "hq": text.num_attention_heads * head_dim, "kv": text.num_key_value_heads * head_dim,
+            "V": text.vocab_size, "hv": hv, "Iv": iv, "depth": vision.depth, "merge": vision.spatial_merge_size,
+            "sparse_layers": len(sparse),
+            "experts": int(getattr(text, "num_experts", 0) or 0) if sparse else 0,
+            "top_k": int(text.num_experts_per_tok) if sparse else 0,
+            "I_expert": int(text.moe_intermediate_size) if sparse else 0,
+            "router_loss": bool(getattr(text, "output_router_logits", False)) if sparse else False}
 
 
-def _lora_bytes(modules: Sequence[str], hidden: int, mlp: int, settings: Settings, mask_bytes: int,
-                mlp_inputs=frozenset({"down_proj"})) -> int:
+def _lora_bytes(modules: Sequence[str], widths: dict[str, int], hidden: int, settings: Settings,
+                mask_bytes: int) -> int:
     """Bytes per token (or patch) that LoRA adds in one layer whose ``modules`` carry adapters: peft keeps its
     adapters in float32, so each adapted layer keeps a float32 copy of its input (dropped out, or just cast) and its
-    rank-r output, plus the dropout mask. ``mlp_inputs``: the layers whose input is the MLP width (per family)."""
+    rank-r output, plus the dropout mask. ``widths``: input width of the layers whose input is not ``hidden``."""
     total = 0
     for name in modules:
-        width = mlp if name in mlp_inputs else hidden
+        width = widths.get(name, hidden)
         total += 4 * width + 4 * settings.lora_r + (mask_bytes * width if settings.lora_dropout > 0 else 0)
     return total
+
+
+def _language_layer_bytes(g: dict, settings: Settings, fam, mask_bytes: int, *, sparse: bool, length: int) -> int:
+    """Bytes per token one language layer keeps for backward (dense MLP, or ``sparse``: a mixture of experts) in
+    rows padded to ``length`` tokens."""
+    d = settings.dtype_bytes
+    n = 3 if d == 2 else 2
+    h, hq, kv = g["h"], g["hq"], g["kv"]
+    # A padded batch makes transformers repeat the key/value heads to every query head before SDPA.
+    kv_sdpa = hq if settings.per_device_train_batch_size > 1 else kv
+    full = settings.llm == "full"
+    # Kept whenever gradients pass through a layer: the RMSNorms' inputs (float32 copies for 16-bit weights) and
+    # their per-row scale, attention's q, k, v, output and per-head log-sum-exp (float32). Kept only for trained
+    # weights: the Linear layers' inputs and the norms' normalised outputs.
+    layer = (2 * (n - 1) * h + 2 * hq + 2 * kv_sdpa) * d + 4 * (2 + g["heads"])
+    if settings.per_device_train_batch_size > 1 and settings.attn_implementation == "sdpa":
+        layer += length * d  # SDPA keeps its own copy of the padding mask (rows x length x length) in every layer
+    if full:
+        layer += 4 * h * d
+    if fam.qk_norm:  # RMSNorm of each query and key head: the same kept tensors at the q and k widths
+        layer += (n - 1) * (hq + kv) * d + 4 * (g["heads"] + g["kv_heads"])
+        if full:
+            layer += (hq + kv) * d
+    if not sparse:
+        # The MLP's gate and up outputs and the activation's output; the down projection's input when it trains.
+        layer += 3 * g["I"] * d + (g["I"] * d if full else 0)
+    else:
+        # transformers' default experts kernel (grouped_mm) on the k = top_k (token, expert) pairs of each token:
+        # the joint gate/up output (2 I_e), the activation's output, the expert outputs and routing weights; the
+        # router's float32 softmax (E values), its top-k weights and their sum; four int64 index vectors of k
+        # (top-k, gather, sort, unsort). Trained experts also keep their inputs (the gathered hidden states) and
+        # the down projection's input.
+        k, ie, e = g["top_k"], g["I_expert"], g["experts"]
+        layer += (3 * k * ie + k * h + k) * d + 4 * e + 4 * (k + 1) + 8 * 4 * k
+        if full:
+            layer += (k * h + k * ie) * d
+        if g["router_loss"]:  # output_router_logits: the load-balancing loss's softmax and its top-k indices
+            layer += e * d + 8 * k
+    if settings.llm == "lora":
+        widths = {"o_proj": hq, **{name: g["I"] for name in fam.mlp_width_inputs}}
+        layer += _lora_bytes(fam.lora_names("llm", settings.lora_llm_modules), widths, h, settings, mask_bytes)
+    return layer
 
 
 def activation_memory(tokens: int, patches: int, model_config, settings: Settings, *,
@@ -243,20 +307,14 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     g = _geometry(model_config, fam)
     d = settings.dtype_bytes
     n = 3 if d == 2 else 2
-    kv = g["h"] if settings.per_device_train_batch_size > 1 else g["kv"]
-    # Kept whenever gradients pass through a layer: the RMSNorms' inputs (float32 copies for 16-bit weights),
-    # attention's q, k, v and output, the MLP's gate and up outputs and the activation's output. Kept only for
-    # trained weights: the Linear layers' inputs and the norms' normalised outputs.
-    layer = (2 * (n - 1) * g["h"] + 2 * g["h"] + 2 * kv + 3 * g["I"]) * d
-    if settings.llm == "full":
-        layer += (4 * g["h"] + g["I"]) * d
-    if settings.llm == "lora":
-        layer += _lora_bytes(fam.lora_names("llm", settings.lora_llm_modules), g["h"], g["I"], settings, mask_bytes,
-                             fam.mlp_width_inputs)
-    if settings.gradient_checkpointing:
-        language = tokens * (g["layers"] * g["h"] * d + layer)
+    kinds = [(g["layers"] - g["sparse_layers"], False), (g["sparse_layers"], True)]
+    length = tokens // max(settings.per_device_train_batch_size, 1)
+    per_layer = [(count, _language_layer_bytes(g, settings, fam, mask_bytes, sparse=sparse, length=length))
+                 for count, sparse in kinds if count]
+    if settings.gradient_checkpointing:  # each layer's input, plus the largest layer's set recomputed in backward
+        language = tokens * (g["layers"] * g["h"] * d + max(layer for _, layer in per_layer))
     else:
-        language = tokens * g["layers"] * layer
+        language = tokens * sum(count * layer for count, layer in per_layer)
     memory = {"language_model": language, "logits": tokens * g["V"] * (d + 4 + 4), "vision": 0, "merger": 0}
     vision_trains = settings.vision in ("lora", "full")
     if vision_trains:
@@ -264,8 +322,8 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
         if settings.vision == "full":
             block += (5 * g["hv"] + g["Iv"]) * d
         else:
-            block += _lora_bytes(fam.lora_names("vision", settings.lora_vision_modules), g["hv"], g["Iv"], settings,
-                                 mask_bytes, fam.mlp_width_inputs)
+            block += _lora_bytes(fam.lora_names("vision", settings.lora_vision_modules),
+                                 {name: g["Iv"] for name in fam.mlp_width_inputs}, g["hv"], settings, mask_bytes)
         if settings.gradient_checkpointing:
             memory["vision"] = patches * (g["depth"] * g["hv"] * d + block)
         else:

@@ -60,6 +60,7 @@ from mevqa import vocab
 from mevqa.cli_style import HelpFormatter
 from mevqa.consistency import consistent_answers
 from mevqa.errors import MevqaError
+from mevqa.families import family_of_source
 from mevqa.eval import read_rows as read_gold, score
 from mevqa.eval.report import format_table
 from mevqa.eval.stamp import stamp
@@ -231,11 +232,13 @@ def check_row_media(rows: list[dict], settings: InferenceSettings) -> None:
 
 
 def model_record(model, adapter, settings: InferenceSettings | None, previous: dict | None = None) -> dict:
-    """One model's part of ``run.json``: where it is, the fingerprint of its weights, and its settings."""
+    """One model's part of ``run.json``: where it is, its family (``config.model_type``), the fingerprint of its
+    weights, and its settings."""
     previous = previous or {}
     weights = previous.get("weights") or {}
     path = Path(str(model)).expanduser()
     return {"model": str(path.resolve()) if path.exists() else model,
+            "family": family_of_source(model).model_type,
             "adapter": str(Path(adapter).expanduser().resolve()) if adapter else None,
             "weights": {"model": weights_fingerprint(model, weights.get("model")),
                         "adapter": weights_fingerprint(adapter, weights.get("adapter")) if adapter else None},
@@ -250,8 +253,8 @@ def run_config(args: argparse.Namespace, runs: list[ModelRun], previous: dict | 
     default = next((run for run in runs if run.datasets is None), None)
     top = model_record(default.model, default.adapter, default.settings, previous) if default else \
         {"model": None, "adapter": None, "weights": None, "settings": None}
-    config = {"model": top["model"], "adapter": top["adapter"], "dtype": args.dtype, "weights": top["weights"],
-              "settings": top["settings"], "dataset_models": {}}
+    config = {"model": top["model"], "family": top.get("family"), "adapter": top["adapter"], "dtype": args.dtype,
+              "weights": top["weights"], "settings": top["settings"], "dataset_models": {}}
     before = previous.get("dataset_models") or {}
     for run in runs:
         for dataset in run.datasets or ():
@@ -268,11 +271,20 @@ NEUTRAL = ("consistent",)
 def check_run_config(out: Path, config: dict, previous: dict | None, resuming: bool) -> None:
     """Refuse to mix answers from different models, weights or settings in one output folder."""
     if resuming and previous is not None:
-        changed = [name for name in differences(previous, config, by_digest=("weights",)) if name not in NEUTRAL]
+        changed = [name for name in differences(previous, config, by_digest=("weights",)) if name not in NEUTRAL
+                   and not (name.rpartition(".")[2] == "family" and _lookup(previous, name) is None)]
         if changed:
             raise MevqaError(f"{out}: holds answers made with other settings ({', '.join(changed)} differ, see "
                              f"{out / RUN_CONFIG}); use another --out, or delete {out / PREDICTIONS} to start over")
     write_json(out / RUN_CONFIG, config)
+
+
+def _lookup(record: dict, dotted: str):
+    """The entry a dotted name of :func:`mevqa.runfolder.differences` points at (None when absent): a run.json
+    written before the family was recorded holds none, and its weights fingerprint still decides."""
+    for key in dotted.split("."):
+        record = record.get(key) if isinstance(record, dict) else None
+    return record
 
 
 def read_run_config(out: Path) -> dict | None:

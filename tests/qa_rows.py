@@ -37,7 +37,8 @@ def write_clip(root: Path, name: str, *, n_frames=8, first=10, step=5, source_fp
         numbers.append(first + i * step)
     for file, rgb in (("onset.png", ONSET), ("apex.png", APEX), ("offset.png", OFFSET), ("flow.png", FLOW)):
         _save(root / rel / file, rgb, size)
-    sample_fps = source_fps * (n_frames - 1) / (numbers[-1] - numbers[0])
+    # As build-data records it (mevqa.media.build.sample_fps): one frame has the source rate.
+    sample_fps = source_fps * (n_frames - 1) / (numbers[-1] - numbers[0]) if n_frames > 1 else source_fps
     return {"video": {"frames": frames, "frame_numbers": numbers, "source_fps": source_fps, "sample_fps": sample_fps},
             "oao": {"frames": [(rel / f).as_posix() for f in ("onset.png", "apex.png", "offset.png")],
                     "frame_numbers": [numbers[0], numbers[n_frames // 2], numbers[-1]]},

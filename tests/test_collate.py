@@ -209,3 +209,32 @@ def test_true_fps_puts_a_micro_expression_in_one_temporal_position_and_video_fps
     assert len(set(positions[2.0].tolist())) == 4           # 1 s per temporal patch: 2 positions apart
     with pytest.raises(MevqaError, match="video_fps must be positive"):
         encode(processor, [sample], train=True, video_fps=0)
+
+
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_videos_shorter_than_or_odd_to_the_temporal_patch_keep_their_true_times(family_tiny, tmp_path, n_frames):
+    """One frame (which Qwen3-VL's processor refuses: fewer than its temporal patch) and an odd count (the last frame
+    repeated to a whole patch, as every family's processor does): both encode, on the frames given, with the true
+    times (frames 0.5 s apart here, so Qwen3-VL's one-decimal stamps tell them apart)."""
+    model, processor = family_tiny
+    fam = family_of(model)
+    row = read_rows(write_qa_file(tmp_path, clips=1, step=100, source_fps=200.0, n_frames=n_frames, first=10))[0]
+    video = row["media"]["video"]
+    assert len(video["frame_numbers"]) == n_frames
+    batch = encode(processor, [QADataset([row], "video")[0]], train=True)
+    temporal = processor.video_processor.temporal_patch_size
+    assert int(batch["video_grid_thw"][0, 0]) == -(-n_frames // temporal)
+    times = [(n - video["frame_numbers"][0]) / 200.0 for n in video["frame_numbers"]]
+    times += [times[-1]] * (-n_frames % temporal)                       # the last frame, repeated, at its own time
+    stamps = re.findall(r"<(\d+\.\d) seconds>", processor.tokenizer.decode(batch["input_ids"][0]))
+    if fam.video_timing == "timestamps":
+        assert stamps == [f"{(times[i] + times[i + 1]) / 2:.1f}" for i in range(0, len(times), temporal)]
+        assert stamps == (["0.0"] if n_frames == 1 else ["0.2", "1.0"])
+    elif fam.video_timing == "second_per_grid_ts":
+        assert batch["second_per_grid_ts"].tolist() == pytest.approx([temporal / video["sample_fps"]])
+    model.train()
+    try:
+        loss = model(**batch).loss
+    finally:
+        model.eval()
+    assert torch.isfinite(loss)

@@ -18,6 +18,7 @@ from mevqa.inspect import (Settings, activation_memory, image_tokens, inspect_fi
                            load_processor_and_config, saved_activation_bytes, video_tokens)
 from mevqa.messages import INPUT_MODES
 from mevqa.rows import read_rows
+from conftest import tiny_family
 from qa_rows import write_qa_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,25 @@ def test_token_counts_equal_the_processor_output(tiny_family_dir, odd_rows, mode
     assert report.rows[0].vision["video"] % 2 == 0
 
 
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_token_counts_of_tiny_frames_and_short_videos_equal_the_processor_output(tiny_family_dir, tmp_path,
+                                                                                   n_frames):
+    """Frames of 20 x 16 px (under one 28 or 32 px visual token: the processor enlarges them to its minimum) and
+    videos of 1 frame (shorter than Qwen3-VL's temporal patch) or 3 (odd): counted as the processor encodes them."""
+    rows = read_rows(write_qa_file(tmp_path, clips=1, size=(20, 16), n_frames=n_frames))
+    for mode in ("video", "oao"):
+        settings = _settings(tiny_family_dir, f"inputs={mode}")
+        processor, model_config = load_processor_and_config(settings)
+        report = inspect_rows(rows, processor, model_config, settings, progress=False)
+        dataset = QADataset(rows, mode, system_prompt=settings.system_prompt)
+        for i, entry in enumerate(report.rows):
+            batch = encode(processor, [dataset[i]], train=True)
+            assert entry.total == int(batch["attention_mask"].sum()), (mode, entry.id)
+            pads = sum(int((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(t)).sum())
+                       for t in ("<|image_pad|>", "<|video_pad|>"))
+            assert entry.vision[mode] == pads > 0
+
+
 def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_rows, tmp_path, capsys):
     report = inspect_files([odd_rows], TINY_CONFIG, model=str(tiny_model_dir), overrides=["max_length=150"],
                            progress=False)
@@ -137,17 +157,15 @@ def test_unloadable_model_is_a_clear_error(tmp_path, odd_rows, tiny_model_dir):
         inspect_files([odd_rows], TINY_CONFIG, model=str(tmp_path), progress=False)
 
 
-@pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
-                                                        ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
-def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
-    """One language layer's activations, measured as the tensors autograd saves, against the formula."""
+def layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules) -> tuple[float, float]:
+    """(formula, measured) bytes per token of the last language layer of ``model`` (built from ``config``): the
+    tensors autograd saves with and without that layer, against :func:`activation_memory` on the two configs.
+    ``lora_dropout`` None: the layers train fully; else LoRA on ``modules`` with that dropout."""
     from peft import LoraConfig, get_peft_model
 
-    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
     model.config._attn_implementation = "sdpa"
     model.train()
     layers = model.model.language_model.layers
-    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     if lora_dropout is not None:
         target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
@@ -170,12 +188,22 @@ def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dro
                                            "merger=frozen", "llm=full" if lora_dropout is None else "llm=lora",
                                            "lora_r=8", f"lora_dropout={lora_dropout or 0.0}",
                                            "lora_llm_modules=" + ",".join(modules)])
-    config = AutoConfig.from_pretrained(tiny_model_dir)
     fewer = copy.deepcopy(config)
     fewer.text_config.num_hidden_layers -= 1
     # the CPU dropout kernel keeps a float32 mask (CUDA's is one byte)
     formula = (activation_memory(ids.numel(), 0, config, settings, mask_bytes=4)["language_model"]
                - activation_memory(ids.numel(), 0, fewer, settings, mask_bytes=4)["language_model"]) / ids.numel()
+    return formula, measured
+
+
+@pytest.mark.parametrize("dtype, lora_dropout, batch", [("float32", None, 1), ("bfloat16", None, 2),
+                                                        ("bfloat16", 0.1, 2), ("bfloat16", 0.0, 1)])
+def test_language_layer_formula_matches_autograd(tiny_model_dir, dtype, lora_dropout, batch):
+    """One language layer's activations, measured as the tensors autograd saves, against the formula."""
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    formula, measured = layer_formula_and_autograd(model, AutoConfig.from_pretrained(tiny_model_dir), dtype,
+                                                   lora_dropout, batch, modules)
     assert formula == pytest.approx(measured, rel=0.05)
 
 
@@ -197,3 +225,24 @@ def test_memory_parts_follow_what_trains_and_checkpointing():
     assert checkpointed["language_model"] < lora_vision["language_model"] / 5
     assert checkpointed["vision"] < lora_vision["vision"] / 5
     assert checkpointed["logits"] == lora_vision["logits"] == 800 * 151936 * (2 + 8)
+
+
+@pytest.mark.parametrize("family_name, dtype, lora_dropout, batch, router_loss", [
+    ("qwen3_vl", "float32", None, 1, False), ("qwen3_vl", "bfloat16", 0.1, 2, False),
+    ("qwen3_vl_moe", "float32", None, 1, False), ("qwen3_vl_moe", "bfloat16", None, 2, True),
+    ("qwen3_vl_moe", "bfloat16", 0.1, 2, False), ("qwen3_vl_moe", "bfloat16", 0.0, 1, True)])
+def test_qwen3_layer_formula_matches_autograd(tiny_family_dirs, family_name, dtype, lora_dropout, batch,
+                                              router_loss):
+    """Qwen3-VL's language layer (q/k norms, query width != hidden width) and Qwen3-VL-MoE's mixture-of-experts
+    layer (top-k routing, router softmax, optional load-balancing loss), measured as the tensors autograd saves,
+    against the formula. LoRA on the MoE adapts attention only, so its experts stay frozen."""
+    config = AutoConfig.from_pretrained(tiny_family(tiny_family_dirs, family_name))
+    config.text_config.head_dim = 32  # 4 query heads x 32 = 128 wide, the hidden size is 64 (as 4096 vs 2560 in 4B)
+    if router_loss:
+        config.text_config.output_router_logits = True
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj"] + (["gate_proj", "up_proj", "down_proj"]
+                                                          if family_name == "qwen3_vl" else [])
+    formula, measured = layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules)
+    assert formula == pytest.approx(measured, rel=0.05)

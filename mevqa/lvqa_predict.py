@@ -209,11 +209,10 @@ def read_questions(paths: list[Path], videos_root: Path | None, fps: float | Non
     """(question rows, videos): every question's kind recognised and every video found, before any work.
     A video is ``{"key": (question file, video), "source", "fps", "rows": [indices], "number"}``."""
     from mevqa.inference import find_clip
-    from mevqa.rows import read_rows, where
+    from mevqa.rows import clip_name, read_rows, refuse_empty_files, where
 
     rows = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
-    if not rows:
-        raise MevqaError(f"{', '.join(map(str, paths))}: no question rows")
+    refuse_empty_files(paths, rows, "question rows")
     for row in rows:  # every question first: a file of the wrong task fails before videos are looked for
         lvqa.recognise(row["question"], where(row))
     videos: dict[tuple[str, str], dict] = {}
@@ -228,6 +227,7 @@ def read_questions(paths: list[Path], videos_root: Path | None, fps: float | Non
             elif videos_root is None:
                 raise MevqaError(f"{here}: the row names video {row['video']!r} but no --videos folder was given")
             else:
+                clip_name(str(row["video"]), here, "video")  # named here, so find_clip's errors need no place
                 try:
                     source = find_clip(videos_root, str(row["video"]), here)
                 except MevqaError as exc:

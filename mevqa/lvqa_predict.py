@@ -44,12 +44,15 @@ from tqdm import tqdm
 from mevqa import lvqa, vocab
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
+from mevqa.families import check_model_source
 from mevqa.jsonl import ensure_dir, file_sha256, folder_lock, write_jsonl
 from mevqa.log import is_main_process
+from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import row_id
 from mevqa.spot import FlowSettings, VlmSettings, add_method_arguments, load_for, settings_from_args
 from mevqa.runfolder import append_record
-from mevqa.str_predict import VIDEOS_FILE, resume_run
+from mevqa.str_predict import RUN_FILE, VIDEOS_FILE, resume_run
+from mevqa.submission import QUESTION_SUFFIX, ZIP_NAME, pred_file_name, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +282,19 @@ def run(args: argparse.Namespace) -> int:
     if settings.method == "vlm" and args.model is None:
         raise MevqaError("--method vlm needs --model (the VQA model that answers over the whole video)")
     rows, videos = read_questions(args.questions, args.videos, args.fps)
+    if args.model is not None:  # a missing or damaged model fails before the output folder is made
+        from mevqa.inference import check_weight_files
+
+        check_model_source(args.model)
+        if args.adapter is not None and not Path(args.adapter).expanduser().is_dir():
+            raise MevqaError(f"{args.adapter}: adapter folder does not exist")
+        check_weight_files(args.model, args.adapter)
+    written = [args.out / name for name in (RUN_FILE, VIDEOS_FILE, PREDICTIONS_FILE, "work", ZIP_NAME)]
+    if all(QUESTION_SUFFIX in Path(path).name for path in args.questions):
+        written += [args.out / pred_file_name(path) for path in args.questions]
+    refuse_outputs_onto_inputs(outputs={"--out": written}, into={"--out": args.out}, inputs={
+        "--questions": args.questions, "--videos": args.videos, "the videos": [video["source"] for video in videos],
+        "--model": args.model, "--adapter": args.adapter})
     with folder_lock(ensure_dir(args.out), LOCK, "mevqa lvqa-predict"):
         return predict(args, settings, rows, videos, Path(args.out))
 
@@ -320,8 +336,6 @@ def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], 
         log.warning("%s", note)
     print(f"{len(videos)} videos, {len(predictions)} questions answered -> {out / PREDICTIONS_FILE}"
           + (f"; {notes} answered by a fallback rule (see 'note')" if notes else ""))
-    from mevqa.submission import QUESTION_SUFFIX, write_submission
-
     if all(QUESTION_SUFFIX in Path(path).name for path in args.questions):
         for path in write_submission(args.questions, predictions, out):
             print(path)

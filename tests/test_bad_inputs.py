@@ -261,8 +261,7 @@ CASES = [
     ("lvqa-predict a ME-VQA-v2 file", lambda c: (_lvqa_predict(c, VQA_V2_TEST), f"{VQA_V2_TEST}:1: 'What is the "
                                                                                 "coarse expression class?' is not an "
                                                                                 "ME-LVQA question")),
-    ("lvqa-predict --out is a file", lambda c: (_lvqa_predict(c, c.rows("q.jsonl", [
-        {"video_id": "a", "video": "SAMM-1", "question": LVQA_COUNT}]), out=c.file("out")),
+    ("lvqa-predict --out is a file", lambda c: (_lvqa_predict(c, _samm1_question(c), out=c.file("out")),
                                                 f"{c.tmp / 'out'}: cannot be the output folder")),
     ("lvqa-predict --questions in Latin-1", lambda c: (_lvqa_predict(c, c.latin1("q.jsonl")),
                                                        f"{c.tmp / 'q.jsonl'}:2: not UTF-8 text")),
@@ -271,6 +270,17 @@ CASES = [
     ("lvqa-predict with video ../x", lambda c: (_lvqa_predict(c, c.rows("q.jsonl", [
         {"video_id": "a", "video": "../006_1", "question": LVQA_COUNT}])),
         f"{c.tmp / 'q.jsonl'}:1: video name '../006_1' must be one plain folder or file name")),
+    ("lvqa-predict --out is a video's frame folder", lambda c: (
+        ["lvqa-predict", "--method", "spot", "--questions", str(c.rows("q.jsonl", [
+            {"video_id": "a", "video": "SAMM-1", "frames": str(c.clips / "SAMM" / "SAMM-1"),
+             "question": LVQA_COUNT}])), "--out", str(c.clips / "SAMM" / "SAMM-1")],
+        f"{c.clips / 'SAMM' / 'SAMM-1'}: --out is the input the videos")),
+    ("lvqa-predict --model that does not exist", lambda c: (
+        _lvqa_predict(c, _samm1_question(c)) + ["--model", str(c.tmp / "no-model")],
+        f"{c.tmp / 'no-model'}: model folder does not exist")),
+    ("lvqa-predict --adapter that does not exist", lambda c: (
+        _lvqa_predict(c, _samm1_question(c)) + ["--model", str(c.model), "--adapter", str(c.tmp / "no-adapter")],
+        f"{c.tmp / 'no-adapter'}: adapter folder does not exist")),
     ("lvqa-eval gold count 1.5", lambda c: (_lvqa_eval(c, "2", "1.5"), f"{c.tmp / 'g.jsonl'}:1: gold answer '1.5' "
                                                                        "cannot be read as the count")),
     ("lvqa-eval gold count -2", lambda c: (_lvqa_eval(c, "2", "-2"), "gold answer '-2' cannot be read as the count")),
@@ -288,6 +298,11 @@ CASES = [
 def _lvqa_predict(case: Case, *questions: Path, out: Path | None = None) -> list[str]:
     return ["lvqa-predict", "--method", "spot", "--questions", *map(str, questions), "--videos", str(case.clips),
             "--out", str(out or case.tmp / "out")]
+
+
+def _samm1_question(case: Case) -> Path:
+    """An ME-LVQA question about the clip folder SAMM-1 (under --videos, as a long video)."""
+    return case.rows("q.jsonl", [{"video_id": "a", "video": "SAMM-1", "question": LVQA_COUNT}])
 
 
 def _lvqa_row(answer: str) -> dict:

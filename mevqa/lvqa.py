@@ -167,7 +167,7 @@ def answer(question: LvqaQuestion, events: list[Event]) -> tuple[str, str | None
 _NUMBER_WORDS = {word: value for value, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
-_NONE_WORDS = re.compile(r"^\s*(?:none|no|nothing|no events?|no action units?|n/?a)?\s*[.!]?\s*$")
+_NONE_WORDS = re.compile(r"^\s*(?:none|no|nothing|no events?|no action units?|no aus?|n/?a)?\s*[.!]?\s*$")
 
 
 # A number in digits, with its sign, decimals and exponent, so that "-2", "1.5" and "1e3" are read whole and refused

@@ -312,6 +312,12 @@ def test_a_count_is_a_whole_number_or_unreadable(answer, count):
     assert lvqa.parse_count(answer) == count
 
 
+def test_no_aus_in_any_wording_is_the_empty_set():
+    for answer in ("none", "No action units.", "No AUs", "no AU", ""):
+        assert lvqa.parse_au_set(answer) == frozenset(), answer
+    assert lvqa.parse_au_set("AU99") is None and lvqa.parse_au_set("banana") is None
+
+
 def test_lvqa_eval_scores_an_absurd_count_as_unreadable():
     pred = [{"video_id": rid, "answer": "9" * 400 if rid == "samm_A_1" else text} for rid, text in ANSWERS.items()]
     report = score_lvqa(pred, GOLD)

@@ -41,7 +41,7 @@ from types import ModuleType
 import cv2
 from tqdm import tqdm
 
-from mevqa import vocab
+from mevqa import lvqa, vocab
 from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
 from mevqa.data_builders.qa import QUESTION_SETS, ClipRecord, clip_rows, questions_of_set
 from mevqa.errors import MevqaError
@@ -190,6 +190,8 @@ def official_question_set(official: Path, rows: list[dict]) -> str | None:
     for row in rows:
         kind = vocab.question_kind(row["question"])
         if kind is None:
+            lvqa.refuse_in_clip_task(row["question"], f"{official}:{row['_line']}",
+                                     "build ME-LVQA rows with mevqa build-lvqa --official")
             raise MevqaError(f"{official}:{row['_line']}: question {row['question']!r} is of no known kind; expected "
                              "an ME-VQA question of 2025 or a 2026 analysis prompt (docs/megc2026.md)")
         first.setdefault(kind, row)

@@ -34,7 +34,7 @@ from mevqa.data_builders.spot import QA_DATASET, read_videos
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, write_json, write_jsonl
 from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
-from mevqa.rows import read_rows, row_id, where
+from mevqa.rows import read_rows, refuse_empty_files, row_id, where
 from mevqa.runfolder import folder_lock
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ def official_rows(paths: list[Path], videos, out: Path) -> list[dict]:
     """The official rows, answered from the videos they name; an unknown question kind or video is one line."""
     by_name = {video_name(video): video for video in videos}
     rows = []
-    for row in read_rows(paths, required=("question", "video"), unique=True, check_media=False):
+    read = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
+    refuse_empty_files(paths, read, "question rows; expected official ME-LVQA rows (video_id, video, question)")
+    for row in read:
         here = where(row)
         question = lvqa.recognise(row["question"], here)
         video = by_name.get(str(row["video"]))

@@ -13,6 +13,7 @@ from mevqa.eval.metrics import read_rows
 from mevqa.eval.stamp import stamp
 from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
+from mevqa.rows import refuse_empty_files
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_resampling(args.bootstrap, args.seed, none_allowed=True)
     refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, inputs={"--pred": args.pred, "--gold": args.gold})
-    report = score_lvqa(read_rows(args.pred), read_rows(args.gold), bootstrap=args.bootstrap, seed=args.seed)
+    pred, gold = read_rows(args.pred), read_rows(args.gold)
+    refuse_empty_files(args.pred, pred, "prediction rows")
+    refuse_empty_files(args.gold, gold, "gold rows")
+    report = score_lvqa(pred, gold, bootstrap=args.bootstrap, seed=args.seed)
     for item in report["unparseable"][:10]:
         logger.warning("%s (%s): unparseable or missing answer %r, counted as wrong", item["id"], item["kind"],
                        item["answer"])

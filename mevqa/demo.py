@@ -36,8 +36,9 @@ MARKER = "demo.json"
 NOTICE = """\
 The model above is a tiny, randomly initialised {family} (about 0.2M parameters) given {steps} LoRA steps on the
 synthetic clips of all subjects but the held-out one. The synthetic frames show each coarse class as a blob moving in
-its own place, so the coarse scores on the held-out subject show that pixels reach the answer through every step of
-the pipeline; they say nothing about micro-expressions. Real use needs
+its own place, so coarse scores above chance on the held-out subject show pixels reaching the answer through every
+step of the pipeline; on a few clips and one random start they vary from one version of mevqa to the next, and they
+say nothing about micro-expressions. Real use needs
 {sizes} weights (from the Hugging Face hub or a local copy), the licensed datasets, and a GPU. The same steps, for real:
 
   mevqa build-data casme2 --root CASME2_RAW_selected --annotations CASME2-coding-20140508.xlsx --out data/casme2
@@ -145,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
     train_file, val_file = splits / "fold_0" / "train.jsonl", splits / "fold_0" / "val.jsonl"
     run_step("tiny-model", mevqa + ["tiny-model", "--family", args.family, "--out", str(model)])
     # 8 rows a step: with the tiny config's 2 x 2 and a constant 5e-3 rate the steps are too noisy for the model to
-    # pick up the coarse class in a few hundred steps (held-out coarse UF1 0.22 after 200 steps; 1.0 after 300 of 8).
+    # pick up the coarse class in a few hundred steps. The held-out score is one random draw on the held-out
+    # subject's few clips: whatever changes the tiny model's random start moves it (its tokenizer is trained on
+    # mevqa's prompts, so a new prompt does), hence nothing asserts or quotes it; the e2e test
+    # test_pixels_reach_the_answer_on_held_out_clips is what checks that pixels reach the answer.
     run_step("train", launch + ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                                 "--dynamo_backend", "no", str(recipe), "--config", str(config),
                                 "--model_name_or_path", str(model), "--train_file", str(train_file),

@@ -105,6 +105,14 @@ def recognise(text, where: str) -> LvqaQuestion:
     return found
 
 
+def refuse_in_clip_task(text: str, where: str, instead: str) -> None:
+    """One line naming ``where`` when ``text``, asked where an ME-VQA question about a short clip is expected, is an
+    ME-LVQA question about a whole long video (an LVQA file given to the clip task's commands); ``instead`` names
+    the command for it. The 2025 and 2026 ME-VQA questions are of no ME-LVQA kind."""
+    if vocab.question_kind(text) is None and lvqa_question(text) is not None:
+        raise MevqaError(f"{where}: {text!r} is an ME-LVQA question about a whole long video; {instead}")
+
+
 # --- events ---------------------------------------------------------------------------------------------------
 @dataclass
 class Event:
@@ -159,16 +167,25 @@ def answer(question: LvqaQuestion, events: list[Event]) -> tuple[str, str | None
 _NUMBER_WORDS = {word: value for value, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
-_NONE_WORDS = re.compile(r"^\s*(?:none|no|nothing|no events?|no action units?|n/?a)?\s*[.!]?\s*$")
+_NONE_WORDS = re.compile(r"^\s*(?:none|no|nothing|no events?|no action units?|no aus?|n/?a)?\s*[.!]?\s*$")
+
+
+# A number in digits, with its sign, decimals and exponent, so that "-2", "1.5" and "1e3" are read whole and refused
+# rather than read as 2, 1 and 1.
+_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+# No video holds a million events: a longer run of digits is not a count (and its square overflows a float).
+MAX_COUNT_DIGITS = 6
 
 
 def parse_count(text) -> int | None:
-    """The count an answer gives: its first whole number in digits ("2 events" -> 2), else its first number word
-    up to twenty ("three" -> 3), else 0 for "none"/"no"; None otherwise."""
+    """The count an answer gives: its first number in digits when that is a whole number of at most six digits
+    ("2 events" -> 2; "-2", "1.5", "1e3" -> None), else its first number word up to twenty ("three" -> 3), else 0
+    for "none"/"no"; None otherwise."""
     text = str(text).lower()
-    digits = re.search(r"\d+", text)
-    if digits:
-        return int(digits.group(0))
+    number = _NUMBER.search(text)
+    if number:
+        digits = number.group(0).lstrip("+")
+        return int(digits) if digits.isdigit() and len(digits) <= MAX_COUNT_DIGITS else None
     word = re.search(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", text)
     if word:
         return _NUMBER_WORDS[word.group(1)]

@@ -45,15 +45,17 @@ from tqdm import tqdm
 from mevqa import lvqa, vocab
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
+from mevqa.families import check_model_source
 from mevqa.jsonl import ensure_dir, file_sha256, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.media import Span, build_media, read_clip
-from mevqa.rows import read_rows, row_id, where
+from mevqa.paths import refuse_outputs_onto_inputs
+from mevqa.rows import clip_name, read_rows, refuse_empty_files, row_id, where
 from mevqa.runfolder import LogAppender, folder_lock
 from mevqa.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections, interval_row,
                         load_for, motion_signal, settings_from_args, spot_macro_flow, spot_video, unpack_video)
-from mevqa.str_predict import VIDEOS_FILE, resume_run
-from mevqa.submission import QUESTION_SUFFIX, write_submission
+from mevqa.str_predict import RUN_FILE, VIDEOS_FILE, resume_run
+from mevqa.submission import QUESTION_SUFFIX, ZIP_NAME, pred_file_name, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +212,7 @@ def read_questions(paths: list[Path], videos_root: Path | None, fps: float | Non
     from mevqa.inference import find_clip  # lazy: torch (mevqa.inference)
 
     rows = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
-    if not rows:
-        raise MevqaError(f"{', '.join(map(str, paths))}: no question rows")
+    refuse_empty_files(paths, rows, "question rows")
     for row in rows:  # every question first: a file of the wrong task fails before videos are looked for
         lvqa.recognise(row["question"], where(row))
     videos: dict[tuple[str, str], dict] = {}
@@ -226,6 +227,7 @@ def read_questions(paths: list[Path], videos_root: Path | None, fps: float | Non
             elif videos_root is None:
                 raise MevqaError(f"{here}: the row names video {row['video']!r} but no --videos folder was given")
             else:
+                clip_name(str(row["video"]), here, "video")  # named here, so find_clip's errors need no place
                 try:
                     source = find_clip(videos_root, str(row["video"]), here)
                 except MevqaError as exc:
@@ -277,6 +279,19 @@ def run(args: argparse.Namespace) -> int:
     if settings.method == "vlm" and args.model is None:
         raise MevqaError("--method vlm needs --model (the VQA model that answers over the whole video)")
     rows, videos = read_questions(args.questions, args.videos, args.fps)
+    if args.model is not None:  # a missing or damaged model fails before the output folder is made
+        from mevqa.inference import check_weight_files
+
+        check_model_source(args.model)
+        if args.adapter is not None and not Path(args.adapter).expanduser().is_dir():
+            raise MevqaError(f"{args.adapter}: adapter folder does not exist")
+        check_weight_files(args.model, args.adapter)
+    written = [args.out / name for name in (RUN_FILE, VIDEOS_FILE, PREDICTIONS_FILE, "work", ZIP_NAME)]
+    if all(QUESTION_SUFFIX in Path(path).name for path in args.questions):
+        written += [args.out / pred_file_name(path) for path in args.questions]
+    refuse_outputs_onto_inputs(outputs={"--out": written}, into={"--out": args.out}, inputs={
+        "--questions": args.questions, "--videos": args.videos, "the videos": [video["source"] for video in videos],
+        "--model": args.model, "--adapter": args.adapter})
     with folder_lock(ensure_dir(args.out), LOCK, "mevqa lvqa-predict"):
         return predict(args, settings, rows, videos, Path(args.out))
 

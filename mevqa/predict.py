@@ -56,7 +56,7 @@ import torch
 from huggingface_hub import snapshot_download
 from tqdm.auto import tqdm
 
-from mevqa import vocab
+from mevqa import lvqa, vocab
 from mevqa.cli_style import HelpFormatter
 from mevqa.consistency import consistent_answers
 from mevqa.errors import MevqaError
@@ -106,6 +106,18 @@ def read_predictions(path: Path) -> dict[str, dict]:
         log.warning("%s: %d empty answers dropped; those rows are asked again", path, len(rows) - len(answered))
         write_jsonl(path, answered)
     return {row_id(row): row for row in answered}
+
+
+def refuse_answers_to_other_questions(rows: list[dict], answered: dict[str, dict], out: Path) -> None:
+    """Answers are kept by id, so a row whose id the folder answered for another question (an edited question file,
+    or another file with the same ids: the 2025 and 2026 test files share theirs) would take that answer. Refused
+    before anything is written."""
+    for row in rows:
+        before = answered.get(row_id(row))
+        if before is not None and str(before.get("question", "")).strip() != row["question"].strip():
+            raise MevqaError(f"{where(row)}: id {row_id(row)!r} asks {row['question']!r}, but {where(before)} holds "
+                             f"the answer to {before.get('question')!r} under that id; use another --out, or delete "
+                             f"{out / PREDICTIONS} to start over")
 
 
 def model_folder(name) -> Path | None:
@@ -433,6 +445,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = read_rows(args.questions)  # ids unique across the files, questions non-empty, media confined
     for row in rows:
+        lvqa.refuse_in_clip_task(row["question"], where(row), "answer ME-LVQA files with mevqa lvqa-predict")
         if row.get("media") is None and "video" in row:
             clip_name(row["video"], where(row), "video")  # a clip lies directly under --clips
     if args.limit is not None and args.limit < 1:
@@ -458,6 +471,7 @@ def run(args: argparse.Namespace) -> int:
     out = ensure_dir(args.out)
     with folder_lock(out, LOCK, "mevqa predict"):  # a second run here would append a second copy of every answer
         previous = read_run_config(out)
+        refuse_answers_to_other_questions(rows, read_predictions(out / PREDICTIONS), out)
         answered_before = (out / PREDICTIONS).is_file() and (out / PREDICTIONS).stat().st_size > 0
         check_run_config(out, run_config(args, runs, previous), previous, resuming=answered_before)
         return _answer_and_report(args, rows, rows_to_answer, runs, out)

@@ -268,6 +268,15 @@ def read_rows(paths, *, required: Iterable[str] = ("question",), unique: bool = 
     return rows
 
 
+def refuse_empty_files(paths, rows: Iterable[dict], what: str) -> None:
+    """One line naming the first of ``paths`` that gave none of ``rows`` (read by :func:`read_rows`): an empty file
+    among several (cut short, or the wrong one) would otherwise drop out of a run without a word."""
+    given = {row["_file"] for row in rows}
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        if str(Path(path)) not in given:
+            raise MevqaError(f"{path}: no {what}")
+
+
 def media_settings_of(rows: Iterable[dict]) -> dict | None:
     """The one media settings record (``media.settings``, keyed by the build-data option names) shared by the rows
     that have media; None when no row has media. Rows whose media carry no record (written by hand or by an older

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEGC2025, OFFICIAL_TEST
+from conftest import MEGC2025, OFFICIAL_TEST, PUBLIC_DATA
 from mevqa.cli import main
 
 QUESTION = "What is the coarse expression class?"
 RANK1 = MEGC2025 / "predictions" / "rank1" / "me_vqa_samm_test_pred.jsonl"  # real answers to the SAMM questions
+LVQA_TEST = PUBLIC_DATA / "megc2026" / "test" / "me_lvqa_samm_test_to_answer.jsonl"
+VQA_V2_TEST = PUBLIC_DATA / "megc2026" / "test" / "me_vqa_samm_v2_test_to_answer.jsonl"
+LVQA_COUNT = "How many expression events appear in this video?"
 
 
 @dataclass
@@ -247,7 +250,68 @@ CASES = [
                                                      "adapter_model.safetensors: damaged weights file")),
     ("--questions is a folder", lambda c: (c.predict("--questions", c.tmp, "--out", c.tmp / "out"),
                                            f"{c.tmp}: is a folder, expected a jsonl file")),
+    # --- MEGC2026: the files of one task given to the other, empty files among several, odd answers ---------------
+    ("predict an ME-LVQA question file", lambda c: (c.predict("--questions", LVQA_TEST, "--out", c.tmp / "out"),
+                                                    f"{LVQA_TEST}:1: {LVQA_COUNT!r} is an ME-LVQA question about a "
+                                                    "whole long video; answer ME-LVQA files with mevqa lvqa-predict")),
+    ("build-data --official with an ME-LVQA file", lambda c: (
+        ["build-data", "samm", "--official", str(LVQA_TEST), "--root", str(c.clips / "SAMM"), "--out",
+         str(c.tmp / "out")], f"{LVQA_TEST}:1: {LVQA_COUNT!r} is an ME-LVQA question about a whole long video; "
+                              "build ME-LVQA rows with mevqa build-lvqa")),
+    ("lvqa-predict a ME-VQA-v2 file", lambda c: (_lvqa_predict(c, VQA_V2_TEST), f"{VQA_V2_TEST}:1: 'What is the "
+                                                                                "coarse expression class?' is not an "
+                                                                                "ME-LVQA question")),
+    ("lvqa-predict --out is a file", lambda c: (_lvqa_predict(c, _samm1_question(c), out=c.file("out")),
+                                                f"{c.tmp / 'out'}: cannot be the output folder")),
+    ("lvqa-predict --questions in Latin-1", lambda c: (_lvqa_predict(c, c.latin1("q.jsonl")),
+                                                       f"{c.tmp / 'q.jsonl'}:2: not UTF-8 text")),
+    ("lvqa-predict with an empty question file among two", lambda c: (
+        _lvqa_predict(c, LVQA_TEST, c.file("e.jsonl", "")), f"{c.tmp / 'e.jsonl'}: no question rows")),
+    ("lvqa-predict with video ../x", lambda c: (_lvqa_predict(c, c.rows("q.jsonl", [
+        {"video_id": "a", "video": "../006_1", "question": LVQA_COUNT}])),
+        f"{c.tmp / 'q.jsonl'}:1: video name '../006_1' must be one plain folder or file name")),
+    ("lvqa-predict --out is a video's frame folder", lambda c: (
+        ["lvqa-predict", "--method", "spot", "--questions", str(c.rows("q.jsonl", [
+            {"video_id": "a", "video": "SAMM-1", "frames": str(c.clips / "SAMM" / "SAMM-1"),
+             "question": LVQA_COUNT}])), "--out", str(c.clips / "SAMM" / "SAMM-1")],
+        f"{c.clips / 'SAMM' / 'SAMM-1'}: --out is the input the videos")),
+    ("lvqa-predict --model that does not exist", lambda c: (
+        _lvqa_predict(c, _samm1_question(c)) + ["--model", str(c.tmp / "no-model")],
+        f"{c.tmp / 'no-model'}: model folder does not exist")),
+    ("lvqa-predict --adapter that does not exist", lambda c: (
+        _lvqa_predict(c, _samm1_question(c)) + ["--model", str(c.model), "--adapter", str(c.tmp / "no-adapter")],
+        f"{c.tmp / 'no-adapter'}: adapter folder does not exist")),
+    ("lvqa-eval gold count 1.5", lambda c: (_lvqa_eval(c, "2", "1.5"), f"{c.tmp / 'g.jsonl'}:1: gold answer '1.5' "
+                                                                       "cannot be read as the count")),
+    ("lvqa-eval gold count -2", lambda c: (_lvqa_eval(c, "2", "-2"), "gold answer '-2' cannot be read as the count")),
+    ("lvqa-eval --pred empty", lambda c: (["lvqa-eval", "--pred", str(c.file("p.jsonl", "")), "--gold",
+                                           str(c.rows("g.jsonl", [_lvqa_row("1")]))],
+                                          f"{c.tmp / 'p.jsonl'}: no prediction rows")),
+    ("lvqa-eval --gold with an empty file among two", lambda c: (_lvqa_eval(c, "1", "1") + [str(c.file("e.jsonl", ""))],
+                                                                 f"{c.tmp / 'e.jsonl'}: no gold rows")),
+    ("lvqa-eval with a prediction twice", lambda c: (
+        ["lvqa-eval", "--pred", str(c.rows("p.jsonl", [_lvqa_row("1")] * 2)), "--gold",
+         str(c.rows("g.jsonl", [_lvqa_row("1")]))], f"{c.tmp / 'p.jsonl'}:2: duplicate prediction id 'samm_006_1_1'")),
 ]
+
+
+def _lvqa_predict(case: Case, *questions: Path, out: Path | None = None) -> list[str]:
+    return ["lvqa-predict", "--method", "spot", "--questions", *map(str, questions), "--videos", str(case.clips),
+            "--out", str(out or case.tmp / "out")]
+
+
+def _samm1_question(case: Case) -> Path:
+    """An ME-LVQA question about the clip folder SAMM-1 (under --videos, as a long video)."""
+    return case.rows("q.jsonl", [{"video_id": "a", "video": "SAMM-1", "question": LVQA_COUNT}])
+
+
+def _lvqa_row(answer: str) -> dict:
+    return {"video_id": "samm_006_1_1", "video": "006_1", "question": LVQA_COUNT, "answer": answer}
+
+
+def _lvqa_eval(case: Case, predicted: str, gold: str) -> list[str]:
+    return ["lvqa-eval", "--pred", str(case.rows("p.jsonl", [_lvqa_row(predicted)])), "--gold",
+            str(case.rows("g.jsonl", [_lvqa_row(gold)]))]
 
 
 def _latin1_table(case: Case) -> Path:

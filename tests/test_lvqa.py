@@ -303,6 +303,41 @@ def test_lvqa_eval_bootstrap_sums_equal_the_point_figures_and_are_seeded():
     assert a["samm"]["mae_macro_ci"] == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("answer, count", [("2 events", 2), ("There are 3.", 3), ("+4", 4), ("three", 3),
+                                           ("none", 0), ("-2", None), ("1.5", None), ("1e3", None),
+                                           ("1000000", None), ("9" * 400, None), ("lots", None)])
+def test_a_count_is_a_whole_number_or_unreadable(answer, count):
+    """Signs, decimals and exponents belong to the number read, so "-2" and "1.5" are unreadable rather than read as
+    2 and 1; more than six digits is no count (and 400 of them once overflowed the squared error)."""
+    assert lvqa.parse_count(answer) == count
+
+
+def test_no_aus_in_any_wording_is_the_empty_set():
+    for answer in ("none", "No action units.", "No AUs", "no AU", ""):
+        assert lvqa.parse_au_set(answer) == frozenset(), answer
+    assert lvqa.parse_au_set("AU99") is None and lvqa.parse_au_set("banana") is None
+
+
+def test_lvqa_eval_scores_an_absurd_count_as_unreadable():
+    pred = [{"video_id": rid, "answer": "9" * 400 if rid == "samm_A_1" else text} for rid, text in ANSWERS.items()]
+    report = score_lvqa(pred, GOLD)
+    assert "samm_A_1" in [item["id"] for item in report["unparseable"]]
+    assert report["samm"]["mae_all"] == 3.0  # scored as 0 against the gold 3
+
+
+def test_build_lvqa_refuses_an_empty_official_file(built, tmp_path, capsys):
+    paths = built["samm-lv"]["paths"]
+    empty = tmp_path / "me_lvqa_samm_test_to_answer.jsonl"
+    empty.write_text("")
+    assert main(["build-lvqa", "samm-lv", "--root", str(paths["root"]), "--annotations", str(paths["annotations"]),
+                 "--emotions", str(paths["emotions"]), "--official", str(empty), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err  # the sheet reader's INFO lines come first
+    assert [line for line in err.splitlines() if line.startswith("mevqa build-lvqa: error: ")] == \
+        [f"mevqa build-lvqa: error: {empty}: no question rows; expected official ME-LVQA rows (video_id, video, "
+         "question)"] and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_lvqa_eval_refuses_a_prediction_for_no_gold_row():
     with pytest.raises(MevqaError, match="'samm_Z_1' is not in the gold rows"):
         score_lvqa([{"video_id": "samm_Z_1", "answer": "1"}], GOLD)

@@ -342,3 +342,23 @@ def test_submit_names_the_v2_files(direct_run, tmp_path):
     assert sorted(path.name for path in (tmp_path / "sub").iterdir()) == sorted([*V2_PRED_NAMES, "submission.zip"])
     for name in V2_PRED_NAMES:
         assert (tmp_path / "sub" / name).read_bytes() == (direct_run / name).read_bytes()
+
+
+def test_the_2025_files_onto_a_v2_folder_are_refused_before_anything_is_written(direct_run, tiny_model_dir,
+                                                                              test_clips, capsys):
+    """The 2025 and 2026 test files share their ids; the v2 folder's answer to the analysis prompt would be taken for
+    the composite question's (answers are kept by id). Refused in one line, the folder's files untouched."""
+    files = ("predictions.jsonl", "final_predictions.jsonl", "run.json", "errors.jsonl", *V2_PRED_NAMES,
+             "submission.zip")
+    before = {name: (direct_run / name).read_bytes() for name in files}
+    samm_2025 = PUBLIC_DATA / "megc2025" / "test" / "me_vqa_samm_test_to_answer.jsonl"
+    capsys.readouterr()
+    assert main(["predict", "--questions", str(samm_2025), "--clips", str(test_clips), "--model",
+                 str(tiny_model_dir), "--out", str(direct_run), "--inputs", "flow", "--batch-size", "8",
+                 "--max-new-tokens", "8"]) == 2
+    line = error_line(capsys, "predict")
+    assert f"{samm_2025}:5: id 'samm_test_SAMM-1_5' asks {vocab.Q_COMPOSITE_ONE!r}" in line or \
+        f"{samm_2025}:5: id 'samm_test_SAMM-1_5' asks {vocab.Q_COMPOSITE_MANY!r}" in line, line
+    assert f"{direct_run / 'predictions.jsonl'}:5 holds the answer to " in line
+    assert {name: (direct_run / name).read_bytes() for name in files} == before
+    assert not (direct_run / "me_vqa_samm_test_pred.jsonl").exists()

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import OFFICIAL_TEST, STRS_FIXTURE
 from mevqa.cli import main
-from test_bad_inputs import RANK1, assert_refused, shared  # noqa: F401 (shared: the module's fixture)
+from test_bad_inputs import LVQA_COUNT, RANK1, assert_refused, shared  # noqa: F401 (shared: the module's fixture)
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "tiny" / "lora.yaml"
 
@@ -33,6 +33,7 @@ class Paths:
     spot: Path       # a smic-e build-spot folder: spot.jsonl, gt.csv
     long: dict       # its synthetic source: root, annotations
     folds: Path      # a split of the casme2 build
+    lv: dict         # synthetic CAS(ME)^3 long videos: root, annotations, macro (build-lvqa's sheets)
 
     def copy(self, source: Path, name: str | None = None) -> Path:
         """A copy of an input file in the case's folder (so that its folder holds nothing else of value)."""
@@ -63,6 +64,20 @@ class Paths:
     def build_spot(self, *extra) -> list[str]:
         return ["build-spot", "smic-e", "--root", str(self.long["root"]), "--annotations",
                 str(self.long["annotations"]), *map(str, extra)]
+
+    def build_lvqa(self, *extra) -> list[str]:
+        return ["build-lvqa", "casme3", "--root", str(self.lv["root"]), "--annotations", str(self.lv["annotations"]),
+                "--macro", str(self.lv["macro"]), *map(str, extra)]
+
+    def lvqa_predict(self, questions: Path, out: Path, *extra) -> list[str]:
+        return ["lvqa-predict", "--method", "spot", "--questions", str(questions), "--out", str(out),
+                *map(str, extra)]
+
+    def lvqa_question(self, **fields) -> Path:
+        """An ME-LVQA question file about the clip SAMM-1 as a long video (found under --videos, or ``frames``)."""
+        path = self.tmp / "me_lvqa_samm_test_to_answer.jsonl"
+        path.write_text(json.dumps({"video_id": "a", "video": "SAMM-1", "question": LVQA_COUNT, **fields}) + "\n")
+        return path
 
     def export(self, *extra) -> list[str]:
         return ["export", "--inputs", "oao", "--format", "swift", *map(str, extra)]
@@ -103,6 +118,15 @@ def _submit_over_pred(p: Paths) -> tuple[list[str], str]:
 def _str_predict(p: Paths, out: Path | None = None) -> list[str]:
     return ["str-predict", "--spot-data", str(p.spot / "spot.jsonl"), "--method", "flow", "--out",
             str(out if out is not None else p.tmp / "out")]
+
+
+def _lvqa_eval(p: Paths, onto: str) -> tuple[list[str], str]:
+    row = json.dumps({"video_id": "a", "video": "v", "question": LVQA_COUNT, "answer": "1"}) + "\n"
+    files = {flag: p.tmp / f"{flag[2:]}.jsonl" for flag in ("--pred", "--gold")}
+    for path in files.values():
+        path.write_text(row)
+    return (["lvqa-eval", "--pred", str(files["--pred"]), "--gold", str(files["--gold"]), "--json", str(files[onto])],
+            f"--json is the input {onto}")
 
 
 def _long_video(p: Paths) -> Path:
@@ -174,6 +198,21 @@ CASES = [
                                                       "--out is the input --spot-data")),
     ("str-predict --out inside a video's frames", lambda p: (_str_predict(p, _long_video(p) / "out"),
                                                              "--out lies inside the frames of --spot-data")),
+    # --- build-lvqa, lvqa-predict, lvqa-eval --------------------------------------------------------------------------
+    ("build-lvqa --out onto --root", lambda p: (p.build_lvqa("--out", p.lv["root"]), "--out is the input --root")),
+    ("build-lvqa --out inside --root", lambda p: (p.build_lvqa("--out", Path(p.lv["root"]) / "built"),
+                                                  "--out lies inside --root")),
+    ("build-lvqa --out onto --macro", lambda p: (p.build_lvqa("--out", p.lv["macro"]), "--out is the input --macro")),
+    ("lvqa-predict --out onto --questions", lambda p: (p.lvqa_predict(q := p.lvqa_question(), q, "--videos", p.clips),
+                                                       "--out is the input --questions")),
+    ("lvqa-predict --out onto --videos", lambda p: (p.lvqa_predict(p.lvqa_question(), p.clips, "--videos", p.clips),
+                                                    "--out is the input --videos")),
+    ("lvqa-predict --out inside a video's frames", lambda p: (
+        p.lvqa_predict(p.lvqa_question(frames=str(v := p.clips / "SAMM" / "SAMM-1")), v / "out"),
+        "--out lies inside the videos")),
+    ("lvqa-predict --out onto --model", lambda p: (p.lvqa_predict(p.lvqa_question(), p.model, "--videos", p.clips,
+                                                                  "--model", p.model), "--out is the input --model")),
+    *[(f"lvqa-eval --json onto {onto}", lambda p, i=onto: _lvqa_eval(p, i)) for onto in ("--pred", "--gold")],
     # --- merge, cv --------------------------------------------------------------------------------------------------
     ("merge --out onto --adapter", lambda p: (["merge", "--base", str(p.model), "--adapter", str(a := p.adapter()),
                                                "--out", str(a)], "--out is the input --adapter")),
@@ -200,15 +239,16 @@ def paths(shared, tmp_path_factory):  # noqa: F811
     assert main(["split", "--data", str(base / "data" / "qa.jsonl"), "--scheme", "kfold:2", "--out",
                  str(base / "folds")]) == 0
     long = write_long_dataset("smic-e", base / "long", videos=1, frames=300, seed=0)
+    lv = write_long_dataset("casme3", base / "lvqa", videos=1, seed=0)
     assert main(["build-spot", "smic-e", "--root", str(long["root"]), "--annotations", str(long["annotations"]),
                  "--out", str(base / "spot")]) == 0
-    return {**shared, "spot": base / "spot", "long": long, "folds": base / "folds"}
+    return {**shared, "spot": base / "spot", "long": long, "folds": base / "folds", "lv": lv}
 
 
 @pytest.mark.parametrize("name, make", CASES, ids=[name for name, _ in CASES])
 def test_an_output_onto_an_input_is_refused_before_anything_is_written(paths, tmp_path, capsys, name, make):
     case = Paths(tmp_path, paths["data"], paths["raw"], paths["clips"], paths["model"], paths["spot"], paths["long"],
-                 paths["folds"])
+                 paths["folds"], paths["lv"])
     assert_refused(*make(case), capsys, tmp_path, paths["base"], paths["model"])
 
 
@@ -221,7 +261,8 @@ def test_the_table_is_as_long_as_the_reliability_page_says():
 def test_every_writing_command_has_a_row():
     commands = {name.split()[0] for name, _ in CASES}
     assert commands == {"eval", "compare", "str-eval", "inspect", "submit", "predict", "split", "export",
-                        "build-data", "build-spot", "spot", "str-predict", "merge", "cv"}
+                        "build-data", "build-spot", "spot", "str-predict", "merge", "cv", "build-lvqa",
+                        "lvqa-predict", "lvqa-eval"}
 
 
 def test_an_output_beside_its_inputs_is_allowed(paths, tmp_path):

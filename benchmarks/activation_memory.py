@@ -7,7 +7,7 @@ Builds Qwen2.5-VL with the real 3B/7B widths (``qwen2_5_vl_configs.json`` beside
 bfloat16) but only one or two language layers and vision blocks, runs one training forward, and records every
 tensor autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``; each storage counted once,
 parameters excluded). The difference between the two-layer and the one-layer model is one layer's cost, which is
-compared with :func:`mevqa.inspect.activation_memory` on the same two configs, for:
+compared with :func:`mevqa.train.inspect.activation_memory` on the same two configs, for:
 
 - a language layer per token: trained fully, for one row and for two rows with padding; frozen with LoRA adapters
   (r 16 on q/k/v/o/gate/up/down), without dropout and with dropout 0.05 (the formula is given the CPU's 4-byte
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mevqa.inspect import Settings, activation_memory, saved_activation_bytes
+from mevqa.train.inspect import Settings, activation_memory, saved_activation_bytes
 
 HERE = Path(__file__).resolve().parent
 

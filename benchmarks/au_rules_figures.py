@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mevqa.au_rules import SHIPPED_TABLES, gold_clips, load_table, recovery
+from mevqa.answering.au_rules import SHIPPED_TABLES, gold_clips, load_table, recovery
 from mevqa.jsonl import read_jsonl
 
 OFFICIAL_TRAIN = Path(__file__).resolve().parents[1] / "data" / "megc2025" / "train" / "me_vqa_samm_casme2_smic.jsonl"

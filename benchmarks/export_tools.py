@@ -15,7 +15,7 @@ What is compared: a small synthetic CASME II build (``mevqa synth-data --size 44
 makes (LLaMA-Factory: ``get_dataset`` + its SFT collator, with the export's ``dataset_info.json`` and the
 ``tool_settings`` of ``export.json``; TRL: ``DataCollatorForVisionLanguageModeling`` over ``load_from_disk`` of the
 ``hf`` export; ms-swift: ``get_template(...).encode`` of the ``swift`` jsonl rows, with the ``tool_settings``
-environment) are set beside mevqa's own training batch (``mevqa.collate.encode``, processor budgets), and the
+environment) are set beside mevqa's own training batch (``mevqa.models.collate.encode``, processor budgets), and the
 script reports equal / unequal. It also encodes the oao rows in ms-swift WITHOUT the tool_settings environment, to
 show how many more visual tokens its defaults give, and compares an oao export made with ``--config`` (a training
 config with its own ``max_pixels``: mevqa's batch then uses that budget, TRL gets the processor sizes of
@@ -207,8 +207,8 @@ def mevqa_reference(train: Path, model: Path, mode: str, max_pixels: int | None 
     ``max_pixels`` set on the processor as the trainer sets it)."""
     from transformers import AutoProcessor
 
-    from mevqa.collate import QADataset, encode
-    from mevqa.model import set_pixel_budgets
+    from mevqa.models.collate import QADataset, encode
+    from mevqa.models.loading import set_pixel_budgets
     from mevqa.rows import read_rows
 
     processor = AutoProcessor.from_pretrained(model)
@@ -223,7 +223,7 @@ def mevqa_reference(train: Path, model: Path, mode: str, max_pixels: int | None 
 
 
 def export_for(tool: str, train: Path, model: Path, mode: str, out: Path, config: Path | None) -> dict:
-    from mevqa.export import ExportSettings, export
+    from mevqa.train.export import ExportSettings, export
 
     settings = ExportSettings(format=FORMAT[tool], inputs=mode, model=str(model),
                               config=str(config) if config else None)

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from qa_rows import write_qa_file  # noqa: E402
 
-from mevqa.collate import QADataset, encode  # noqa: E402
-from mevqa.generation import generate_answers  # noqa: E402
+from mevqa.answering.generation import generate_answers  # noqa: E402
 from mevqa.messages import _decode_image  # noqa: E402
+from mevqa.models.collate import QADataset, encode  # noqa: E402
+from mevqa.models.loading import load_model_and_processor  # noqa: E402
+from mevqa.models.tiny import write_tiny_model  # noqa: E402
 from mevqa.rows import read_rows
-from mevqa.model import load_model_and_processor  # noqa: E402
-from mevqa.tiny import write_tiny_model  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/predict_throughput.py [--clips 10] [--max-new-tokens 32] [--inputs oao]
 
 Builds a synthetic CASME II dataset (``mevqa synth-data`` + ``mevqa build-data``), writes the tiny model, loads it
-once (load time printed separately), then runs the prediction loop of ``mevqa predict`` (:func:`mevqa.predict.predict`:
+once (load time printed separately), then runs the prediction loop of ``mevqa predict`` (:func:`mevqa.answering.predict.predict`:
 batching, generation, writing and syncing each batch) over the same rows at each batch size, into fresh output
 folders, interleaving the batch sizes over ``--rounds`` passes and keeping each one's fastest. Exits 1 if batch 8 is
 not at least 3x faster per row than batch 1, or if the answers differ.
@@ -38,14 +38,14 @@ def main() -> int:
 
     import_seconds = time.perf_counter() - start
 
+    from mevqa.answering.inference import ClipInputs, InferenceSettings
+    from mevqa.answering.predict import predict, read_predictions
     from mevqa.cli import main as mevqa
-    from mevqa.inference import ClipInputs, InferenceSettings
     from mevqa.media import MediaSettings
     from mevqa.messages import INPUT_MODES
+    from mevqa.models.loading import load_model_and_processor
+    from mevqa.models.tiny import write_tiny_model
     from mevqa.rows import read_rows
-    from mevqa.model import load_model_and_processor
-    from mevqa.predict import predict, read_predictions
-    from mevqa.tiny import write_tiny_model
 
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="mevqa-bench-") as tmp:

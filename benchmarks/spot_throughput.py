@@ -5,10 +5,10 @@
 
 1. Writes (once; reused on later runs) a synthetic long video of ``--frames`` frames at ``--size`` (default 10,000
    frames of 640x480, 30 fps, H.264) with planted movements (:mod:`mevqa.data_builders.synth_long`), and times
-   :func:`mevqa.spot.spot_flow` on it: streaming decode, grey frames resized to the flow size, Farneback flow with
+   :func:`mevqa.longvideo.spot.spot_flow` on it: streaming decode, grey frames resized to the flow size, Farneback flow with
    head-motion removal, peak picking. The fastest of ``--rounds`` passes counts (on a shared machine the slow passes
    are other people's load).
-2. Writes the tiny random Qwen2.5-VL and times the vlm method's window loop (:func:`mevqa.spot.window_probabilities`:
+2. Writes the tiny random Qwen2.5-VL and times the vlm method's window loop (:func:`mevqa.longvideo.spot.window_probabilities`:
    each window's span, its inputs built as ``mevqa build-spot --windows`` builds them, P(yes) from the label-constrained
    scorer) over the first ``--vlm-frames`` frames of the same video, unpacked to jpg first as ``mevqa spot`` does; a
    second pass, whose inputs are already built, shows what the scoring costs.
@@ -40,8 +40,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from mevqa.data_builders.synth_long import plan_video, render_frames, write_mp4
+    from mevqa.longvideo.spot import FlowSettings, VlmSettings, spot_flow, unpack_video, window_probabilities
     from mevqa.media import MediaSettings, read_clip
-    from mevqa.spot import FlowSettings, VlmSettings, spot_flow, unpack_video, window_probabilities
 
     width, height = args.size
     stamp = args.video.with_suffix(".json")
@@ -69,10 +69,10 @@ def main() -> int:
 
     import torch
 
-    from mevqa.inference import InferenceSettings
+    from mevqa.answering.inference import InferenceSettings
     from mevqa.messages import INPUT_MODES
-    from mevqa.model import load_model_and_processor
-    from mevqa.tiny import write_tiny_model
+    from mevqa.models.loading import load_model_and_processor
+    from mevqa.models.tiny import write_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="mevqa-spot-bench-") as tmp:
         tmp = Path(tmp)

@@ -102,7 +102,7 @@ def build_model(name: str, processor, dtype: torch.dtype, device: torch.device, 
 
 
 def part_sizes(model) -> dict[str, int]:
-    from mevqa.families import family_of
+    from mevqa.models.families import family_of
     from mevqa.train.parts import part_of
 
     family = family_of(model)
@@ -167,9 +167,9 @@ def main(argv=None) -> None:
 
     from transformers.trainer_utils import SaveStrategy
 
-    from mevqa.collate import Collator, QADataset
-    from mevqa.model import load_model_and_processor, set_pixel_budgets
-    from mevqa.tiny import write_tiny_model
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor, set_pixel_budgets
+    from mevqa.models.tiny import write_tiny_model
     from mevqa.train.parts import apply_full, apply_lora, enable_gradient_checkpointing
     from mevqa.train.run import training_arguments
     from mevqa.train.trainer import MevqaTrainer

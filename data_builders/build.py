@@ -41,12 +41,13 @@ from types import ModuleType
 import cv2
 from tqdm import tqdm
 
-from mevqa import lvqa, vocab
+from mevqa import vocab
 from mevqa.data_builders import casme2, casme3, fourdme, samm, smic
 from mevqa.data_builders.qa import QUESTION_SETS, ClipRecord, clip_rows, questions_of_set
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, write_json, write_jsonl
 from mevqa.log import is_main_process
+from mevqa.longvideo import lvqa
 from mevqa.media import VIDEO_SUFFIXES, MediaSettings, build_media, read_clip, resolve_span
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import build_record, cell_int, clip_name, read_rows

@@ -17,11 +17,11 @@ from typing import Callable
 
 from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
 from mevqa.errors import MevqaError
-from mevqa.inspect import Settings, inspect_rows, load_processor_and_config
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options, parse_inputs
 from mevqa.messages import INPUT_MODES
 from mevqa.paths import seed as seed_type
 from mevqa.rows import read_rows
+from mevqa.train.inspect import Settings, inspect_rows, load_processor_and_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

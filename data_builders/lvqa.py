@@ -4,7 +4,7 @@ long videos and their sheets (read by ``mevqa build-spot``'s readers) -> ME-LVQA
 Writes, atomically and only when the whole build succeeds:
 
 - ``OUT/lvqa.jsonl``: per video, the six official questions in the official order and wording
-  (:func:`mevqa.lvqa.video_questions`), each row in the official format (``video_id, video, question, answer``)
+  (:func:`mevqa.longvideo.lvqa.video_questions`), each row in the official format (``video_id, video, question, answer``)
   plus ``dataset``, ``subject``, ``fps``, ``frames`` (the frame folder, relative to OUT, which ``mevqa
   lvqa-predict`` reads) and ``events`` (the video's events in answer order: ``onset, offset, type, aus``). The two
   type questions ask about two distinct events drawn with ``random.Random("lvqa:<seed>:<dataset>:<subject>:<video>")``
@@ -17,7 +17,7 @@ Writes, atomically and only when the whole build succeeds:
 - ``OUT/build.json``: what was read (paths and SHA-256 of the sheets and official files) and every setting.
 
 CAS(ME)^3 needs ``--macro`` (its macro-expressions are in the macro+micro sheet): without it every macro count
-would be 0. Events are numbered by onset (:func:`mevqa.lvqa.number_events`).
+would be 0. Events are numbered by onset (:func:`mevqa.longvideo.lvqa.number_events`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import random
 import time
 from pathlib import Path
 
-from mevqa import lvqa
 from mevqa.data_builders.spot import QA_DATASET, read_videos
 from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, write_json, write_jsonl
+from mevqa.longvideo import lvqa
 from mevqa.paths import refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.rows import read_rows, refuse_empty_files, row_id, where
 from mevqa.runfolder import folder_lock

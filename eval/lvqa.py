@@ -7,7 +7,7 @@ Public API::
     join_lvqa(pred_rows, gold_rows) -> LvqaJoined
     FIGURES
 
-Rows are joined by id (``video_id``); each gold row's question kind is recognised (:func:`mevqa.lvqa.recognise`).
+Rows are joined by id (``video_id``); each gold row's question kind is recognised (:func:`mevqa.longvideo.lvqa.recognise`).
 Per split (SAMM, CAS; :func:`mevqa.eval.split_of`) and Overall:
 
 - ``mae_<all|micro|macro>``, ``rmse_<all|micro|macro>``: mean absolute and root mean squared error of the three
@@ -17,8 +17,8 @@ Per split (SAMM, CAS; :func:`mevqa.eval.split_of`) and Overall:
 - ``uf1_type``, ``uar_type``: sklearn macro F1 and macro recall of the micro/macro type answers over the types
   present in the split's gold answers.
 
-Answers are read by :func:`mevqa.lvqa.parse_count`, :func:`~mevqa.lvqa.parse_type` and
-:func:`~mevqa.lvqa.parse_au_set` (digits or number words; "micro"/"macro"; AU names or ``AU12`` codes). An
+Answers are read by :func:`mevqa.longvideo.lvqa.parse_count`, :func:`~mevqa.longvideo.lvqa.parse_type` and
+:func:`~mevqa.longvideo.lvqa.parse_au_set` (digits or number words; "micro"/"macro"; AU names or ``AU12`` codes). An
 unparseable (or missing) answer is wrong and listed under ``unparseable``: a count is scored as the answer 0, and as
 off by one where the gold count is 0; an AU answer scores 0; a type answer is a class of its own (a miss).
 
@@ -33,11 +33,11 @@ from typing import Iterable
 
 import numpy as np
 
-from mevqa import lvqa
 from mevqa.errors import MevqaError
 from mevqa.eval.bootstrap import ClipStatistics, clip_of, interval, resampled_figures
 from mevqa.eval.metrics import _class_report, _index, round_floats
 from mevqa.eval.rows import split_of, split_sort_key, where
+from mevqa.longvideo import lvqa
 
 COUNT_NAMES = {lvqa.COUNT_ALL: "all", lvqa.COUNT_MICRO: "micro", lvqa.COUNT_MACRO: "macro"}
 TYPES = (lvqa.MICRO, lvqa.MACRO)

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from mevqa.errors import MevqaError
-from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.paths import console_command, recipe_path
 
 MARKER = "demo.json"

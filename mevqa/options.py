@@ -14,7 +14,7 @@ from mevqa.messages import INPUT_MODES
 
 # What a trained model's train_config.yaml records about how it is shown a row and answers: config field -> the
 # option of ``mevqa answer``/``mevqa predict`` that overrides it (left out, the record decides). ``mevqa cv`` passes a
-# zero-shot config's fields to predict by this table; :mod:`mevqa.inference` reads the fields back by it.
+# zero-shot config's fields to predict by this table; :mod:`mevqa.answering.inference` reads the fields back by it.
 AS_TRAINED_OPTIONS = {"inputs": "--inputs", "system_prompt": "--system-prompt", "max_frames": "--max-frames",
                       "video_fps": "--video-fps", "min_pixels": "--min-pixels", "max_pixels": "--max-pixels",
                       "video_min_pixels": "--video-min-pixels", "video_max_pixels": "--video-max-pixels",

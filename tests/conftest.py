@@ -46,8 +46,8 @@ def public_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny random Qwen2.5-VL written once per test session by ``mevqa.tiny.write_tiny_model``."""
-    from mevqa.tiny import write_tiny_model
+    """A tiny random Qwen2.5-VL written once per test session by ``mevqa.models.tiny.write_tiny_model``."""
+    from mevqa.models.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", seed=0)
 
@@ -71,7 +71,7 @@ def tiny_family_dir(request, tiny_family_dirs) -> Path:
 
 def tiny_family(dirs: dict, family: str) -> Path:
     """The tiny model of ``family`` from the session's ``tiny_family_dirs``, written on first use."""
-    from mevqa.tiny import write_tiny_model
+    from mevqa.models.tiny import write_tiny_model
 
     if family not in dirs:
         dirs[family] = write_tiny_model(dirs["_root"] / family, seed=0, family=family)
@@ -82,7 +82,7 @@ def tiny_family(dirs: dict, family: str) -> Path:
 def tiny(tiny_model_dir):
     """``(model, processor)`` of the tiny model on the CPU, loaded once per test module (a module that changes the
     weights gets its own copy)."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, device="cpu")
 

@@ -53,9 +53,9 @@ def answer(capsys, *args) -> dict:
 
 def expected_answer(model_dir, clip, mode, fps, adapter=None, **settings) -> str:
     """The answer for the same clip built the way ``mevqa build-data`` builds a dataset clip."""
-    from mevqa.generation import generate_answers
+    from mevqa.answering.generation import generate_answers
     from mevqa.media import MediaSettings, build_media, read_clip, resolve_span
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.rows import resolve_media
 
     with tempfile.TemporaryDirectory() as out:

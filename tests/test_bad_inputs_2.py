@@ -38,7 +38,7 @@ def _folds(case: Case) -> Path:
 
 def _edited_fold(case: Case) -> tuple[list[str], str]:
     """A cv whose runs were made over the folds (its cv.json records them), then a fold file edited."""
-    from mevqa import cv
+    from mevqa.experiments import cv
 
     folds, out = _folds(case), case.tmp / "cv"
     out.mkdir()

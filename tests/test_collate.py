@@ -7,10 +7,10 @@ import torch
 
 import re
 
-from mevqa.collate import IGNORE_INDEX, Collator, QADataset, encode
 from mevqa.errors import MevqaError
-from mevqa.families import family_of
 from mevqa.messages import INPUT_MODES
+from mevqa.models.collate import IGNORE_INDEX, Collator, QADataset, encode
+from mevqa.models.families import family_of
 from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 
@@ -18,7 +18,7 @@ from qa_rows import write_qa_file
 @pytest.fixture(scope="module")
 def family_tiny(tiny_family_dir):
     """``(model, processor)`` of each family's tiny model in turn."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_family_dir, device="cpu")
 

@@ -12,8 +12,8 @@ import yaml
 
 from mevqa.errors import MevqaError
 from mevqa.messages import INPUT_MODES
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.train.config import TrainConfig, config_dict, load_config, parse_args, save_config
-from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.train.parts import lora_target_regex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_the_configs_the_issue_asks_for_are_shipped():
 def test_every_shipped_yaml_parses_into_the_config(path):
     written = yaml.safe_load(path.read_text())
     if written.get("num_train_epochs") == 0:  # zero-shot (baseline grid): as `mevqa cv` reads it, nothing trains
-        from mevqa.cv import resolve_config
+        from mevqa.experiments.cv import resolve_config
 
         resolved = resolve_config(path, [])
         assert resolved.zero_shot and resolved.recipe is None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mevqa import vocab
-from mevqa.au_rules import parse_au_names
-from mevqa.consistency import clip_key, consistent_answers
+from mevqa.answering.au_rules import parse_au_names
+from mevqa.answering.consistency import clip_key, consistent_answers
+from mevqa.answering.strategies import Answer, composite_parts, label_of
 from mevqa.jsonl import read_jsonl
-from mevqa.strategies import Answer, composite_parts, label_of
 
 
 def submission(public_data, team: str) -> list[dict]:

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, TINY_FAMILIES, tiny_family
-from mevqa import cv
 from mevqa.cli import main
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, score
+from mevqa.experiments import cv
 
 TINY_LORA = REPO_ROOT / "recipes" / "configs" / "tiny" / "lora.yaml"
 TWO_GPUS = ["--gpus", "0,1"] if torch.cuda.device_count() >= 2 else []

@@ -10,13 +10,13 @@ import pytest
 from mevqa import vocab
 from mevqa.cli import main
 from mevqa.data_builders.build import BuildOptions, build_dataset
-from mevqa.media import MediaSettings
 from mevqa.data_builders.qa import parse_aus
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
-from mevqa.families import FAMILIES
 from mevqa.jsonl import read_jsonl
+from mevqa.media import MediaSettings
 from mevqa.media import read_frame
+from mevqa.models.families import FAMILIES
 
 from conftest import OFFICIAL_TEST
 
@@ -536,7 +536,7 @@ def test_build_data_prints_the_inspect_summary_with_the_model_given(synthetic, t
     """--inspect-model prints what `mevqa inspect --data OUT/qa.jsonl --model MODEL` prints; the input mode falls
     back to one the build made inputs for; without the option, the command that gives the summary is printed.
     Each family's tiny model: its own resize factor."""
-    from mevqa.inspect import inspect_files
+    from mevqa.train.inspect import inspect_files
 
     out = tmp_path / "out"
     assert cli(*build_args("casme2", synthetic["casme2"], out, "--inputs", "video", "--size", 32,

@@ -16,9 +16,9 @@ from PIL import Image
 
 from mevqa.cli import main
 from mevqa.errors import MevqaError
-from mevqa.export import ExportSettings, export
 from mevqa.messages import build_messages
 from mevqa.rows import read_rows
+from mevqa.train.export import ExportSettings, export
 from qa_rows import write_qa_file
 
 
@@ -139,7 +139,7 @@ def test_hf_export_reads_in_trl_as_mevqa_encodes_it(qa_files, tmp_path, tiny_mod
     tokens and grids of mevqa's own training batch."""
     from transformers import AutoProcessor
 
-    from mevqa.collate import QADataset, encode
+    from mevqa.models.collate import QADataset, encode
 
     train, _ = qa_files
     out = tmp_path / "hf"

@@ -14,7 +14,7 @@ from conftest import tiny_family
 from inference_clips import write_frame_folder
 from mevqa import vocab
 from mevqa.cli import main
-from mevqa.inspect import inspect_files
+from mevqa.train.inspect import inspect_files
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 

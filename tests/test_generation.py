@@ -8,10 +8,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from mevqa.collate import Collator, QADataset
-from mevqa.generation import generate_answers, iter_answers
+from mevqa.answering.generation import generate_answers, iter_answers
+from mevqa.models.collate import Collator, QADataset
+from mevqa.models.loading import load_model_and_processor
 from mevqa.rows import read_rows
-from mevqa.model import load_model_and_processor
 from qa_rows import write_qa_file
 
 

@@ -12,12 +12,12 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from mevqa.cli import main
-from mevqa.collate import QADataset, encode
 from mevqa.errors import MevqaError
-from mevqa.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
-                           load_processor_and_config, saved_activation_bytes, video_tokens)
 from mevqa.messages import INPUT_MODES
+from mevqa.models.collate import QADataset, encode
 from mevqa.rows import read_rows
+from mevqa.train.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
+                                 load_processor_and_config, saved_activation_bytes, video_tokens)
 from conftest import tiny_family
 from qa_rows import write_qa_file
 

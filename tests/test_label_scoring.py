@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mevqa import vocab
-from mevqa.collate import encode
+from mevqa.answering.label_scoring import (END, _sample, _takes_encoder_outputs, answer_logprobs, choice_logprobs, choice_probabilities,
+                                           greedy_au_list, normalise)
 from mevqa.errors import MevqaError
-from mevqa.label_scoring import (END, _sample, _takes_encoder_outputs, answer_logprobs, choice_logprobs, choice_probabilities,
-                                 greedy_au_list, normalise)
+from mevqa.models.collate import encode
 from qa_rows import write_qa_file
 
 
@@ -19,7 +19,7 @@ from qa_rows import write_qa_file
 @pytest.fixture(scope="module")
 def family_tiny(tiny_family_dir):
     """``(model, processor)`` of each family's tiny model in turn."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_family_dir, device="cpu")
 
@@ -63,7 +63,7 @@ def test_scores_equal_the_training_log_likelihood_of_each_answer(family_tiny, ro
 def test_a_peft_wrapped_model_is_scored_through_its_adapter(tiny_model_dir, rows):
     from peft import LoraConfig, get_peft_model
 
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     base, processor = load_model_and_processor(tiny_model_dir)
     plain = answer_logprobs(base, processor, rows[0], "oao", ["positive", "negative"])

@@ -21,8 +21,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "mevqa.dataset_facts", "mevqa.rows", "mevqa.cli_style", "mevqa.paths"),
     # the model's inputs and the model: clip media, prompts, batching, loading, generation, label scoring
     "inputs": ("mevqa.media", "mevqa.media.build", "mevqa.media.clips", "mevqa.media.face", "mevqa.media.flow",
-               "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.families", "mevqa.model", "mevqa.collate",
-               "mevqa.generation", "mevqa.label_scoring", "mevqa.tiny", "mevqa.options"),
+               "mevqa.media.span", "mevqa.media.windows", "mevqa.messages", "mevqa.models.families", "mevqa.models.loading", "mevqa.models.collate",
+               "mevqa.answering.generation", "mevqa.answering.label_scoring", "mevqa.models.tiny", "mevqa.options"),
     # one stage each: data builders, scoring, answering a row
     "stages": ("mevqa.data_builders", "mevqa.data_builders.qa", "mevqa.data_builders.sheets",
                "mevqa.data_builders.casme2", "mevqa.data_builders.samm", "mevqa.data_builders.smic",
@@ -31,14 +31,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "mevqa.data_builders.synth_long",
                "mevqa.eval", "mevqa.eval.rows", "mevqa.eval.metrics", "mevqa.eval.bootstrap", "mevqa.eval.samples",
                "mevqa.eval.scoring", "mevqa.eval.stamp", "mevqa.eval.report", "mevqa.eval.compare",
-               "mevqa.eval.strs", "mevqa.eval.lvqa", "mevqa.data_builders.lvqa", "mevqa.lvqa",
-               "mevqa.au_rules", "mevqa.strategies", "mevqa.consistency", "mevqa.inference", "mevqa.submission"),
+               "mevqa.eval.strs", "mevqa.eval.lvqa", "mevqa.data_builders.lvqa", "mevqa.longvideo.lvqa",
+               "mevqa.answering.au_rules", "mevqa.answering.strategies", "mevqa.answering.consistency", "mevqa.answering.inference", "mevqa.answering.submission"),
     # whole runs over many rows or clips: training, prediction, cross-validation, ME-STR, folds, exports, budgets
     "runs": ("mevqa.train", "mevqa.train.config", "mevqa.train.data", "mevqa.train.parts", "mevqa.train.trainer",
-             "mevqa.train.run", "mevqa.predict", "mevqa.cv", "mevqa.spot", "mevqa.str_predict", "mevqa.lvqa_predict", "mevqa.split",
-             "mevqa.export", "mevqa.inspect"),
+             "mevqa.train.run", "mevqa.answering.predict", "mevqa.experiments.cv", "mevqa.longvideo.spot", "mevqa.longvideo.str_predict", "mevqa.longvideo.lvqa_predict", "mevqa.experiments.split",
+             "mevqa.train.export", "mevqa.train.inspect"),
     # what only the command line (and the recipes, and evaluate) use; nothing imports these
-    "commands": ("mevqa.cli", "mevqa.__main__", "mevqa.answer", "mevqa.demo", "mevqa.merge",
+    "commands": ("mevqa.cli", "mevqa.__main__", "mevqa.answering.answer", "mevqa.demo", "mevqa.models.merge",
                  "mevqa.data_builders.cli", "mevqa.data_builders.synth_cli", "mevqa.eval.cli", "mevqa.eval.strs_cli",
                  "mevqa.eval.lvqa_cli", "mevqa.train.launch",
                  "mevqa.eval.metric.mevqa_vqa.mevqa_vqa", "mevqa.recipes", "mevqa.recipes.lora",

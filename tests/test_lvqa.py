@@ -13,13 +13,13 @@ import zipfile
 import pytest
 
 from conftest import PUBLIC_DATA
-from mevqa import lvqa
 from mevqa.cli import main
 from mevqa.data_builders.lvqa import build_lvqa
 from mevqa.data_builders.synth_long import plan_video, render_frames, write_long_dataset, write_mp4
 from mevqa.errors import MevqaError
 from mevqa.eval.lvqa import figures_from_sums, join_lvqa, score_lvqa
 from mevqa.jsonl import read_jsonl
+from mevqa.longvideo import lvqa
 
 OFFICIAL_LVQA = [PUBLIC_DATA / "megc2026" / "test" / "me_lvqa_samm_test_to_answer.jsonl",
                  PUBLIC_DATA / "megc2026" / "test" / "me_lvqa_casme3_test_to_answer.jsonl"]

@@ -13,12 +13,12 @@ import pytest
 from conftest import PUBLIC_DATA
 from inference_clips import write_test_clips
 from mevqa import vocab
-from mevqa.au_rules import parse_au_names
+from mevqa.answering.au_rules import parse_au_names
+from mevqa.answering.consistency import consistent_answers
+from mevqa.answering.strategies import analysis_parts, label_of, vote_answer
 from mevqa.cli import main
-from mevqa.consistency import consistent_answers
 from mevqa.eval import score
 from mevqa.messages import KIND_SYSTEM_PROMPTS, system_prompt_for
-from mevqa.strategies import analysis_parts, label_of, vote_answer
 
 V2_TEST = [PUBLIC_DATA / "megc2026" / "test" / "me_vqa_samm_v2_test_to_answer.jsonl",
            PUBLIC_DATA / "megc2026" / "test" / "me_vqa_casme3_v2_test_to_answer.jsonl"]

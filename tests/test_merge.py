@@ -7,7 +7,7 @@ import torch
 
 from mevqa.cli import main
 from mevqa.errors import MevqaError
-from mevqa.merge import merge_adapter
+from mevqa.models.merge import merge_adapter
 from mevqa.train.config import parse_args, save_config
 from mevqa.train.parts import apply_lora
 
@@ -22,7 +22,7 @@ MERGER_WEIGHTS = {"qwen2_vl": ["model.visual.merger.mlp.0.weight"], "qwen2_5_vl"
 def adapter(tiny_family_dir, tmp_path_factory):
     """An adapter with LoRA on the vision blocks and the merger plus a fully trained language model, every trainable
     weight moved off its initial value (as training would), so that merging has something to fold."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_family_dir, dtype="float32", device="cpu")
     cfg = parse_args(["--vision", "lora", "--merger", "lora", "--llm", "full"])
@@ -43,9 +43,9 @@ def adapter(tiny_family_dir, tmp_path_factory):
 def batch(tiny_family_dir, tmp_path_factory):
     from qa_rows import write_qa_file
 
-    from mevqa.collate import Collator, QADataset
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.rows import read_rows
-    from mevqa.model import load_model_and_processor
 
     _, processor = load_model_and_processor(tiny_family_dir, dtype="float32", device="cpu")
     rows = read_rows(write_qa_file(tmp_path_factory.mktemp("qa"), clips=1))[:3]
@@ -58,7 +58,7 @@ def batch(tiny_family_dir, tmp_path_factory):
 def test_merged_checkpoint_matches_base_plus_adapter(tiny_family_dir, adapter, batch, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     out = tmp_path / "merged"
     assert main(["merge", "--base", str(tiny_family_dir), "--adapter", str(adapter), "--out", str(out)]) == 0

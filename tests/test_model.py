@@ -13,11 +13,11 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from mevqa.collate import QADataset, encode
 from mevqa.errors import MevqaError
+from mevqa.models.collate import QADataset, encode
+from mevqa.models.families import FAMILIES, family, family_of_source
+from mevqa.models.loading import load_model_and_processor, model_parts, part_of, resolve_dtype, set_pixel_budgets
 from mevqa.rows import read_rows
-from mevqa.families import FAMILIES, family, family_of_source
-from mevqa.model import load_model_and_processor, model_parts, part_of, resolve_dtype, set_pixel_budgets
 from conftest import TINY_FAMILIES, tiny_family
 from qa_rows import write_qa_file
 
@@ -125,7 +125,7 @@ def test_every_parameter_of_each_family_has_its_part(family_name, tiny_family_di
 def test_the_family_table_names_the_real_modules(family_name, tiny_family_dirs):
     """Every module path and LoRA layer name of each family's table entry, checked on the real class (the tiny model
     built from its config.json on the meta device)."""
-    from mevqa.families import model_skeleton
+    from mevqa.models.families import model_skeleton
 
     fam = FAMILIES[family_name]
     skeleton = model_skeleton(tiny_family(tiny_family_dirs, family_name))
@@ -151,7 +151,7 @@ def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):
     with pytest.raises(MevqaError, match=expected):
         load_model_and_processor(tmp_path)
     # The recipes (before the output folder is touched) and mevqa cv (before any run) say the same.
-    from mevqa import cv
+    from mevqa.experiments import cv
     from mevqa.train.run import main
     from qa_rows import write_qa_file
 
@@ -243,7 +243,7 @@ def test_adapter_that_does_not_fit_is_a_clear_error(tiny_model_dir, adapter_dir,
 
 @pytest.mark.gpu
 def test_auto_dtype_on_cuda_is_bfloat16_and_generation_runs(tiny_model_dir, batch):
-    from mevqa.generation import generate_answers
+    from mevqa.answering.generation import generate_answers
 
     model, processor = load_model_and_processor(tiny_model_dir)
     assert next(model.parameters()).device.type == "cuda"

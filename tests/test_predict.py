@@ -400,7 +400,7 @@ def test_weights_fingerprint_hashes_files_and_reads_hub_blob_names(tmp_path):
     files keep their recorded digest."""
     import hashlib
 
-    from mevqa.predict import weights_fingerprint
+    from mevqa.answering.predict import weights_fingerprint
 
     data = b"weights" * 1000
     digest = hashlib.sha256(data).hexdigest()

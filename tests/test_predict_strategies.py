@@ -16,9 +16,9 @@ import yaml
 from conftest import OFFICIAL_TEST, REPO_ROOT
 from inference_clips import write_frame_folder, write_test_clips
 from mevqa import vocab
-from mevqa.au_rules import parse_au_names
+from mevqa.answering.au_rules import parse_au_names
+from mevqa.answering.strategies import vote_answer
 from mevqa.cli import main
-from mevqa.strategies import vote_answer
 
 N_ROWS = 120  # 35 SAMM + 85 CAS(ME)^3 questions
 OFFICIAL_AU_NAMES = tuple(vocab.OFFICIAL_AU_NAMES.values())
@@ -191,7 +191,7 @@ def test_vote_through_predict_is_reproducible(tmp_path, tiny_model_dir, test_cli
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> Path:
     """Another tiny model (other random weights), trained, as its train_config.yaml says, on flow images."""
-    from mevqa.tiny import write_tiny_model
+    from mevqa.models.tiny import write_tiny_model
 
     model = write_tiny_model(tmp_path_factory.mktemp("other-model") / "model", seed=1)
     (model / "train_config.yaml").write_text(yaml.safe_dump({"inputs": "flow", "num_epochs": 1}))
@@ -368,7 +368,7 @@ def test_answer_hierarchical_asks_the_coarse_question_first(capsys, tiny_model_d
 
 
 def test_answer_au_rules(capsys, tiny_model_dir, clip_dir):
-    from mevqa.au_rules import load_table
+    from mevqa.answering.au_rules import load_table
 
     model = ["--clip", clip_dir, "--model", tiny_model_dir, "--inputs", "oao"]
     assert main(["answer", "--question", vocab.Q_FINE, *map(str, model), "--strategy", "au-rules"]) == 2
@@ -390,7 +390,7 @@ def test_answer_au_rules(capsys, tiny_model_dir, clip_dir):
 
 # --- the recipes ------------------------------------------------------------------------------------------------
 def test_the_2025_recipes_state_their_answer_strategies():
-    from mevqa.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels, parse_strategy
+    from mevqa.answering.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels, parse_strategy
 
     folder = REPO_ROOT / "recipes" / "configs" / "megc2025"
 

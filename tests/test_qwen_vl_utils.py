@@ -1,7 +1,7 @@
 """qwen-vl-utils, Qwen's reference preprocessing, as the check on mevqa's video inputs.
 
 mevqa gives the processor the frames it already sampled, as one uint8 array per video, with
-``VideoMetadata(fps=sample_fps)`` and ``do_sample_frames=False`` (``mevqa.collate.encode``). For frames whose sides
+``VideoMetadata(fps=sample_fps)`` and ``do_sample_frames=False`` (``mevqa.models.collate.encode``). For frames whose sides
 are multiples of 56 px and the same frame rate, that equals qwen-vl-utils + the processor exactly:
 ``pixel_values_videos``, ``video_grid_thw`` and ``second_per_grid_ts``.
 
@@ -27,7 +27,7 @@ import qwen_vl_utils
 import torch
 from transformers import AutoProcessor
 
-from mevqa.collate import QADataset, encode
+from mevqa.models.collate import QADataset, encode
 from mevqa.rows import read_rows
 from qa_rows import write_qa_file
 

@@ -116,9 +116,9 @@ def lora_run(lora_args, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def batch(tiny_model_dir, synth):
     """A training-style batch (labels dropped) of three rows, to compare logits."""
-    from mevqa.collate import Collator, QADataset
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.rows import read_rows
-    from mevqa.model import load_model_and_processor
 
     _, processor = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
     rows = read_rows(synth["mixed"])[:3]
@@ -153,7 +153,7 @@ def assert_loss_finite_and_falling(output_dir: Path) -> list[dict]:
 def test_lora_recipe_trains_adapter_only_and_saves_what_it_trained(lora_run, tiny_model_dir, batch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     records = assert_loss_finite_and_falling(lora_run)
     assert [r["step"] for r in records] == list(range(1, 9))
@@ -216,7 +216,7 @@ def test_a_lora_checkpoint_answers_with_mevqa_answer(lora_run, tiny_model_dir, s
 def test_merge_of_the_recipe_adapter_loads_with_plain_transformers(lora_run, tiny_model_dir, batch, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     out = tmp_path / "merged"
     subprocess.run([MEVQA, "merge", "--base", str(tiny_model_dir), "--adapter", str(lora_run / "final"),
@@ -548,7 +548,7 @@ def test_mevqa_train_launches_processes_and_a_childs_failure_is_its_one_line(tin
 def test_full_recipe_trains_the_chosen_parts_and_resumes_to_the_same_weights(tiny_model_dir, synth, batch, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     out = tmp_path / "full"
     launch("full", SINGLE, *tiny_args("full", tiny_model_dir, synth["mixed"], out, "--vision", "frozen",
@@ -587,7 +587,7 @@ def test_full_recipe_trains_the_chosen_parts_and_resumes_to_the_same_weights(tin
 @pytest.mark.parametrize("family", FAMILY_RUNS)
 def test_two_processes_form_one_group_shard_the_data_and_save_once(family, tiny_family_dirs, synth, tmp_path):
     from conftest import tiny_family
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     tiny_model_dir = tiny_family(tiny_family_dirs, family)
 
@@ -667,10 +667,10 @@ def test_qlora_quantises_the_language_model_only_and_trains_with_a_full_vision_t
 def test_pixels_reach_the_answer_on_held_out_clips(tiny_model_dir, synth, tmp_path):
     """Full fine-tuning on OAO frames of synthetic clips whose coarse class is visible (where a blob moves):
     the model then answers the coarse question on held-out clips, scored by mevqa's own scorer."""
+    from mevqa.answering.generation import generate_answers
     from mevqa.eval import score
-    from mevqa.generation import generate_answers
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.rows import read_rows
-    from mevqa.model import load_model_and_processor
 
     out = tmp_path / "learn"
     # lr 1e-3 (the tiny config's), cosine after 30 warmup steps, 8 clips a step: every seed tried (0-3) answers all

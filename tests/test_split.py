@@ -10,12 +10,12 @@ import pytest
 
 from mevqa.cli import main
 from mevqa.data_builders.build import BuildOptions, build_dataset
-from mevqa.media import MediaSettings
 from mevqa.data_builders.synth import write_synthetic_dataset
 from mevqa.errors import MevqaError
+from mevqa.experiments.split import load_rows, make_folds
 from mevqa.jsonl import read_jsonl
+from mevqa.media import MediaSettings
 from mevqa.rows import read_rows
-from mevqa.split import load_rows, make_folds
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from mevqa.cli import main
 from mevqa.data_builders.spot import IOU_POSITIVE, WindowOptions, build_spot
 from mevqa.data_builders.synth_long import FPS, FRAME_SIZES, plan_video, render_frames, write_long_dataset, write_mp4
 from mevqa.jsonl import read_jsonl
+from mevqa.longvideo.spot import FlowSettings, flow_detections
 from mevqa.media import MediaSettings
 from mevqa.media.windows import sliding_windows, span_iou
 from mevqa.rows import read_rows
-from mevqa.spot import FlowSettings, flow_detections
 
 # Frames per synthetic video: room for three MEs and a macro-expression at each dataset's frame rate.
 FRAMES = {"samm-lv": 1000, "casme3": 240, "smic-e": 400}
@@ -280,7 +280,7 @@ def test_bad_spot_data_is_a_one_line_error(tmp_path, capsys, edit, message):
 
 
 def test_str_predict_refuses_a_folder_another_run_writes(tmp_path, capsys):
-    from mevqa import str_predict
+    from mevqa.longvideo import str_predict
     from mevqa.runfolder import folder_lock
 
     paths = write_long_dataset("samm-lv", tmp_path / "raw", videos=1, frames=900, seed=0)
@@ -312,8 +312,8 @@ def test_a_micro_row_without_emotion_is_an_error(tmp_path, capsys):
 
 def test_unpacked_frames_belong_to_their_video(tmp_path):
     """Two videos of the same length unpacked into one folder keep their own frames; a rerun reuses them."""
+    from mevqa.longvideo.spot import unpack_video
     from mevqa.media import read_clip
-    from mevqa.spot import unpack_video
 
     width, height, gray = FRAME_SIZES["casme3"]
     clips = []

@@ -62,8 +62,8 @@ def spotter(windows, tiny_model_dir, tmp_path_factory) -> Path:
 def test_trained_spotter_beats_chance_on_held_out_windows(windows, spotter, tiny_model_dir):
     from sklearn.metrics import roc_auc_score
 
-    from mevqa.label_scoring import choice_probabilities
-    from mevqa.model import load_model_and_processor
+    from mevqa.answering.label_scoring import choice_probabilities
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.rows import read_rows
 
     rows = read_rows(windows / "held_out.jsonl")

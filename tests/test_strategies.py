@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from mevqa import vocab
+from mevqa.answering.strategies import Answer, Strategy, StrategyOptions, answer_rows, parse_strategy, vote_answer
 from mevqa.errors import MevqaError
-from mevqa.strategies import Answer, Strategy, StrategyOptions, answer_rows, parse_strategy, vote_answer
 from qa_rows import write_clip, write_qa_file
 
 
@@ -66,7 +66,7 @@ def test_strategy_names_and_refused_combinations():
 
 # --- direct -----------------------------------------------------------------------------------------------------
 def test_direct_is_todays_generation(tiny, qa_rows):
-    from mevqa.generation import generate_answers
+    from mevqa.answering.generation import generate_answers
 
     model, processor = tiny
     expected = generate_answers(model, processor, qa_rows, "oao", batch_size=4, max_new_tokens=8)
@@ -114,7 +114,7 @@ def test_fine_labels_can_be_set_per_dataset(tiny, official_test_rows):
 @pytest.fixture(scope="module")
 def family_tiny(tiny_family_dir):
     """``(model, processor)`` of each family's tiny model in turn."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_family_dir, device="cpu")
 
@@ -225,8 +225,8 @@ def test_one_greedy_vote_equals_direct(tiny, qa_rows):
 
 # --- hierarchical -------------------------------------------------------------------------------------------------
 def test_the_fine_prompt_states_the_coarse_class(qa_rows):
-    from mevqa.collate import QADataset
     from mevqa.messages import build_messages, coarse_hint_text
+    from mevqa.models.collate import QADataset
 
     fine_row = next(row for row in qa_rows if kind(row) == vocab.FINE)
     text = build_messages(fine_row, "oao", coarse_hint="negative")[0][-1]["content"][-1]["text"]
@@ -298,8 +298,8 @@ def _blob_clips(root, n_per_class: int, seed: int):
 def test_a_model_trained_for_hierarchical_answers_beats_chance_on_fine_labels(tiny_model_dir, tmp_path):
     """Train the tiny model in-process on coarse rows and hinted fine rows (the gold coarse class in the fine
     prompt), then answer held-out clips hierarchically: coarse first, then fine with the model's coarse answer."""
-    from mevqa.collate import Collator, QADataset
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_model_dir)
     train = _blob_clips(tmp_path, 2, seed=0)
@@ -329,7 +329,7 @@ def test_a_model_trained_for_hierarchical_answers_beats_chance_on_fine_labels(ti
 
 # --- au-rules -----------------------------------------------------------------------------------------------------
 def test_au_rules_decide_fine_and_coarse_where_a_rule_fires(tiny, official_test_rows):
-    from mevqa.au_rules import load_table, parse_au_names
+    from mevqa.answering.au_rules import load_table, parse_au_names
 
     model, processor = tiny
     rows = [row for row in official_test_rows if row["video"].startswith("SAMM")]

@@ -9,11 +9,11 @@ import zipfile
 import pytest
 
 from conftest import MEGC2025, OFFICIAL_TEST
+from mevqa.answering.submission import pred_file_name, write_submission
 from mevqa.cli import main
 from mevqa.errors import MevqaError
 from mevqa.eval import read_rows, score_files
 from mevqa.jsonl import strip_private
-from mevqa.submission import pred_file_name, write_submission
 
 RANK1 = {path.name: path for path in (MEGC2025 / "predictions" / "rank1").glob("*.jsonl")}
 NAMES = ["me_vqa_samm_test_pred.jsonl", "me_vqa_casme3_test_pred.jsonl"]

@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2_5_VLF
 
 from mevqa import vocab
 from mevqa.cli import main
-from mevqa.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
+from mevqa.models.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_writes_and_reloads_offline_with_the_real_classes(tiny_model_dir, tiny):
     assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
     head_dim = text.hidden_size // text.num_attention_heads
     assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
-    # Initialised wide enough to learn from pixels in a short CPU run (mevqa.tiny.INIT_STD).
+    # Initialised wide enough to learn from pixels in a short CPU run (mevqa.models.tiny.INIT_STD).
     assert 0.09 < model.model.visual.blocks[0].attn.qkv.weight.std().item() < 0.11
     assert 0.09 < model.model.language_model.layers[0].self_attn.q_proj.weight.std().item() < 0.11
     n_params = sum(p.numel() for p in model.parameters())
@@ -184,9 +184,9 @@ def test_the_tiny_model_learns_from_pixels(tiny_model_dir, tmp_path):
     """Same question, three images, three answers: a short CPU run teaches the tiny model to answer from the pixels
     alone, through the real processor, vision tower, merger and language model. (tests/test_recipes.py checks
     held-out generalisation through the training recipe.)"""
-    from mevqa.collate import Collator, QADataset
-    from mevqa.generation import generate_answers
-    from mevqa.model import load_model_and_processor
+    from mevqa.answering.generation import generate_answers
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_model_dir)
     rows = _blob_rows(tmp_path, 1, seed=0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mevqa.errors import MevqaError
-from mevqa.families import FAMILIES, family_of
+from mevqa.models.families import FAMILIES, family_of
 from mevqa.train import data as train_data
 from mevqa.train.config import parse_args
 from mevqa.train.parts import apply_full, apply_lora, lora_target_regex, param_groups
@@ -29,7 +29,7 @@ MERGER_LINEARS = {
 
 @pytest.fixture
 def base(tiny_model_dir):
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", device="cpu")
     return model
@@ -38,7 +38,7 @@ def base(tiny_model_dir):
 @pytest.fixture
 def family_base(tiny_family_dir):
     """The tiny model of each family in turn, float32 on the CPU."""
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.loading import load_model_and_processor
 
     model, _ = load_model_and_processor(tiny_family_dir, dtype="float32", device="cpu")
     return model
@@ -197,8 +197,8 @@ def test_token_normalised_accumulation_gives_the_full_batch_gradient(family_base
     """Two micro-batches with different answer lengths, each given the answer tokens of both (Trainer's
     num_items_in_batch), give the gradient of the whole batch's mean token loss (a per-micro-batch mean would
     over-weight the short answers)."""
-    from mevqa.collate import Collator, QADataset
-    from mevqa.model import load_model_and_processor
+    from mevqa.models.collate import Collator, QADataset
+    from mevqa.models.loading import load_model_and_processor
     from mevqa.train.trainer import answer_token_loss
     from qa_rows import write_clip
 
@@ -321,7 +321,7 @@ def _weightless_copy(model_dir, out, **vision_config):
 
 
 def test_a_pattern_that_matches_nothing_fails_before_the_weights_load(tiny_family_dir, tmp_path):
-    from mevqa.families import family_of_source
+    from mevqa.models.families import family_of_source
     from mevqa.train.run import main
     from qa_rows import write_qa_file
 

@@ -35,12 +35,12 @@ import yaml
 from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 from transformers import HfArgumentParser, SchedulerType, TrainingArguments
 
+from mevqa.answering.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES
 from mevqa.runfolder import differences
-from mevqa.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels
 
 CONFIG_NAME = "train_config.yaml"
 # The rest of the output layout: <output_dir>/{checkpoint-N/, final/, best/, train_log.jsonl, logs/}.
@@ -395,7 +395,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def strategy_options(cfg: TrainConfig):
-    """The answer strategy's options (:class:`mevqa.strategies.StrategyOptions`) that ``cfg`` sets. Votes are
+    """The answer strategy's options (:class:`mevqa.answering.strategies.StrategyOptions`) that ``cfg`` sets. Votes are
     seeded as ``mevqa predict`` seeds them by default (0), so evaluation and prediction draw the same samples."""
     return StrategyOptions(votes=cfg.answer_votes, vote_temperature=cfg.answer_vote_temperature, seed=0,
                            fine_labels=parse_fine_labels(cfg.answer_fine_labels, "config: answer_fine_labels"),

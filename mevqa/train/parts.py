@@ -1,7 +1,7 @@
 """Which parts of the model train, and how: frozen, LoRA or fully trained; one learning rate per part.
 
 A supported Qwen VLM has three parts; their module paths and Linear layer names per family come from the family
-table (:mod:`mevqa.families`, keyed by ``config.model_type``; PEFT prefixes the paths with ``base_model.model.``):
+table (:mod:`mevqa.models.families`, keyed by ``config.model_type``; PEFT prefixes the paths with ``base_model.model.``):
 
 =========  ===================================================================  ==================================
 part       parameters                                                           LoRA targets (Linear layers)
@@ -35,12 +35,12 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
 from mevqa.errors import MevqaError
-from mevqa.families import Family, family_of, family_of_source
+from mevqa.models.families import Family, family_of, family_of_source
 
 log = logging.getLogger(__name__)
 
 PARTS = ("vision", "merger", "llm")
-# mevqa.model names four parts; training treats the language model and its head as one.
+# mevqa.models.loading names four parts; training treats the language model and its head as one.
 _TRAIN_PART = {"vision": "vision", "merger": "merger", "language_model": "llm", "lm_head": "llm"}
 
 
@@ -133,7 +133,7 @@ def apply_lora(model, cfg):
 
 def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
     """The part modes ``recipe`` ("lora" or "full") accepts; checked before the model loads. With ``family`` (the
-    model's, :func:`mevqa.families.family_of_source` reads it from config.json alone) the LoRA layer names are
+    model's, :func:`mevqa.models.families.family_of_source` reads it from config.json alone) the LoRA layer names are
     checked against that family too."""
     modes = {part: getattr(cfg, part) for part in PARTS}
     if recipe == "full":
@@ -153,7 +153,7 @@ def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
 
 def check_selection(cfg, recipe: str, skeleton) -> None:
     """Every module pattern the config selects by matches something in the model, checked on ``skeleton`` (the model
-    built from its config.json on the meta device, :func:`mevqa.families.model_skeleton`) before weights load: the
+    built from its config.json on the meta device, :func:`mevqa.models.families.model_skeleton`) before weights load: the
     LoRA targets of each LoRA part, the modules of each fully trained part, and QLoRA's unquantised modules. A
     pattern that matches nothing is one line naming the family, the part and the pattern."""
     family = family_of(skeleton)

@@ -35,13 +35,13 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_pt_utils import safe_globals
 
 from mevqa import vocab
-from mevqa.collate import Collator, QADataset
 from mevqa.errors import MevqaError
-from mevqa.families import model_skeleton
 from mevqa.eval import row_id
 from mevqa.jsonl import ensure_dir, file_sha256
 from mevqa.log import is_main_process
-from mevqa.model import load_model_and_processor, set_pixel_budgets
+from mevqa.models.collate import Collator, QADataset
+from mevqa.models.families import model_skeleton
+from mevqa.models.loading import load_model_and_processor, set_pixel_budgets
 from mevqa.rows import media_settings_of
 from mevqa.runfolder import differences, folder_lock, remove_killed_folders
 from mevqa.train import data as train_data

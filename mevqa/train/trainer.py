@@ -14,7 +14,7 @@ optimizer, scheduler, RNG, skipping the consumed batches). :class:`MevqaTrainer`
   would average per micro-batch and over-weight short answers.
 - optimizer: AdamW with one group per part and decay (:func:`mevqa.train.parts.param_groups`), the one road for
   learning rates.
-- evaluation: the loss over every answer token, and answers from one :func:`mevqa.strategies.answer_rows` call per
+- evaluation: the loss over every answer token, and answers from one :func:`mevqa.answering.strategies.answer_rows` call per
   process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by
   ``metric_for_best_model`` (Trainer keeps ``best_metric`` in its state). Generation sees whole weights: ZeRO-3
   gathers them once per evaluation (DeepSpeed's ``unwrap_model_for_generation``, which also lifts its per-layer
@@ -39,11 +39,11 @@ import torch
 from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
+from mevqa.answering.strategies import answer_rows
 from mevqa.errors import MevqaError
 from mevqa.eval import row_id, score
 from mevqa.jsonl import write_json
 from mevqa.runfolder import LogAppender, replace_folder
-from mevqa.strategies import answer_rows
 from mevqa.train import data as train_data
 from mevqa.train.config import BEST_DIR, LOG_NAME, RUN_STATE_NAME, TrainConfig, save_config, strategy_options
 from mevqa.train.parts import checkpointing_off, param_groups

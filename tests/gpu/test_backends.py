@@ -135,7 +135,7 @@ def test_backend_trains_evaluates_saves_resumes_and_loads(config, recipe, tiny_m
         # in this process: the launch is what differs between backends, not the merge).
         from transformers import AutoModelForImageTextToText
 
-        from mevqa.merge import merge_adapter
+        from mevqa.models.merge import merge_adapter
 
         merged = merge_adapter(str(tiny_model_dir), run / "final", tmp_path / "merged")
         AutoModelForImageTextToText.from_pretrained(merged)

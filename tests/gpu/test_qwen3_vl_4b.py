@@ -26,7 +26,7 @@ pytestmark = pytest.mark.gpu
 def model_and_processor():
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from mevqa.tiny import QWEN_SPECIAL_TOKENS, build_tiny_processor
+    from mevqa.models.tiny import QWEN_SPECIAL_TOKENS, build_tiny_processor
 
     numbers = json.loads((REPO / "benchmarks" / "qwen3_vl_configs.json").read_text())
     processor = build_tiny_processor("qwen3_vl")
@@ -48,8 +48,8 @@ def model_and_processor():
 def test_one_lora_step_of_qwen3_vl_4b(model_and_processor, mode):
     from PIL import Image
 
-    from mevqa.collate import Sample, encode
     from mevqa.messages import Vision
+    from mevqa.models.collate import Sample, encode
     from mevqa.train.config import parse_args
     from mevqa.train.parts import apply_lora, enable_gradient_checkpointing, param_groups, trainable_summary
 

@@ -20,7 +20,7 @@ offline with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
 Weights are random with std 0.1 (see ``INIT_STD``) so that a short CPU run can learn from pixels.
 Pixel budgets are small (4x4 to 8x8 patches per image or video frame: 4 to 16 visual tokens; Qwen3-VL's video
 processor budgets the whole video, so its budget is that times 8 frames) so CPU runs stay fast;
-:func:`mevqa.model.set_pixel_budgets` changes them.
+:func:`mevqa.models.loading.set_pixel_budgets` changes them.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 
 from mevqa import messages, vocab
 from mevqa.errors import MevqaError
-from mevqa.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.jsonl import ensure_dir
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES
 from mevqa.paths import is_disk_full, seed as seed_type
 from mevqa.runfolder import atomic_folder
 

@@ -22,14 +22,14 @@ Public API::
 A strategy is one answer mechanism, optionally with modifiers, joined by ``+`` (``hierarchical+constrained``):
 
 - mechanisms (one at most; default ``direct``):
-  - ``direct``: generation, as :func:`mevqa.generation.generate_answers` (today's behaviour): greedy, or sampled
+  - ``direct``: generation, as :func:`mevqa.answering.generation.generate_answers` (today's behaviour): greedy, or sampled
     with ``options.do_sample`` at ``options.temperature``.
   - ``constrained``: every label question is answered by scoring its allowed answers
-    (:mod:`mevqa.label_scoring`) and taking the most probable, so the answer is always a valid label. Coarse: the
+    (:mod:`mevqa.answering.label_scoring`) and taking the most probable, so the answer is always a valid label. Coarse: the
     3 classes; fine: the row's dataset convention (:data:`mevqa.vocab.DATASET_FINE_LABELS`, or
     ``options.fine_labels``); presence: yes/no; laterality: left/right; ``Answer.label_probs`` holds the
     probabilities (summing to 1). AU lists: "What is the action unit?" is one choice among the 25 official names;
-    "What are the action units?" is built name by name (:func:`mevqa.label_scoring.greedy_au_list`, two or more
+    "What are the action units?" is built name by name (:func:`mevqa.answering.label_scoring.greedy_au_list`, two or more
     names, ``Answer.au_steps``). The composite answer is assembled in the official template from the clip's own
     constrained AU, fine and coarse answers (asking those questions when the clip's rows do not). The MEGC2026
     analysis prompt stays free text (generated), as do questions outside the official set.
@@ -47,19 +47,19 @@ A strategy is one answer mechanism, optionally with modifiers, joined by ``+`` (
     A coarse class that allows one fine class (positive -> happiness, surprise -> surprise) answers it directly.
     ``Answer.coarse_hint`` records the coarse class used.
   - ``au-rules`` (Emotion-Qwen-VL, 1st place 2025): the fine and coarse answers are derived from the clip's
-    predicted AUs by the rule table of the clip's dataset (:mod:`mevqa.au_rules`, ``options.au_tables``); where no
+    predicted AUs by the rule table of the clip's dataset (:mod:`mevqa.answering.au_rules`, ``options.au_tables``); where no
     rule fires (or the dataset has no table), the mechanism's answer stands. ``Answer.rule`` names the rule.
 
 Refused: two mechanisms together (``constrained+vote``, ``direct+vote``, ...): each is a different way to produce
 the same answer. Modifiers combine with every mechanism and with each other (``au-rules+hierarchical``: a rule
 decides where one fires, else the hierarchical answer).
 
-Rows of one clip (grouped by :func:`mevqa.consistency.clip_key`) answered in the same call share answers: a fine row
+Rows of one clip (grouped by :func:`mevqa.answering.consistency.clip_key`) answered in the same call share answers: a fine row
 under ``hierarchical`` uses the clip's coarse row, ``au-rules`` the clip's AU row. A clip without such a row gets the
 question asked for it (coarse: the official coarse question; AU: "What are the action units?", one or more names),
 so a row can be answered without the rest of its clip; pass whole clips to use the clip's own answers. Agreement
 between a clip's answers (the composite repeating the fine answer, the coarse class the fine one implies) is
-:mod:`mevqa.consistency`'s job.
+:mod:`mevqa.answering.consistency`'s job.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ from pathlib import Path
 import torch
 
 from mevqa import vocab
-from mevqa.au_rules import DEFAULT_TABLES, SHIPPED_TABLES, parse_au_names, tables_for
+from mevqa.answering.au_rules import DEFAULT_TABLES, SHIPPED_TABLES, parse_au_names, tables_for
+from mevqa.answering.generation import generate_answers
+from mevqa.answering.label_scoring import best, choice_probabilities, greedy_au_list
 from mevqa.errors import MevqaError
-from mevqa.generation import generate_answers
-from mevqa.label_scoring import best, choice_probabilities, greedy_au_list
 from mevqa.messages import row_id
 from mevqa.rows import clip_key
 
@@ -98,7 +98,7 @@ class Answer:
     votes: list[str] | None = None                   # vote: the sampled answers
     rule: str | None = None                          # au-rules: the table and rule that gave the answer
     coarse_hint: str | None = None                   # hierarchical: the coarse class stated in the fine prompt
-    consistency: str | None = None                   # mevqa.consistency: what it changed, and why
+    consistency: str | None = None                   # mevqa.answering.consistency: what it changed, and why
 
     def record(self) -> dict:
         """The fields set besides ``text``, as they go into ``predictions.jsonl``."""
@@ -199,7 +199,7 @@ def parse_fine_labels(items, where: str = "fine labels") -> dict[str, list[str]]
 def parse_au_tables(items, where: str = "AU rule tables") -> dict[str, str] | None:
     """``["samm=emotion_qwen_vl", "casme2=my_rules.yaml"]`` (the ``--au-rules`` / ``answer_au_tables`` form) ->
     ``{dataset: table name or YAML path}``; None when no item is given (the shipped defaults,
-    :data:`mevqa.au_rules.DEFAULT_TABLES`). Given items replace the defaults: only the datasets named get rules."""
+    :data:`mevqa.answering.au_rules.DEFAULT_TABLES`). Given items replace the defaults: only the datasets named get rules."""
     return parse_dataset_items(items, where, "TABLE (a shipped table name or a YAML file)") or None
 
 
@@ -573,8 +573,8 @@ def answer_rows(model, processor, rows: list[dict], mode: str, strategy: str | S
                 options: StrategyOptions | None = None, batch_size: int = 8, system_prompt: str | None = "default",
                 max_frames: int | None = None, image_pixels=None, video_pixels=None, video_fps: float | None = None,
                 progress: bool = False) -> list[Answer]:
-    """Answer ``rows`` (absolute media, as for :func:`mevqa.generation.generate_answers`) with ``strategy``; one
-    :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.collate`;
+    """Answer ``rows`` (absolute media, as for :func:`mevqa.answering.generation.generate_answers`) with ``strategy``; one
+    :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.models.collate`;
     ``batch_size`` is rows per generation batch and candidate answers per scoring pass. Pass the unwrapped model."""
     if batch_size < 1:
         raise MevqaError(f"batch_size must be at least 1, got {batch_size}")

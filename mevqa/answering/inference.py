@@ -8,7 +8,7 @@ folder, else the model folder) and the command line:
   ``max_pixels``, ``video_min_pixels``, ``video_max_pixels``), as mevqa's trainers save them;
 - ``media_settings``: how the training rows' inputs were built, keyed by the build-data option names (``frames``,
   ``size``, ``flow``, ``head_motion``, ``blend``, ``face_crop``, ``face_model``); raw clips are built exactly so;
-- the answer strategy (:mod:`mevqa.strategies`) and its options: ``answer_strategy``, ``answer_votes``,
+- the answer strategy (:mod:`mevqa.answering.strategies`) and its options: ``answer_strategy``, ``answer_votes``,
   ``answer_vote_temperature``, ``answer_fine_labels``, ``answer_au_tables``, ``answer_max_aus`` (the config fields
   of in-training evaluation), else ``direct``. A model trained and evaluated for an answer strategy is answered
   with it.
@@ -19,7 +19,7 @@ An option the chosen strategy does not use (``--votes`` without ``vote``, ...) i
 
 :class:`ClipInputs` gives each row absolute media: its own (rows from ``mevqa build-data``) or built from its raw
 clip, once per clip, with the resolved media settings. :func:`answer_batch` answers rows with the strategy
-(:func:`mevqa.strategies.answer_rows`), as :class:`mevqa.strategies.Answer` objects; an empty answer is a failed
+(:func:`mevqa.answering.strategies.answer_rows`), as :class:`mevqa.answering.strategies.Answer` objects; an empty answer is a failed
 row, never an answer.
 """
 
@@ -37,17 +37,17 @@ import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 
+from mevqa.answering.strategies import (OPTION_USERS, StrategyOptions, answer_rows, check_options, options_record,
+                                        parse_au_tables, parse_fine_labels, parse_strategy, uses_option)
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
 from mevqa.media import (VIDEO_SUFFIXES, MediaSettings, add_media_arguments, build_media, given_media_options,
                          read_clip, resolve_span)
 from mevqa.messages import INPUT_MODES
-from mevqa.model import DEFAULT_MODEL, load_model_and_processor
+from mevqa.models.loading import DEFAULT_MODEL, load_model_and_processor
 from mevqa.options import AS_TRAINED_OPTIONS, add_model_arguments, dest
 from mevqa.paths import seed as seed_type
 from mevqa.rows import cell_int, clip_key, clip_name, resolve_media, where
-from mevqa.strategies import (OPTION_USERS, StrategyOptions, answer_rows, check_options, options_record,
-                              parse_au_tables, parse_fine_labels, parse_strategy, uses_option)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ STRATEGY_FIELDS = {dest(option): field for field, option in AS_TRAINED_OPTIONS.i
 # --- arguments ----------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> None:
     """The model, input, strategy and generation options of ``mevqa answer`` and ``mevqa predict``.
-    ``default_model``: ``--model`` defaults to :data:`mevqa.model.DEFAULT_MODEL` (``answer``); otherwise it has no
+    ``default_model``: ``--model`` defaults to :data:`mevqa.models.loading.DEFAULT_MODEL` (``answer``); otherwise it has no
     default and the command checks that it is given where needed (``predict``, whose datasets may each have their
     own model)."""
     add_model_arguments(
@@ -130,7 +130,7 @@ class InferenceSettings:
     fps: float | None = None             # frame rate of frame-folder clips, from the command line
     generation: dict = field(default_factory=dict)
     trained_config: Path | None = None   # the train_config.yaml the defaults came from
-    strategy: str = "direct"             # the answer strategy's canonical name (mevqa.strategies)
+    strategy: str = "direct"             # the answer strategy's canonical name (mevqa.answering.strategies)
     options: StrategyOptions = field(default_factory=StrategyOptions)  # its options (generation comes from above)
     trained_media: dict | None = None    # the media_settings the training config records (None: it records none)
 
@@ -273,7 +273,7 @@ def resolve_settings(args: argparse.Namespace, *, model_and_adapter: tuple | Non
 def resolve_strategy(args: argparse.Namespace, config: dict, path: Path | None,
                      generation: dict) -> tuple[str, StrategyOptions]:
     """(canonical strategy name, options): each option from the command line, else the training config's
-    ``answer_*`` field, else :class:`mevqa.strategies.StrategyOptions`' default. An option given on the command line
+    ``answer_*`` field, else :class:`mevqa.answering.strategies.StrategyOptions`' default. An option given on the command line
     that the strategy does not use is an error; the training config's fields for other strategies are left alone
     (a config holds every field)."""
     given = {name: getattr(args, name, None) for name in STRATEGY_FIELDS}
@@ -462,9 +462,9 @@ class ClipInputs:
 # --- answers ------------------------------------------------------------------------------------------------------
 def answer_batch(model, processor, batch: list[dict], settings: InferenceSettings, *, batch_size: int | None = None
                  ) -> Iterator[tuple[dict, "Answer | MevqaError"]]:
-    """``(row, answer)`` for each row of ``batch`` (absolute media), in order: a :class:`mevqa.strategies.Answer`
+    """``(row, answer)`` for each row of ``batch`` (absolute media), in order: a :class:`mevqa.answering.strategies.Answer`
     by the settings' strategy, or a :class:`MevqaError`. ``batch_size`` (default: the whole batch) is rows per
-    generation batch and candidates per scoring pass. Pass whole clips (:func:`mevqa.consistency.clip_key`): the
+    generation batch and candidates per scoring pass. Pass whole clips (:func:`mevqa.answering.consistency.clip_key`): the
     strategies share answers within a clip. A batch that fails is answered clip by clip, then row by row, so a bad
     row fails alone; a row's failure, and an empty answer, come back as a :class:`MevqaError`."""
     try:

@@ -23,10 +23,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from mevqa.answering.inference import check_weight_files
 from mevqa.errors import MevqaError
-from mevqa.inference import check_weight_files
 from mevqa.jsonl import ensure_dir
-from mevqa.model import check_model_source, load_model_and_processor, resolve_dtype
+from mevqa.models.loading import check_model_source, load_model_and_processor, resolve_dtype
 from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
 from mevqa.runfolder import atomic_folder
 

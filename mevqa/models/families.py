@@ -34,10 +34,10 @@ transformers 5.24 (``models/{qwen2_vl,qwen2_5_vl,qwen3_vl,qwen3_vl_moe}``) and t
   position = index of the frame pair); Qwen2.5-VL through ``second_per_grid_ts`` = temporal_patch_size / fps of the
   video metadata; Qwen3-VL through text: a ``<t seconds>`` tag before each temporal patch, t the mean time of its
   frames, from ``frames_indices / fps`` of the metadata. mevqa always passes its sampled frames with
-  ``do_sample_frames=False`` and metadata ``fps`` = the frames' true rate (:mod:`mevqa.collate`).
+  ``do_sample_frames=False`` and metadata ``fps`` = the frames' true rate (:mod:`mevqa.models.collate`).
 - video pixel budget: the Qwen2-VL video processor (Qwen2/2.5-VL) applies ``size`` per frame; Qwen3-VL's applies it
   to the whole video (frames x height x width).
-- activation memory (:mod:`mevqa.inspect`): Qwen3's attention RMS-normalises each query and key head
+- activation memory (:mod:`mevqa.train.inspect`): Qwen3's attention RMS-normalises each query and key head
   (``q_norm``/``k_norm``, ``qk_norm``); Qwen3-VL-MoE's language MLP is a mixture of experts (``sparse_mlp``: top-k
   routing over ``num_experts`` experts of width ``moe_intermediate_size`` in the layers ``mlp_only_layers`` /
   ``decoder_sparse_step`` leave sparse).

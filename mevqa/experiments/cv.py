@@ -75,8 +75,8 @@ from mevqa.eval import read_rows, row_id, score, stamp
 from mevqa.eval.bootstrap import check_resampling
 from mevqa.eval.report import confusion_pngs, cv_markdown, fold_avg_png, intervals_png, pooled_markdown
 from mevqa.eval.stamp import file_sha256
-from mevqa.families import family_of_source
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, read_jsonl, write_json, write_jsonl
+from mevqa.models.families import family_of_source
 from mevqa.options import AS_TRAINED_OPTIONS
 from mevqa.paths import console_command, recipe_path, refuse_outputs_onto_inputs, seed as seed_type
 from mevqa.runfolder import differences, folder_lock, read_log
@@ -95,7 +95,7 @@ FOLD_FIELDS = ("train_file", "eval_file", "output_dir")
 ZERO_SHOT_FLAGS = AS_TRAINED_OPTIONS
 SETTINGS = "cv.json"
 EMPTY_ANSWERS = "empty_answers.json"
-# How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.inference); tests/test_cv.py
+# How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.answering.inference); tests/test_cv.py
 # runs the real predict on a model that answers some rows with nothing, so a change of wording fails there.
 EMPTY_ANSWER_ERROR = "the model gave an empty answer"
 LOCK = ".cv.lock"
@@ -256,7 +256,7 @@ def predict_command(config: CvConfig, questions: list[Path], out: Path, model_di
                "--batch-size", str(values["per_device_eval_batch_size"]),
                "--max-new-tokens", str(values["eval_max_new_tokens"])]
     if config.zero_shot:
-        from mevqa.strategies import uses_option  # lazy: torch
+        from mevqa.answering.strategies import uses_option  # lazy: torch
 
         command += ["--model", values["model_name_or_path"]]
         for key, flag in ZERO_SHOT_FLAGS.items():
@@ -280,7 +280,7 @@ def predict_command(config: CvConfig, questions: list[Path], out: Path, model_di
 
 def check_predict_flags(config: CvConfig) -> None:
     """Fail before any run when a zero-shot setting has no ``mevqa predict`` flag to carry it."""
-    from mevqa import predict  # lazy: torch and transformers
+    from mevqa.answering import predict  # lazy: torch and transformers
 
     parser = argparse.ArgumentParser(add_help=False)
     predict.add_arguments(parser)
@@ -338,7 +338,7 @@ def val_ids(fold: Fold) -> list[str]:
 def failed_only_by_empty_answers(predict_dir: Path) -> set[str] | None:
     """The rows of mevqa predict's last run (``errors.jsonl``) if every one failed only because the model's answer was
     empty, else None (no errors file, no failed row, or a row that failed for another reason)."""
-    from mevqa.predict import ERRORS  # lazy: torch and transformers
+    from mevqa.answering.predict import ERRORS  # lazy: torch and transformers
 
     path = predict_dir / ERRORS
     if not path.is_file():
@@ -370,7 +370,7 @@ class Runner:
 
     def predictions_of(self, config: CvConfig, fold: Fold) -> Path:
         base = self.out / config.name / "predict" if config.zero_shot else self.fold_dir(config, fold) / "predict"
-        from mevqa.predict import FINAL  # lazy: torch and transformers
+        from mevqa.answering.predict import FINAL  # lazy: torch and transformers
 
         return base / FINAL  # what predict submits and scores: its answers made consistent per clip where asked
 

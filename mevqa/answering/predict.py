@@ -3,16 +3,16 @@
 Question rows are either official test rows (``video_id``, ``video``, ``question``; the clip is the folder or video
 file named ``video`` under ``--clips``, ``video`` being one plain name) or training-style rows that carry ``media``
 from ``mevqa build-data`` (read and confined by :func:`mevqa.rows.read_rows`). Raw clips get their inputs built once,
-with the media settings the model was trained with (:mod:`mevqa.inference`), under ``OUT/media/<video>/``; rows that
+with the media settings the model was trained with (:mod:`mevqa.answering.inference`), under ``OUT/media/<video>/``; rows that
 carry media built with other settings are refused (:func:`check_row_media`).
 
-Answers come from the answer strategy (``--strategy``, :mod:`mevqa.strategies`; default: the one the model's
-``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.consistency.clip_key`), so
+Answers come from the answer strategy (``--strategy``, :mod:`mevqa.answering.strategies`; default: the one the model's
+``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.answering.consistency.clip_key`), so
 that ``hierarchical``, ``au-rules`` and ``constrained`` composites use the clip's own answers. Each dataset of the
 questions may have its own model (``--model-for DATASET=MODEL``, ``--adapter-for DATASET=ADAPTER``): each model is
 loaded once, answers its datasets' rows with the settings of its own ``train_config.yaml`` (inputs built for it),
 and is released before the next loads. Once every row is answered, the answers are made consistent per clip
-(:func:`mevqa.consistency.consistent_answers`; ``--consistent``, by default for the rows of official
+(:func:`mevqa.answering.consistency.consistent_answers`; ``--consistent``, by default for the rows of official
 ``*_to_answer`` files only) into ``final_predictions.jsonl``, which the submission files and ``--gold`` scores read;
 ``predictions.jsonl`` keeps the answers as the model gave them, so that a rerun resumes from it.
 
@@ -56,23 +56,24 @@ import torch
 from huggingface_hub import snapshot_download
 from tqdm.auto import tqdm
 
-from mevqa import lvqa, vocab
+from mevqa import vocab
+from mevqa.answering.consistency import consistent_answers
+from mevqa.answering.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
+    answer_batch, check_weight_files, load_model, resolve_settings
+from mevqa.answering.strategies import Answer, parse_dataset_items
+from mevqa.answering.submission import ZIP_NAME, pred_file_name, write_submission
 from mevqa.cli_style import HelpFormatter
-from mevqa.consistency import consistent_answers
 from mevqa.errors import MevqaError
-from mevqa.families import family_of_source
 from mevqa.eval import read_rows as read_gold, score
 from mevqa.eval.report import format_table
 from mevqa.eval.stamp import stamp
-from mevqa.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
-    answer_batch, check_weight_files, load_model, resolve_settings
 from mevqa.jsonl import ensure_dir, file_sha256, read_json, strip_private, write_json, write_jsonl
 from mevqa.log import is_main_process
+from mevqa.longvideo import lvqa
+from mevqa.models.families import family_of_source
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_key, clip_name, read_rows, row_id, where
 from mevqa.runfolder import LogAppender, differences, drop_torn_line, folder_lock
-from mevqa.strategies import Answer, parse_dataset_items
-from mevqa.submission import ZIP_NAME, pred_file_name, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def read_run_config(out: Path) -> dict | None:
 
 def prediction_row(row: dict, answer: str | Answer) -> dict:
     """The question row as it goes into predictions.jsonl: its own fields, without media, with the answer (and, for
-    an :class:`mevqa.strategies.Answer`, how it was reached: :meth:`~mevqa.strategies.Answer.record`)."""
+    an :class:`mevqa.answering.strategies.Answer`, how it was reached: :meth:`~mevqa.answering.strategies.Answer.record`)."""
     kept = {key: value for key, value in strip_private(row).items() if key not in ("media", "clip")}
     if isinstance(answer, Answer):
         return {**kept, "answer": answer.text, **answer.record()}
@@ -320,13 +321,13 @@ _RECORD_FIELDS = tuple(f.name for f in fields(Answer) if f.name != "text")
 
 
 def answer_of(prediction: dict) -> Answer:
-    """The :class:`mevqa.strategies.Answer` a predictions.jsonl row holds."""
+    """The :class:`mevqa.answering.strategies.Answer` a predictions.jsonl row holds."""
     return Answer(prediction["answer"], **{key: prediction[key] for key in _RECORD_FIELDS if key in prediction})
 
 
 def final_predictions(questions: list[dict], answered: dict[str, dict], consistent) -> tuple[list[dict], int]:
     """(final rows, answers changed): the answered rows in question order, made consistent per clip
-    (:func:`mevqa.consistency.consistent_answers`) for the rows ``consistent`` covers: True all, False none, None
+    (:func:`mevqa.answering.consistency.consistent_answers`) for the rows ``consistent`` covers: True all, False none, None
     the rows of official question files."""
     pairs = [(question, answered[row_id(question)]) for question in questions if row_id(question) in answered]
     rows = [prediction for _, prediction in pairs]
@@ -348,7 +349,7 @@ def final_predictions(questions: list[dict], answered: dict[str, dict], consiste
 def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSettings, *, inputs: ClipInputs,
             batch_size: int = 8, strict: bool = False, progress: bool = True, append_errors: bool = False) -> dict:
     """Answer ``rows`` not yet in ``out/predictions.jsonl`` with the settings' strategy, appending each batch as it
-    is done. A batch is whole clips (:func:`mevqa.consistency.clip_key`), at least ``batch_size`` rows unless the
+    is done. A batch is whole clips (:func:`mevqa.answering.consistency.clip_key`), at least ``batch_size`` rows unless the
     rows run out; ``batch_size`` is also the rows per generation batch and the candidates per scoring pass.
 
     Returns ``{"answered": n, "failed": n, "skipped": n, "seconds": s, "media_seconds": s}``. Rows that fail

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from mevqa import vocab
-from mevqa.au_rules import parse_au_names
+from mevqa.answering.au_rules import parse_au_names
 from mevqa.data_builders.qa import parse_aus
 from mevqa.errors import MevqaError
 

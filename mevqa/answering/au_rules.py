@@ -3,7 +3,7 @@
 Public API::
 
     load_table(name_or_path) -> RuleTable     # a shipped table by name, or any YAML file
-    SHIPPED_TABLES                            # {name: path} of the tables in mevqa/au_rule_tables/
+    SHIPPED_TABLES                            # {name: path} of the tables in mevqa/answering/au_rule_tables/
     DEFAULT_TABLES                            # {dataset: table name} used by the au-rules strategy unless set
     RuleTable.match(au_names) -> Rule | None  # the first rule that holds, else None
     parse_au_names(text) -> list[str]         # AU names named in a free-text answer, in order, once each

@@ -40,7 +40,7 @@ inside a macro-expression is part of it (``mevqa lvqa-predict`` drops it).
 **vlm**: windows of ``--window`` seconds every ``--stride`` seconds (as ``mevqa build-spot --windows`` makes them:
 first and last frame as onset and offset, the frame most different from the first as apex, inputs built with the
 model's media settings) are scored with P(yes) to "Is there a micro-expression in this clip?" by the
-label-constrained scorer (:func:`mevqa.label_scoring.choice_probabilities`); the scores are smoothed over
+label-constrained scorer (:func:`mevqa.answering.label_scoring.choice_probabilities`); the scores are smoothed over
 ``--smooth`` neighbouring windows; each run of windows at or above ``--threshold`` (default 0.5) is one detection
 at its best window, and detections that still overlap are merged into the stronger one.
 
@@ -356,7 +356,7 @@ def window_probabilities(model, processor, clip: Clip, fps: float, inference, se
                          work_dir: Path, progress: bool = False, name: str | None = None
                          ) -> tuple[list[Span], list[float]]:
     """Every window's span and P(yes) to the spotting question (inputs under ``work_dir/windows/``)."""
-    from mevqa.label_scoring import choice_probabilities  # torch: only the vlm method and emotions need it
+    from mevqa.answering.label_scoring import choice_probabilities  # torch: only the vlm method and emotions need it
 
     length, stride = window_frames(fps, settings.window, settings.stride)
     spans, scores, batch = [], [], []
@@ -416,7 +416,7 @@ def vlm_detections(spans: list[Span], probabilities: list[float], settings: VlmS
 def recognise(model, processor, clip: Clip, fps: float, detections: list[Detection], inference, work_dir: Path,
               labels: str = "coarse", dataset: str | None = None) -> list[Detection]:
     """Each detection's emotion: the model's most probable class given its onset/apex/offset inputs."""
-    from mevqa.label_scoring import best, choice_probabilities  # torch: only with a model
+    from mevqa.answering.label_scoring import best, choice_probabilities  # torch: only with a model
 
     if not detections:
         return detections
@@ -536,7 +536,7 @@ def load_for(args: argparse.Namespace):
         if args.method == "vlm":
             raise MevqaError("--method vlm needs --model (a spotter trained on mevqa build-spot --windows rows)")
         return None, None, None
-    from mevqa.inference import load_model, resolve_settings  # torch and transformers: only with a model
+    from mevqa.answering.inference import load_model, resolve_settings  # torch and transformers: only with a model
 
     inference = resolve_settings(args)
     model, processor = load_model(args, inference)

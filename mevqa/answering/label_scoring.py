@@ -12,7 +12,7 @@ Public API::
     END = "<end>"                      # the "stop the list here" choice in greedy_au_list's steps
 
 What is scored: the answer as the assistant's whole turn, exactly as training teaches it. Each candidate is the row
-with ``answer`` set to the candidate, encoded by :func:`mevqa.collate.encode` with ``train=True``; its answer-only
+with ``answer`` set to the candidate, encoded by :func:`mevqa.models.collate.encode` with ``train=True``; its answer-only
 labels mark the answer tokens and the closing ``<|im_end|>``, and the score is the sum of their log-probabilities
 (the negative of the summed training loss of that answer). ``complete=False`` leaves ``<|im_end|>`` out: the
 log-probability that the answer *starts with* the text, which :func:`greedy_au_list` compares with stopping.
@@ -34,10 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mevqa import vocab
-from mevqa.collate import IGNORE_INDEX, Sample, encode
 from mevqa.errors import MevqaError
 from mevqa.log import is_main_process
 from mevqa.messages import build_messages, row_id
+from mevqa.models.collate import IGNORE_INDEX, Sample, encode
 
 END = "<end>"
 

@@ -20,7 +20,7 @@ What a batch holds: every output of the processor (``input_ids``, ``attention_ma
 - ``train=False``: left padding and a generation prompt (``<|im_start|>assistant\\n``) for batched generation.
 - Videos go in as the already sampled frames with ``VideoMetadata(fps=sample_fps, frames_indices=0..n-1)`` and
   ``do_sample_frames=False``, so the model is told the frames' true times, whichever way its family takes them
-  (``mevqa.families``, ``video_timing``): Qwen2.5-VL's ``second_per_grid_ts`` is ``temporal_patch_size /
+  (``mevqa.models.families``, ``video_timing``): Qwen2.5-VL's ``second_per_grid_ts`` is ``temporal_patch_size /
   sample_fps``; Qwen3-VL's processor writes ``<t seconds>`` before each temporal patch, t the mean of its frames'
   ``index / sample_fps`` (the time since the first sampled frame); Qwen2-VL orders frames only. Without metadata
   transformers assumes 24 fps, and Qwen3-VL's video processor would resample the frames to its own 2 fps.
@@ -30,7 +30,7 @@ What a batch holds: every output of the processor (``input_ids``, ``attention_ma
   position; ``video_fps=2.0`` gives each pair of frames its own (as if the clip were played in slow motion).
 - ``max_length``: a sample longer than this raises :class:`MevqaError` naming the row id; nothing is truncated.
 - ``image_pixels`` / ``video_pixels``: ``(min_pixels, max_pixels)`` per image / per video frame for this call;
-  ``None`` keeps the processor's budget (see :func:`mevqa.model.set_pixel_budgets`).
+  ``None`` keeps the processor's budget (see :func:`mevqa.models.loading.set_pixel_budgets`).
 """
 
 from __future__ import annotations

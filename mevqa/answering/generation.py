@@ -9,7 +9,7 @@ Public API::
     iter_answers(...)  # the same arguments; yields (row, answer) batch by batch, for writing as you go
 
 The input options (``system_prompt``, ``max_frames``, ``image_pixels``, ``video_pixels``, ``video_fps``) mean what
-they mean in :mod:`mevqa.collate`; use the values the model was trained with. Rows must have absolute media paths
+they mean in :mod:`mevqa.models.collate`; use the values the model was trained with. Rows must have absolute media paths
 (:func:`mevqa.rows.read_rows` or ``resolve_media``). Prompts are left padded, so one batch's answers equal
 the answers of its rows one by one under greedy decoding (exactly in float32; bf16 kernels may round differently per
 batch shape). Only the new tokens are decoded, special tokens dropped, whitespace stripped. Decoding settings are
@@ -25,8 +25,8 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from mevqa.collate import QADataset, encode
 from mevqa.log import is_main_process
+from mevqa.models.collate import QADataset, encode
 
 
 def _model_device(model) -> torch.device:

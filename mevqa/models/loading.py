@@ -13,7 +13,7 @@ Public API::
                       video_max_pixels=None, max_frames=None)
 
 The supported families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and every fact that differs between them are in
-:mod:`mevqa.families`, keyed by ``config.model_type``; an unsupported ``model_type`` is one line, raised from
+:mod:`mevqa.models.families`, keyed by ``config.model_type``; an unsupported ``model_type`` is one line, raised from
 config.json before any weights load. Parts are found by the table's module paths (``model.visual``,
 ``model.visual.merger`` and Qwen3-VL's ``model.visual.deepstack_merger_list``, ``model.language_model``,
 ``lm_head``), so the same code works on a plain and on a PEFT-wrapped model (``base_model.model.model.visual``).
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mevqa.errors import MevqaError
-from mevqa.families import check_model_source  # re-exported: inspect and merge check a source before loading
-from mevqa.families import family_of, family_of_source
 from mevqa.jsonl import read_json
+from mevqa.models.families import check_model_source  # re-exported: inspect and merge check a source before loading
+from mevqa.models.families import family_of, family_of_source
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 def part_of(name: str, family) -> str | None:
     """The part ("vision", "merger", "language_model", "lm_head") a parameter or module name belongs to in a model
-    of ``family`` (a :class:`mevqa.families.Family`): the family table's module paths, anchored on a dot or the
+    of ``family`` (a :class:`mevqa.models.families.Family`): the family table's module paths, anchored on a dot or the
     start, so PEFT prefixes (``base_model.model.``) and LoRA suffixes (``.lora_A.default.weight``) match too."""
     return family.part_of(name)
 
@@ -73,7 +73,7 @@ def _find_module(model, suffix: str, part: str, family):
 
 def model_parts(model) -> ModelParts:
     """The vision tower, merger(s), language model and lm_head of a supported model, PEFT-wrapped or not; the
-    module paths come from the family table (:mod:`mevqa.families`)."""
+    module paths come from the family table (:mod:`mevqa.models.families`)."""
     family = family_of(model)
     names, modules = {}, {}
     for part, suffix in (("vision", family.vision_tower), ("merger", family.merger_modules[0]),
@@ -128,8 +128,8 @@ def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: i
 
 def check_adapter_fits(adapter, model_name_or_path) -> None:
     """The adapter folder's target modules and fully trained modules are in the base model, checked on the base
-    built from its config.json on the meta device (:func:`mevqa.families.model_skeleton`): before any weights load."""
-    from mevqa.families import model_skeleton
+    built from its config.json on the meta device (:func:`mevqa.models.families.model_skeleton`): before any weights load."""
+    from mevqa.models.families import model_skeleton
 
     adapter = Path(adapter).expanduser()
     if not adapter.is_dir():

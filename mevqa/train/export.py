@@ -81,14 +81,14 @@ from tqdm import tqdm
 
 from mevqa import __version__
 from mevqa.errors import MevqaError
-from mevqa.families import family_of_source
-from mevqa.inspect import Budgets, Settings, load_processor_and_config
 from mevqa.jsonl import ensure_dir, file_sha256, write_json
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages
+from mevqa.models.families import family_of_source
 from mevqa.paths import is_disk_full, refuse_outputs_onto_inputs
 from mevqa.rows import media_paths, media_settings_of, read_rows, row_id
 from mevqa.runfolder import atomic_folder
+from mevqa.train.inspect import Budgets, Settings, load_processor_and_config
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ def _check_out(out: Path, identity: dict) -> None:
 
 def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
     """What LLaMA-Factory, ms-swift and TRL must be told to give ``settings.model`` the inputs mevqa gives it: the
-    chat template of its family (:mod:`mevqa.families`), the pixel budgets of its processor and the frame rate of the
+    chat template of its family (:mod:`mevqa.models.families`), the pixel budgets of its processor and the frame rate of the
     exported videos, as a training config sets them (``settings.config``: its ``min_pixels`` ... ``video_max_pixels``
     and ``video_fps``, the model its ``model_name_or_path`` unless ``settings.model`` is given; without a config the
     training defaults: the processor's own budgets, each clip's true rate). Only config.json and the processor files

@@ -42,9 +42,9 @@ from collections import defaultdict
 from dataclasses import replace
 
 from mevqa import vocab
-from mevqa.au_rules import parse_au_names
+from mevqa.answering.au_rules import parse_au_names
+from mevqa.answering.strategies import Answer, analysis_parts, composite_parts, label_of
 from mevqa.rows import clip_key  # noqa: F401 (the one clip rule lives in mevqa.rows; re-exported for callers)
-from mevqa.strategies import Answer, analysis_parts, composite_parts, label_of
 
 
 def _coarse_confidence(fine_probs: dict[str, float], coarse: str) -> float:
@@ -171,7 +171,7 @@ def _clip(rows: list[dict], answers: list[Answer]) -> list[Answer]:
 
 
 def consistent_answers(rows: list[dict], answers: list) -> list[Answer]:
-    """``answers`` (one per row, :class:`mevqa.strategies.Answer` or text) made consistent per clip (module
+    """``answers`` (one per row, :class:`mevqa.answering.strategies.Answer` or text) made consistent per clip (module
     docstring). Pure: returns new Answer objects, in the rows' order; rows and answers are not modified."""
     if len(rows) != len(answers):
         raise ValueError(f"consistent_answers: {len(rows)} rows but {len(answers)} answers")

@@ -75,10 +75,10 @@ from tqdm import tqdm
 
 from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
-from mevqa.families import DEFAULT_FAMILY, FAMILIES, family
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
-from mevqa.model import check_model_source, set_pixel_budgets
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES, family
+from mevqa.models.loading import check_model_source, set_pixel_budgets
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows
 
@@ -193,7 +193,7 @@ class Budgets:
 
     @classmethod
     def from_processor(cls, processor, family=None) -> "Budgets":
-        """``family``: the model's (:mod:`mevqa.families`); None: Qwen2.5-VL's."""
+        """``family``: the model's (:mod:`mevqa.models.families`); None: Qwen2.5-VL's."""
         family = family or FAMILIES[DEFAULT_FAMILY]
         images, videos = processor.image_processor, processor.video_processor
         return cls(image_pixels=(int(images.size["shortest_edge"]), int(images.size["longest_edge"])),
@@ -418,7 +418,7 @@ class InspectReport:
                       f"tokens ({precision} activations, gradient checkpointing "
                       f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
                   "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
-                  "  (weights, gradients and optimizer state come on top; formula and assumptions: mevqa/inspect.py)"]
+                  "  (weights, gradients and optimizer state come on top; formula and assumptions: mevqa/train/inspect.py)"]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 

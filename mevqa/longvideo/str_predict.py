@@ -1,5 +1,5 @@
 """``mevqa str-predict --spot-data OUT/spot.jsonl --method flow|vlm --out P``: spot and recognise the MEs of many long
-videos (:mod:`mevqa.spot`) and write ``P/pred.csv`` in the STRS format.
+videos (:mod:`mevqa.longvideo.spot`) and write ``P/pred.csv`` in the STRS format.
 
 The spot data is ``mevqa build-spot``'s ``spot.jsonl``; for videos without annotations (a test set) a line per video
 with ``subject``, ``video``, ``fps`` and ``frames`` (a frame folder or video file, relative to the file) is enough.
@@ -33,9 +33,9 @@ from mevqa.dataset_facts import LONG_VIDEO_DATASETS
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, ensure_dir, read_json, write_json
 from mevqa.log import is_main_process
+from mevqa.longvideo.spot import add_method_arguments, load_for, settings_from_args, spot_video
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.runfolder import LogAppender, differences, folder_lock, read_log
-from mevqa.spot import add_method_arguments, load_for, settings_from_args, spot_video
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ about long videos (MEGC2026 task 2).
 Methods:
 
 - ``spot``: the ME-STR spotter (``--spotter flow|vlm`` and every option of ``mevqa str-predict``) gives the micro
-  intervals; the flow signal at the macro scale (``--macro-seconds``, :func:`mevqa.spot.spot_macro_flow`) adds the
+  intervals; the flow signal at the macro scale (``--macro-seconds``, :func:`mevqa.longvideo.spot.spot_macro_flow`) adds the
   macro-expressions (``--macro-seconds 0``: none). An interval is a micro-expression when it lasts at most
   ``--max-seconds`` (0.5 s), or, with ``--model``, as the model answers "micro-expression or macro-expression?" on
-  it (label-constrained). Events are numbered by onset (:func:`mevqa.lvqa.number_events`) and give the counts and
-  the N-th event's type; an N past the last event is answered by :data:`mevqa.lvqa.FALLBACK_TYPE`'s rule and noted.
+  it (label-constrained). Events are numbered by onset (:func:`mevqa.longvideo.lvqa.number_events`) and give the counts and
+  the N-th event's type; an N past the last event is answered by :data:`mevqa.longvideo.lvqa.FALLBACK_TYPE`'s rule and noted.
   The distinct AUs are the union of the model's answers to "What are the action units?" on each interval as a
   clip; without a model the AU question is answered ``none`` (the empty set) and noted.
 - ``vlm``: the model (``--model``) answers each question over the inputs built from the whole video (frames
-  sampled over it, as it was trained); each answer is read as its kind (:func:`mevqa.lvqa.parse_count`, ...) and
+  sampled over it, as it was trained); each answer is read as its kind (:func:`mevqa.longvideo.lvqa.parse_count`, ...) and
   written in the participants' form; one that cannot be read becomes 0, the fallback type or ``none``, noted.
 
 Videos: a row's ``frames`` (``mevqa build-lvqa`` rows; relative to the question file), else the folder or video
@@ -42,20 +42,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mevqa import lvqa, vocab
+from mevqa import vocab
+from mevqa.answering.submission import QUESTION_SUFFIX, ZIP_NAME, pred_file_name, write_submission
 from mevqa.dataset_facts import official_test_fps
 from mevqa.errors import MevqaError
-from mevqa.families import check_model_source
 from mevqa.jsonl import ensure_dir, file_sha256, write_jsonl
 from mevqa.log import is_main_process
+from mevqa.longvideo import lvqa
+from mevqa.longvideo.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections, interval_row,
+                                  load_for, motion_signal, settings_from_args, spot_macro_flow, spot_video, unpack_video)
+from mevqa.longvideo.str_predict import RUN_FILE, VIDEOS_FILE, resume_run
 from mevqa.media import Span, build_media, read_clip
+from mevqa.models.families import check_model_source
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import clip_name, read_rows, refuse_empty_files, row_id, where
 from mevqa.runfolder import LogAppender, folder_lock
-from mevqa.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections, interval_row,
-                        load_for, motion_signal, settings_from_args, spot_macro_flow, spot_video, unpack_video)
-from mevqa.str_predict import RUN_FILE, VIDEOS_FILE, resume_run
-from mevqa.submission import QUESTION_SUFFIX, ZIP_NAME, pred_file_name, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _interval_rows(clip, fps: float, detections, question: str, inference, work_
 def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, processor=None, inference=None,
                 work_dir: Path, progress: bool = False) -> tuple[list[lvqa.Event], list[str]]:
     """The events of one long video by the spot method (module docstring), numbered, and notes."""
-    from mevqa.label_scoring import best, choice_probabilities  # lazy: torch; flow spotting needs none
+    from mevqa.answering.label_scoring import best, choice_probabilities  # lazy: torch; flow spotting needs none
 
     clip = read_clip(source)
     fps = check_fps(clip, fps)
@@ -126,7 +127,7 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
         aus = [[] for _ in detections]
         notes.append("no VQA model: types from durations, distinct AUs answered none")
     elif detections:
-        from mevqa.inference import answer_batch  # lazy: torch (mevqa.inference)
+        from mevqa.answering.inference import answer_batch  # lazy: torch (mevqa.answering.inference)
 
         if clip.is_video:
             clip = unpack_video(clip, work_dir / "frames", progress)
@@ -153,7 +154,7 @@ def spot_events(source, fps: float, settings: LvqaSettings, *, model=None, proce
 def vlm_answers(source, fps: float | None, questions: list[str], *, model, processor, inference, work_dir: Path
                 ) -> list[tuple[str, str | None]]:
     """The model's answers to ``questions`` over the whole video's inputs, each in the participants' form."""
-    from mevqa.inference import ClipInputs, answer_batch  # lazy: torch (mevqa.inference)
+    from mevqa.answering.inference import ClipInputs, answer_batch  # lazy: torch (mevqa.answering.inference)
 
     inputs = ClipInputs(inference, work_dir)
     built = inputs.build(source, work_dir / "media", fps=fps)
@@ -209,7 +210,7 @@ def _fps_of(row: dict, source: Path, given: float | None) -> float | None:
 def read_questions(paths: list[Path], videos_root: Path | None, fps: float | None) -> tuple[list[dict], list[dict]]:
     """(question rows, videos): every question's kind recognised and every video found, before any work.
     A video is ``{"key": (question file, video), "source", "fps", "rows": [indices], "number"}``."""
-    from mevqa.inference import find_clip  # lazy: torch (mevqa.inference)
+    from mevqa.answering.inference import find_clip  # lazy: torch (mevqa.answering.inference)
 
     rows = read_rows(paths, required=("question", "video"), unique=True, check_media=False)
     refuse_empty_files(paths, rows, "question rows")
@@ -280,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         raise MevqaError("--method vlm needs --model (the VQA model that answers over the whole video)")
     rows, videos = read_questions(args.questions, args.videos, args.fps)
     if args.model is not None:  # a missing or damaged model fails before the output folder is made
-        from mevqa.inference import check_weight_files
+        from mevqa.answering.inference import check_weight_files
 
         check_model_source(args.model)
         if args.adapter is not None and not Path(args.adapter).expanduser().is_dir():
@@ -349,7 +350,7 @@ def answer_long_video(args: argparse.Namespace, question: str) -> int:
     settings = LvqaSettings("spot")
     model = processor = inference = None
     if kind.kind == lvqa.DISTINCT_AUS:
-        from mevqa.inference import load_model, resolve_settings  # lazy: torch (mevqa.inference)
+        from mevqa.answering.inference import load_model, resolve_settings  # lazy: torch (mevqa.answering.inference)
 
         inference = resolve_settings(args)
         model, processor = load_model(args, inference)

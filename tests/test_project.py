@@ -92,6 +92,7 @@ def test_wheel_contains_namespaced_packages_and_configs(tmp_path):
     assert "mevqa/data_builders/__init__.py" in names
     assert "mevqa/recipes/lora.py" in names
     assert "mevqa/recipes/configs/tiny/lora.yaml" in names
+    assert "mevqa/answering/au_rule_tables/samm.yaml" in names  # package data of a stage folder
     assert not any(name.startswith(("eval/", "data_builders/", "recipes/")) for name in names)
     # Installed from the wheel (no editable finder involved), the same names import.
     target = tmp_path / "site"

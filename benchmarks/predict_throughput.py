@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/predict_throughput.py [--clips 10] [--max-new-tokens 32] [--inputs oao]
 
 Builds a synthetic CASME II dataset (``mevqa synth-data`` + ``mevqa build-data``), writes the tiny model, loads it
-once (load time printed separately), then runs the prediction loop of ``mevqa predict`` (:func:`mevqa.answering.predict.predict`:
-batching, generation, writing and syncing each batch) over the same rows at each batch size, into fresh output
-folders, interleaving the batch sizes over ``--rounds`` passes and keeping each one's fastest. Exits 1 if batch 8 is
-not at least 3x faster per row than batch 1, or if the answers differ.
+once (load time printed separately), then runs the prediction loop of ``mevqa predict``
+(:func:`mevqa.answering.predict.predict`: batching, generation, writing and syncing each batch) over the same rows at
+each batch size, into fresh output folders, interleaving the batch sizes over ``--rounds`` passes and keeping each one's
+fastest. Exits 1 if batch 8 is not at least 3x faster per row than batch 1, or if the answers differ.
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@
 
 1. Writes (once; reused on later runs) a synthetic long video of ``--frames`` frames at ``--size`` (default 10,000
    frames of 640x480, 30 fps, H.264) with planted movements (:mod:`mevqa.data_builders.synth_long`), and times
-   :func:`mevqa.longvideo.spot.spot_flow` on it: streaming decode, grey frames resized to the flow size, Farneback flow with
-   head-motion removal, peak picking. The fastest of ``--rounds`` passes counts (on a shared machine the slow passes
-   are other people's load).
-2. Writes the tiny random Qwen2.5-VL and times the vlm method's window loop (:func:`mevqa.longvideo.spot.window_probabilities`:
-   each window's span, its inputs built as ``mevqa build-spot --windows`` builds them, P(yes) from the label-constrained
-   scorer) over the first ``--vlm-frames`` frames of the same video, unpacked to jpg first as ``mevqa spot`` does; a
-   second pass, whose inputs are already built, shows what the scoring costs.
+   :func:`mevqa.longvideo.spot.spot_flow` on it: streaming decode, grey frames resized to the flow size, Farneback flow
+   with head-motion removal, peak picking. The fastest of ``--rounds`` passes counts (on a shared machine the slow
+   passes are other people's load).
+2. Writes the tiny random Qwen2.5-VL and times the vlm method's window loop
+   (:func:`mevqa.longvideo.spot.window_probabilities`: each window's span, its inputs built as ``mevqa build-spot
+   --windows`` builds them, P(yes) from the label-constrained scorer) over the first ``--vlm-frames`` frames of the same
+   video, unpacked to jpg first as ``mevqa spot`` does; a second pass, whose inputs are already built, shows what the
+   scoring costs.
 """
 
 from __future__ import annotations

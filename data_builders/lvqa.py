@@ -4,8 +4,8 @@ long videos and their sheets (read by ``mevqa build-spot``'s readers) -> ME-LVQA
 Writes, atomically and only when the whole build succeeds:
 
 - ``OUT/lvqa.jsonl``: per video, the six official questions in the official order and wording
-  (:func:`mevqa.longvideo.lvqa.video_questions`), each row in the official format (``video_id, video, question, answer``)
-  plus ``dataset``, ``subject``, ``fps``, ``frames`` (the frame folder, relative to OUT, which ``mevqa
+  (:func:`mevqa.longvideo.lvqa.video_questions`), each row in the official format (``video_id, video, question,
+  answer``) plus ``dataset``, ``subject``, ``fps``, ``frames`` (the frame folder, relative to OUT, which ``mevqa
   lvqa-predict`` reads) and ``events`` (the video's events in answer order: ``onset, offset, type, aus``). The two
   type questions ask about two distinct events drawn with ``random.Random("lvqa:<seed>:<dataset>:<subject>:<video>")``
   (so a video's draw does not depend on the other videos), in the order drawn, as the official files do; a video

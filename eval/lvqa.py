@@ -7,8 +7,8 @@ Public API::
     join_lvqa(pred_rows, gold_rows) -> LvqaJoined
     FIGURES
 
-Rows are joined by id (``video_id``); each gold row's question kind is recognised (:func:`mevqa.longvideo.lvqa.recognise`).
-Per split (SAMM, CAS; :func:`mevqa.eval.split_of`) and Overall:
+Rows are joined by id (``video_id``); each gold row's question kind is recognised
+(:func:`mevqa.longvideo.lvqa.recognise`). Per split (SAMM, CAS; :func:`mevqa.eval.split_of`) and Overall:
 
 - ``mae_<all|micro|macro>``, ``rmse_<all|micro|macro>``: mean absolute and root mean squared error of the three
   counts;

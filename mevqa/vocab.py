@@ -48,8 +48,8 @@ A_COMPOSITE_MANY = ("The action units present are: {aus}. Therefore, the fine-gr
                     "and the coarse expression class is {coarse}.")
 
 # mevqa's own answer to an analysis prompt (not the organisers' wording, which is not public): the clip's AUs, fine
-# and coarse class, with the class phrases of the composite template so the scorer and mevqa.answering.consistency read them
-# back (mevqa.eval.extract_label). No word outside the slots is, or contains, an AU name.
+# and coarse class, with the class phrases of the composite template so the scorer and mevqa.answering.consistency read
+# them back (mevqa.eval.extract_label). No word outside the slots is, or contains, an AU name.
 A_ANALYSIS_ONE = ("In this clip the face shows one action unit: {aus}. Judging from this movement, the fine-grained "
                   "expression class is {fine}, and the coarse expression class is {coarse}.")
 A_ANALYSIS_MANY = ("In this clip the face shows these action units: {aus}. Judging from these movements, the "

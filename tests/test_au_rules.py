@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mevqa import vocab
-from mevqa.answering.au_rules import (DEFAULT_TABLES, SHIPPED_TABLES, gold_clips, load_table, parse_au_names, recovery,
-                                      tables_for)
+from mevqa.answering.au_rules import (DEFAULT_TABLES, SHIPPED_TABLES, gold_clips, load_table, parse_au_names,
+                                      recovery, tables_for)
 from mevqa.errors import MevqaError
 from mevqa.jsonl import read_jsonl
 

@@ -86,8 +86,9 @@ def test_help_and_the_light_commands_do_not_load_the_model_stack():
     import subprocess
     import sys
 
-    light = ("mevqa.cli", "mevqa.data_builders.synth_cli", "mevqa.data_builders.cli", "mevqa.experiments.split", "mevqa.train.export",
-             "mevqa.train.inspect", "mevqa.data_builders.spot", "mevqa.longvideo.spot", "mevqa.longvideo.str_predict", "mevqa.answering.submission")
+    light = ("mevqa.cli", "mevqa.data_builders.synth_cli", "mevqa.data_builders.cli", "mevqa.experiments.split",
+             "mevqa.train.export", "mevqa.train.inspect", "mevqa.data_builders.spot", "mevqa.longvideo.spot",
+             "mevqa.longvideo.str_predict", "mevqa.answering.submission")
     code = ("import sys, importlib\n"
             f"for name in {light!r}:\n    importlib.import_module(name)\n"
             "print(sorted(m for m in ('torch', 'transformers', 'rouge_score', 'sacrebleu') if m in sys.modules))")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mevqa import vocab
-from mevqa.answering.label_scoring import (END, _sample, _takes_encoder_outputs, answer_logprobs, choice_logprobs, choice_probabilities,
-                                           greedy_au_list, normalise)
+from mevqa.answering.label_scoring import (END, _sample, _takes_encoder_outputs, answer_logprobs, choice_logprobs,
+                                           choice_probabilities, greedy_au_list, normalise)
 from mevqa.errors import MevqaError
 from mevqa.models.collate import encode
 from qa_rows import write_qa_file

@@ -45,8 +45,9 @@ def test_eval_runs_without_evaluate_and_datasets(public_data, tmp_path):
 
 
 def test_core_modules_import_without_the_extras():
-    modules = ["mevqa.eval", "mevqa.eval.cli", "mevqa.train.export", "mevqa.train.inspect", "mevqa.messages", "mevqa.models.collate",
-               "mevqa.answering.generation", "mevqa.experiments.split", "mevqa.answering.submission", "mevqa.data_builders"]
+    modules = ["mevqa.eval", "mevqa.eval.cli", "mevqa.train.export", "mevqa.train.inspect", "mevqa.messages",
+               "mevqa.models.collate", "mevqa.answering.generation", "mevqa.experiments.split",
+               "mevqa.answering.submission", "mevqa.data_builders"]
     result = _run("import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules))
     assert result.returncode == 0, result.stderr
 

@@ -390,7 +390,8 @@ def test_answer_au_rules(capsys, tiny_model_dir, clip_dir):
 
 # --- the recipes ------------------------------------------------------------------------------------------------
 def test_the_2025_recipes_state_their_answer_strategies():
-    from mevqa.answering.strategies import StrategyOptions, check_options, parse_au_tables, parse_fine_labels, parse_strategy
+    from mevqa.answering.strategies import (StrategyOptions, check_options, parse_au_tables, parse_fine_labels,
+                                            parse_strategy)
 
     folder = REPO_ROOT / "recipes" / "configs" / "megc2025"
 

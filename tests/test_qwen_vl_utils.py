@@ -1,8 +1,8 @@
 """qwen-vl-utils, Qwen's reference preprocessing, as the check on mevqa's video inputs.
 
 mevqa gives the processor the frames it already sampled, as one uint8 array per video, with
-``VideoMetadata(fps=sample_fps)`` and ``do_sample_frames=False`` (``mevqa.models.collate.encode``). For frames whose sides
-are multiples of 56 px and the same frame rate, that equals qwen-vl-utils + the processor exactly:
+``VideoMetadata(fps=sample_fps)`` and ``do_sample_frames=False`` (``mevqa.models.collate.encode``). For frames whose
+sides are multiples of 56 px and the same frame rate, that equals qwen-vl-utils + the processor exactly:
 ``pixel_values_videos``, ``video_grid_thw`` and ``second_per_grid_ts``.
 
 Why mevqa does not call qwen-vl-utils (0.0.14) instead, each fact reproduced below on the installed versions:

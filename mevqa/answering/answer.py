@@ -1,18 +1,19 @@
 """``mevqa answer``: ask a model one question about one clip (a folder of frames or a video file).
 
 ``mevqa predict`` on one row: the settings come from :func:`mevqa.answering.inference.resolve_settings` (the model's
-``train_config.yaml``, flags winning with a warning), the clip's inputs from :class:`mevqa.answering.inference.ClipInputs`
-(onset/offset default to the first and last frame, the apex is estimated as the builders estimate it, and
-:func:`mevqa.media.build_media` builds the inputs with the media settings the model was trained with), the answer
-from :func:`mevqa.answering.inference.answer_batch` with the answer strategy (``--strategy``, default: as the model was
-trained, else ``direct``; ``hierarchical`` and ``au-rules`` ask the clip's coarse or AU question themselves first).
-``--dataset`` names the clip's dataset convention: the fine classes ``constrained`` and ``hierarchical`` allow, and
-the rule table of ``au-rules``. Only the answer goes to stdout (logs go to stderr); ``--json`` prints the answer
-with how it was reached (``label_probs``, ``votes``, ``rule``, ``coarse_hint``, ...: :meth:`mevqa.answering.strategies.Answer.
-record`), the strategy, the inputs used, the media settings (``media_settings``, keyed by the build-data option
-names) and timings. An empty answer is an error, as it is a failed row in ``predict``. A question of an ME-LVQA
-kind ("How many micro-expression events appear in this video?") is about a whole long video: ``--clip`` is then the
-long video and :func:`mevqa.longvideo.lvqa_predict.answer_long_video` answers it.
+``train_config.yaml``, flags winning with a warning), the clip's inputs from
+:class:`mevqa.answering.inference.ClipInputs` (onset/offset default to the first and last frame, the apex is estimated
+as the builders estimate it, and :func:`mevqa.media.build_media` builds the inputs with the media settings the model was
+trained with), the answer from :func:`mevqa.answering.inference.answer_batch` with the answer strategy (``--strategy``,
+default: as the model was trained, else ``direct``; ``hierarchical`` and ``au-rules`` ask the clip's coarse or AU
+question themselves first). ``--dataset`` names the clip's dataset convention: the fine classes ``constrained`` and
+``hierarchical`` allow, and the rule table of ``au-rules``. Only the answer goes to stdout (logs go to stderr);
+``--json`` prints the answer with how it was reached (``label_probs``, ``votes``, ``rule``, ``coarse_hint``, ...:
+:meth:`mevqa.answering.strategies.Answer.record`), the strategy, the inputs used, the media settings
+(``media_settings``, keyed by the build-data option names) and timings. An empty answer is an error, as it is a failed
+row in ``predict``. A question of an ME-LVQA kind ("How many micro-expression events appear in this video?") is about a
+whole long video: ``--clip`` is then the long video and :func:`mevqa.longvideo.lvqa_predict.answer_long_video` answers
+it.
 """
 
 from __future__ import annotations

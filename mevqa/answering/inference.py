@@ -19,8 +19,8 @@ An option the chosen strategy does not use (``--votes`` without ``vote``, ...) i
 
 :class:`ClipInputs` gives each row absolute media: its own (rows from ``mevqa build-data``) or built from its raw
 clip, once per clip, with the resolved media settings. :func:`answer_batch` answers rows with the strategy
-(:func:`mevqa.answering.strategies.answer_rows`), as :class:`mevqa.answering.strategies.Answer` objects; an empty answer is a failed
-row, never an answer.
+(:func:`mevqa.answering.strategies.answer_rows`), as :class:`mevqa.answering.strategies.Answer` objects; an empty answer
+is a failed row, never an answer.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ STRATEGY_FIELDS = {dest(option): field for field, option in AS_TRAINED_OPTIONS.i
 # --- arguments ----------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser, *, default_model: bool) -> None:
     """The model, input, strategy and generation options of ``mevqa answer`` and ``mevqa predict``.
-    ``default_model``: ``--model`` defaults to :data:`mevqa.models.loading.DEFAULT_MODEL` (``answer``); otherwise it has no
-    default and the command checks that it is given where needed (``predict``, whose datasets may each have their
+    ``default_model``: ``--model`` defaults to :data:`mevqa.models.loading.DEFAULT_MODEL` (``answer``); otherwise it has
+    no default and the command checks that it is given where needed (``predict``, whose datasets may each have their
     own model)."""
     add_model_arguments(
         parser, default_model=DEFAULT_MODEL if default_model else None,
@@ -273,9 +273,9 @@ def resolve_settings(args: argparse.Namespace, *, model_and_adapter: tuple | Non
 def resolve_strategy(args: argparse.Namespace, config: dict, path: Path | None,
                      generation: dict) -> tuple[str, StrategyOptions]:
     """(canonical strategy name, options): each option from the command line, else the training config's
-    ``answer_*`` field, else :class:`mevqa.answering.strategies.StrategyOptions`' default. An option given on the command line
-    that the strategy does not use is an error; the training config's fields for other strategies are left alone
-    (a config holds every field)."""
+    ``answer_*`` field, else :class:`mevqa.answering.strategies.StrategyOptions`' default. An option given on the
+    command line that the strategy does not use is an error; the training config's fields for other strategies are left
+    alone (a config holds every field)."""
     given = {name: getattr(args, name, None) for name in STRATEGY_FIELDS}
     chosen = {}
     for name, key in STRATEGY_FIELDS.items():
@@ -462,11 +462,12 @@ class ClipInputs:
 # --- answers ------------------------------------------------------------------------------------------------------
 def answer_batch(model, processor, batch: list[dict], settings: InferenceSettings, *, batch_size: int | None = None
                  ) -> Iterator[tuple[dict, "Answer | MevqaError"]]:
-    """``(row, answer)`` for each row of ``batch`` (absolute media), in order: a :class:`mevqa.answering.strategies.Answer`
-    by the settings' strategy, or a :class:`MevqaError`. ``batch_size`` (default: the whole batch) is rows per
-    generation batch and candidates per scoring pass. Pass whole clips (:func:`mevqa.answering.consistency.clip_key`): the
-    strategies share answers within a clip. A batch that fails is answered clip by clip, then row by row, so a bad
-    row fails alone; a row's failure, and an empty answer, come back as a :class:`MevqaError`."""
+    """``(row, answer)`` for each row of ``batch`` (absolute media), in order: a
+    :class:`mevqa.answering.strategies.Answer` by the settings' strategy, or a :class:`MevqaError`. ``batch_size``
+    (default: the whole batch) is rows per generation batch and candidates per scoring pass. Pass whole clips
+    (:func:`mevqa.answering.consistency.clip_key`): the strategies share answers within a clip. A batch that fails is
+    answered clip by clip, then row by row, so a bad row fails alone; a row's failure, and an empty answer, come back as
+    a :class:`MevqaError`."""
     try:
         answers = answer_rows(model, processor, batch, settings.inputs, settings.strategy,
                               options=settings.strategy_options(), batch_size=batch_size or len(batch),

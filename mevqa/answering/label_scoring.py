@@ -12,10 +12,10 @@ Public API::
     END = "<end>"                      # the "stop the list here" choice in greedy_au_list's steps
 
 What is scored: the answer as the assistant's whole turn, exactly as training teaches it. Each candidate is the row
-with ``answer`` set to the candidate, encoded by :func:`mevqa.models.collate.encode` with ``train=True``; its answer-only
-labels mark the answer tokens and the closing ``<|im_end|>``, and the score is the sum of their log-probabilities
-(the negative of the summed training loss of that answer). ``complete=False`` leaves ``<|im_end|>`` out: the
-log-probability that the answer *starts with* the text, which :func:`greedy_au_list` compares with stopping.
+with ``answer`` set to the candidate, encoded by :func:`mevqa.models.collate.encode` with ``train=True``; its
+answer-only labels mark the answer tokens and the closing ``<|im_end|>``, and the score is the sum of their
+log-probabilities (the negative of the summed training loss of that answer). ``complete=False`` leaves ``<|im_end|>``
+out: the log-probability that the answer *starts with* the text, which :func:`greedy_au_list` compares with stopping.
 
 How it is batched: the candidates of one row share the prompt, so they go through the model together,
 ``batch_size`` sequences per forward pass. The vision inputs are encoded once per row and handed to every candidate

@@ -3,12 +3,12 @@
 Question rows are either official test rows (``video_id``, ``video``, ``question``; the clip is the folder or video
 file named ``video`` under ``--clips``, ``video`` being one plain name) or training-style rows that carry ``media``
 from ``mevqa build-data`` (read and confined by :func:`mevqa.rows.read_rows`). Raw clips get their inputs built once,
-with the media settings the model was trained with (:mod:`mevqa.answering.inference`), under ``OUT/media/<video>/``; rows that
-carry media built with other settings are refused (:func:`check_row_media`).
+with the media settings the model was trained with (:mod:`mevqa.answering.inference`), under ``OUT/media/<video>/``;
+rows that carry media built with other settings are refused (:func:`check_row_media`).
 
 Answers come from the answer strategy (``--strategy``, :mod:`mevqa.answering.strategies`; default: the one the model's
-``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.answering.consistency.clip_key`), so
-that ``hierarchical``, ``au-rules`` and ``constrained`` composites use the clip's own answers. Each dataset of the
+``train_config.yaml`` names, else ``direct``), a batch being whole clips (:func:`mevqa.answering.consistency.clip_key`),
+so that ``hierarchical``, ``au-rules`` and ``constrained`` composites use the clip's own answers. Each dataset of the
 questions may have its own model (``--model-for DATASET=MODEL``, ``--adapter-for DATASET=ADAPTER``): each model is
 loaded once, answers its datasets' rows with the settings of its own ``train_config.yaml`` (inputs built for it),
 and is released before the next loads. Once every row is answered, the answers are made consistent per clip
@@ -310,7 +310,8 @@ def read_run_config(out: Path) -> dict | None:
 
 def prediction_row(row: dict, answer: str | Answer) -> dict:
     """The question row as it goes into predictions.jsonl: its own fields, without media, with the answer (and, for
-    an :class:`mevqa.answering.strategies.Answer`, how it was reached: :meth:`~mevqa.answering.strategies.Answer.record`)."""
+    an :class:`mevqa.answering.strategies.Answer`, how it was reached:
+    :meth:`~mevqa.answering.strategies.Answer.record`)."""
     kept = {key: value for key, value in strip_private(row).items() if key not in ("media", "clip")}
     if isinstance(answer, Answer):
         return {**kept, "answer": answer.text, **answer.record()}
@@ -327,8 +328,8 @@ def answer_of(prediction: dict) -> Answer:
 
 def final_predictions(questions: list[dict], answered: dict[str, dict], consistent) -> tuple[list[dict], int]:
     """(final rows, answers changed): the answered rows in question order, made consistent per clip
-    (:func:`mevqa.answering.consistency.consistent_answers`) for the rows ``consistent`` covers: True all, False none, None
-    the rows of official question files."""
+    (:func:`mevqa.answering.consistency.consistent_answers`) for the rows ``consistent`` covers: True all, False none,
+    None the rows of official question files."""
     pairs = [(question, answered[row_id(question)]) for question in questions if row_id(question) in answered]
     rows = [prediction for _, prediction in pairs]
     covered = [i for i, (question, _) in enumerate(pairs)
@@ -349,8 +350,8 @@ def final_predictions(questions: list[dict], answered: dict[str, dict], consiste
 def predict(model, processor, rows: list[dict], out: Path, settings: InferenceSettings, *, inputs: ClipInputs,
             batch_size: int = 8, strict: bool = False, progress: bool = True, append_errors: bool = False) -> dict:
     """Answer ``rows`` not yet in ``out/predictions.jsonl`` with the settings' strategy, appending each batch as it
-    is done. A batch is whole clips (:func:`mevqa.answering.consistency.clip_key`), at least ``batch_size`` rows unless the
-    rows run out; ``batch_size`` is also the rows per generation batch and the candidates per scoring pass.
+    is done. A batch is whole clips (:func:`mevqa.answering.consistency.clip_key`), at least ``batch_size`` rows unless
+    the rows run out; ``batch_size`` is also the rows per generation batch and the candidates per scoring pass.
 
     Returns ``{"answered": n, "failed": n, "skipped": n, "seconds": s, "media_seconds": s}``. Rows that fail
     (MevqaError, an empty answer included) go to ``out/errors.jsonl`` (started afresh unless ``append_errors``);

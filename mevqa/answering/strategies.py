@@ -22,15 +22,15 @@ Public API::
 A strategy is one answer mechanism, optionally with modifiers, joined by ``+`` (``hierarchical+constrained``):
 
 - mechanisms (one at most; default ``direct``):
-  - ``direct``: generation, as :func:`mevqa.answering.generation.generate_answers` (today's behaviour): greedy, or sampled
-    with ``options.do_sample`` at ``options.temperature``.
+  - ``direct``: generation, as :func:`mevqa.answering.generation.generate_answers` (today's behaviour): greedy, or
+    sampled with ``options.do_sample`` at ``options.temperature``.
   - ``constrained``: every label question is answered by scoring its allowed answers
-    (:mod:`mevqa.answering.label_scoring`) and taking the most probable, so the answer is always a valid label. Coarse: the
-    3 classes; fine: the row's dataset convention (:data:`mevqa.vocab.DATASET_FINE_LABELS`, or
+    (:mod:`mevqa.answering.label_scoring`) and taking the most probable, so the answer is always a valid label. Coarse:
+    the 3 classes; fine: the row's dataset convention (:data:`mevqa.vocab.DATASET_FINE_LABELS`, or
     ``options.fine_labels``); presence: yes/no; laterality: left/right; ``Answer.label_probs`` holds the
     probabilities (summing to 1). AU lists: "What is the action unit?" is one choice among the 25 official names;
-    "What are the action units?" is built name by name (:func:`mevqa.answering.label_scoring.greedy_au_list`, two or more
-    names, ``Answer.au_steps``). The composite answer is assembled in the official template from the clip's own
+    "What are the action units?" is built name by name (:func:`mevqa.answering.label_scoring.greedy_au_list`, two or
+    more names, ``Answer.au_steps``). The composite answer is assembled in the official template from the clip's own
     constrained AU, fine and coarse answers (asking those questions when the clip's rows do not). The MEGC2026
     analysis prompt stays free text (generated), as do questions outside the official set.
   - ``vote``: ``options.votes`` answers sampled at ``options.vote_temperature`` (TIE, 3rd place 2025: 5 at 0.5),
@@ -47,17 +47,17 @@ A strategy is one answer mechanism, optionally with modifiers, joined by ``+`` (
     A coarse class that allows one fine class (positive -> happiness, surprise -> surprise) answers it directly.
     ``Answer.coarse_hint`` records the coarse class used.
   - ``au-rules`` (Emotion-Qwen-VL, 1st place 2025): the fine and coarse answers are derived from the clip's
-    predicted AUs by the rule table of the clip's dataset (:mod:`mevqa.answering.au_rules`, ``options.au_tables``); where no
-    rule fires (or the dataset has no table), the mechanism's answer stands. ``Answer.rule`` names the rule.
+    predicted AUs by the rule table of the clip's dataset (:mod:`mevqa.answering.au_rules`, ``options.au_tables``);
+    where no rule fires (or the dataset has no table), the mechanism's answer stands. ``Answer.rule`` names the rule.
 
 Refused: two mechanisms together (``constrained+vote``, ``direct+vote``, ...): each is a different way to produce
 the same answer. Modifiers combine with every mechanism and with each other (``au-rules+hierarchical``: a rule
 decides where one fires, else the hierarchical answer).
 
-Rows of one clip (grouped by :func:`mevqa.answering.consistency.clip_key`) answered in the same call share answers: a fine row
-under ``hierarchical`` uses the clip's coarse row, ``au-rules`` the clip's AU row. A clip without such a row gets the
-question asked for it (coarse: the official coarse question; AU: "What are the action units?", one or more names),
-so a row can be answered without the rest of its clip; pass whole clips to use the clip's own answers. Agreement
+Rows of one clip (grouped by :func:`mevqa.answering.consistency.clip_key`) answered in the same call share answers: a
+fine row under ``hierarchical`` uses the clip's coarse row, ``au-rules`` the clip's AU row. A clip without such a row
+gets the question asked for it (coarse: the official coarse question; AU: "What are the action units?", one or more
+names), so a row can be answered without the rest of its clip; pass whole clips to use the clip's own answers. Agreement
 between a clip's answers (the composite repeating the fine answer, the coarse class the fine one implies) is
 :mod:`mevqa.answering.consistency`'s job.
 """
@@ -199,7 +199,8 @@ def parse_fine_labels(items, where: str = "fine labels") -> dict[str, list[str]]
 def parse_au_tables(items, where: str = "AU rule tables") -> dict[str, str] | None:
     """``["samm=emotion_qwen_vl", "casme2=my_rules.yaml"]`` (the ``--au-rules`` / ``answer_au_tables`` form) ->
     ``{dataset: table name or YAML path}``; None when no item is given (the shipped defaults,
-    :data:`mevqa.answering.au_rules.DEFAULT_TABLES`). Given items replace the defaults: only the datasets named get rules."""
+    :data:`mevqa.answering.au_rules.DEFAULT_TABLES`). Given items replace the defaults: only the datasets named get
+    rules."""
     return parse_dataset_items(items, where, "TABLE (a shipped table name or a YAML file)") or None
 
 
@@ -573,8 +574,8 @@ def answer_rows(model, processor, rows: list[dict], mode: str, strategy: str | S
                 options: StrategyOptions | None = None, batch_size: int = 8, system_prompt: str | None = "default",
                 max_frames: int | None = None, image_pixels=None, video_pixels=None, video_fps: float | None = None,
                 progress: bool = False) -> list[Answer]:
-    """Answer ``rows`` (absolute media, as for :func:`mevqa.answering.generation.generate_answers`) with ``strategy``; one
-    :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.models.collate`;
+    """Answer ``rows`` (absolute media, as for :func:`mevqa.answering.generation.generate_answers`) with ``strategy``;
+    one :class:`Answer` per row, in order. The input options mean what they mean in :mod:`mevqa.models.collate`;
     ``batch_size`` is rows per generation batch and candidate answers per scoring pass. Pass the unwrapped model."""
     if batch_size < 1:
         raise MevqaError(f"batch_size must be at least 1, got {batch_size}")

@@ -95,8 +95,9 @@ FOLD_FIELDS = ("train_file", "eval_file", "output_dir")
 ZERO_SHOT_FLAGS = AS_TRAINED_OPTIONS
 SETTINGS = "cv.json"
 EMPTY_ANSWERS = "empty_answers.json"
-# How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.answering.inference); tests/test_cv.py
-# runs the real predict on a model that answers some rows with nothing, so a change of wording fails there.
+# How mevqa predict's errors.jsonl words a row whose answer came back empty (mevqa.answering.inference);
+# tests/test_cv.py runs the real predict on a model that answers some rows with nothing, so a change of wording fails
+# there.
 EMPTY_ANSWER_ERROR = "the model gave an empty answer"
 LOCK = ".cv.lock"
 TAIL_LINES = 20

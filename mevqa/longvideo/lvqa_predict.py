@@ -4,16 +4,16 @@ about long videos (MEGC2026 task 2).
 Methods:
 
 - ``spot``: the ME-STR spotter (``--spotter flow|vlm`` and every option of ``mevqa str-predict``) gives the micro
-  intervals; the flow signal at the macro scale (``--macro-seconds``, :func:`mevqa.longvideo.spot.spot_macro_flow`) adds the
-  macro-expressions (``--macro-seconds 0``: none). An interval is a micro-expression when it lasts at most
+  intervals; the flow signal at the macro scale (``--macro-seconds``, :func:`mevqa.longvideo.spot.spot_macro_flow`) adds
+  the macro-expressions (``--macro-seconds 0``: none). An interval is a micro-expression when it lasts at most
   ``--max-seconds`` (0.5 s), or, with ``--model``, as the model answers "micro-expression or macro-expression?" on
-  it (label-constrained). Events are numbered by onset (:func:`mevqa.longvideo.lvqa.number_events`) and give the counts and
-  the N-th event's type; an N past the last event is answered by :data:`mevqa.longvideo.lvqa.FALLBACK_TYPE`'s rule and noted.
-  The distinct AUs are the union of the model's answers to "What are the action units?" on each interval as a
+  it (label-constrained). Events are numbered by onset (:func:`mevqa.longvideo.lvqa.number_events`) and give the counts
+  and the N-th event's type; an N past the last event is answered by :data:`mevqa.longvideo.lvqa.FALLBACK_TYPE`'s rule
+  and noted. The distinct AUs are the union of the model's answers to "What are the action units?" on each interval as a
   clip; without a model the AU question is answered ``none`` (the empty set) and noted.
 - ``vlm``: the model (``--model``) answers each question over the inputs built from the whole video (frames
-  sampled over it, as it was trained); each answer is read as its kind (:func:`mevqa.longvideo.lvqa.parse_count`, ...) and
-  written in the participants' form; one that cannot be read becomes 0, the fallback type or ``none``, noted.
+  sampled over it, as it was trained); each answer is read as its kind (:func:`mevqa.longvideo.lvqa.parse_count`, ...)
+  and written in the participants' form; one that cannot be read becomes 0, the fallback type or ``none``, noted.
 
 Videos: a row's ``frames`` (``mevqa build-lvqa`` rows; relative to the question file), else the folder or video
 file named by its ``video`` under ``--videos``. Frame rate: ``--fps``, else the row's ``fps``, else a video file's
@@ -49,8 +49,9 @@ from mevqa.errors import MevqaError
 from mevqa.jsonl import ensure_dir, file_sha256, write_jsonl
 from mevqa.log import is_main_process
 from mevqa.longvideo import lvqa
-from mevqa.longvideo.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections, interval_row,
-                                  load_for, motion_signal, settings_from_args, spot_macro_flow, spot_video, unpack_video)
+from mevqa.longvideo.spot import (FlowSettings, VlmSettings, add_method_arguments, check_fps, flow_detections,
+                                  interval_row, load_for, motion_signal, settings_from_args, spot_macro_flow,
+                                  spot_video, unpack_video)
 from mevqa.longvideo.str_predict import RUN_FILE, VIDEOS_FILE, resume_run
 from mevqa.media import Span, build_media, read_clip
 from mevqa.models.families import check_model_source

@@ -128,7 +128,8 @@ def set_pixel_budgets(processor, *, min_pixels: int | None = None, max_pixels: i
 
 def check_adapter_fits(adapter, model_name_or_path) -> None:
     """The adapter folder's target modules and fully trained modules are in the base model, checked on the base
-    built from its config.json on the meta device (:func:`mevqa.models.families.model_skeleton`): before any weights load."""
+    built from its config.json on the meta device (:func:`mevqa.models.families.model_skeleton`): before any weights
+    load."""
     from mevqa.models.families import model_skeleton
 
     adapter = Path(adapter).expanduser()

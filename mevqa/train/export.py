@@ -424,11 +424,11 @@ def _check_out(out: Path, identity: dict) -> None:
 
 def tool_settings(settings: ExportSettings, samples: list[Sample]) -> dict:
     """What LLaMA-Factory, ms-swift and TRL must be told to give ``settings.model`` the inputs mevqa gives it: the
-    chat template of its family (:mod:`mevqa.models.families`), the pixel budgets of its processor and the frame rate of the
-    exported videos, as a training config sets them (``settings.config``: its ``min_pixels`` ... ``video_max_pixels``
-    and ``video_fps``, the model its ``model_name_or_path`` unless ``settings.model`` is given; without a config the
-    training defaults: the processor's own budgets, each clip's true rate). Only config.json and the processor files
-    are read, and the image headers of the exported media (their sizes).
+    chat template of its family (:mod:`mevqa.models.families`), the pixel budgets of its processor and the frame rate of
+    the exported videos, as a training config sets them (``settings.config``: its ``min_pixels`` ...
+    ``video_max_pixels`` and ``video_fps``, the model its ``model_name_or_path`` unless ``settings.model`` is given;
+    without a config the training defaults: the processor's own budgets, each clip's true rate). Only config.json and
+    the processor files are read, and the image headers of the exported media (their sizes).
 
     What each setting does in the tools (read in LLaMA-Factory 0.9.5, ms-swift 4.6 with qwen-vl-utils 0.0.14):
 

@@ -418,7 +418,8 @@ class InspectReport:
                       f"tokens ({precision} activations, gradient checkpointing "
                       f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
                   "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
-                  "  (weights, gradients and optimizer state come on top; formula and assumptions: mevqa/train/inspect.py)"]
+                  "  (weights, gradients and optimizer state come on top; formula and assumptions: "
+                  "mevqa/train/inspect.py)"]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Which parts of the model train, and how: frozen, LoRA or fully trained; one learning rate per part.
 
 A supported Qwen VLM has three parts; their module paths and Linear layer names per family come from the family
-table (:mod:`mevqa.models.families`, keyed by ``config.model_type``; PEFT prefixes the paths with ``base_model.model.``):
+table (:mod:`mevqa.models.families`, keyed by ``config.model_type``; PEFT prefixes the paths with
+``base_model.model.``):
 
 =========  ===================================================================  ==================================
 part       parameters                                                           LoRA targets (Linear layers)
@@ -153,8 +154,8 @@ def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
 
 def check_selection(cfg, recipe: str, skeleton) -> None:
     """Every module pattern the config selects by matches something in the model, checked on ``skeleton`` (the model
-    built from its config.json on the meta device, :func:`mevqa.models.families.model_skeleton`) before weights load: the
-    LoRA targets of each LoRA part, the modules of each fully trained part, and QLoRA's unquantised modules. A
+    built from its config.json on the meta device, :func:`mevqa.models.families.model_skeleton`) before weights load:
+    the LoRA targets of each LoRA part, the modules of each fully trained part, and QLoRA's unquantised modules. A
     pattern that matches nothing is one line naming the family, the part and the pattern."""
     family = family_of(skeleton)
     check_parts(cfg, recipe, family)

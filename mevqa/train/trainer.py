@@ -14,8 +14,8 @@ optimizer, scheduler, RNG, skipping the consumed batches). :class:`MevqaTrainer`
   would average per micro-batch and over-weight short answers.
 - optimizer: AdamW with one group per part and decay (:func:`mevqa.train.parts.param_groups`), the one road for
   learning rates.
-- evaluation: the loss over every answer token, and answers from one :func:`mevqa.answering.strategies.answer_rows` call per
-  process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by
+- evaluation: the loss over every answer token, and answers from one :func:`mevqa.answering.strategies.answer_rows` call
+  per process (the config's ``answer_strategy``), scored with :func:`mevqa.eval.score`; ``best/`` by
   ``metric_for_best_model`` (Trainer keeps ``best_metric`` in its state). Generation sees whole weights: ZeRO-3
   gathers them once per evaluation (DeepSpeed's ``unwrap_model_for_generation``, which also lifts its per-layer
   hooks), FSDP1 generates inside the root's ``summon_full_params``, FSDP2 through the ``generate`` Trainer registers

@@ -250,10 +250,11 @@ def test_each_dataset_is_answered_by_its_own_model(tmp_path, tiny_model_dir, oth
 def test_a_dataset_whose_clips_are_missing_fails_its_rows_without_loading_its_model(tmp_path, tiny_model_dir,
                                                                                    test_clips, capsys):
     """The CAS(ME)^3 clips are not there: its rows go to errors.jsonl and its model is never loaded (here a folder
-    that holds no model, which loading would refuse); the SAMM rows are answered by theirs."""
+    with the model's config and processor but no weights, which loading would refuse; its config.json is read up
+    front for the run record's family); the SAMM rows are answered by theirs."""
     samm, cas = questions_of(tmp_path, {"samm": ("SAMM-1",), "casme3": ("CAS-1", "CAS-2")})
     clips = shutil.copytree(test_clips / "SAMM", tmp_path / "clips" / "SAMM")
-    (tmp_path / "no-model").mkdir()
+    shutil.copytree(tiny_model_dir, tmp_path / "no-model", ignore=shutil.ignore_patterns("*.safetensors"))
     out = tmp_path / "out"
     assert main(["predict", "--questions", str(samm), str(cas), "--clips", str(clips.parent), "--out", str(out),
                  "--model", str(tiny_model_dir), "--model-for", f"casme3={tmp_path / 'no-model'}",

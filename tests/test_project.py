@@ -7,6 +7,7 @@ import json
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -83,9 +84,13 @@ def test_installed_import_names_are_namespaced(tmp_path):
 
 
 def test_wheel_contains_namespaced_packages_and_configs(tmp_path):
+    # Built from a copy of the source without build outputs: setuptools reuses an in-tree build/lib, so a wheel built
+    # in a checkout that once held other modules would carry them and test those, not the source.
+    source = shutil.copytree(REPO, tmp_path / "source", symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"))
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheel_dir), str(REPO)], check=True, capture_output=True)
+                    str(wheel_dir), str(source)], check=True, capture_output=True)
     (wheel,) = wheel_dir.glob("mevqa-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "mevqa/eval/__init__.py" in names

@@ -3,9 +3,10 @@ CASME II build with each config's real checkpoint geometry.
 
     python benchmarks/config_memory.py                  # print the table
     python benchmarks/config_memory.py --write          # also rewrite each config's "# Memory (...)" comment
+    python benchmarks/config_memory.py --markdown       # the table as docs/benchmarks.md shows it
     python benchmarks/config_memory.py --work DIR       # keep the build and model folders in DIR (default: a temp)
 
-Offline and deterministic; about a minute on 2 CPU cores, mostly building the data.
+Offline and deterministic; about 15 s on 2 CPU cores.
 
 1. Data: ``mevqa synth-data casme2`` (12 clips of 12 frames, 640 x 480, CASME II's recorded frame size, seed 0),
    then ``mevqa build-data casme2`` with its defaults (every input mode, images at most 448 px on the longest side,
@@ -60,7 +61,8 @@ CHECKPOINTS = {
     "Qwen/Qwen3-VL-30B-A3B-Instruct": ("qwen3_vl_moe_configs.json", "30b_a3b"),
 }
 
-# The released processors' pixel budgets (min, max), image and video. Qwen2.5-VL-3B/7B-Instruct's
+# The released processors' pixel budgets (min, max), image and video, as the public checkpoints' files give them
+# (not downloaded here; every shipped config sets its own max, so the mins are what counts). Qwen2.5-VL-3B/7B-Instruct's
 # preprocessor_config.json: min_pixels 3136, max_pixels 12845056; those checkpoints ship no
 # video_preprocessor_config.json, so transformers' video processor reads the same file (video_processing_utils).
 # Qwen3-VL-Instruct's preprocessor_config.json: size 65536..16777216; its video_preprocessor_config.json:
@@ -241,9 +243,17 @@ def table(figures: list[Figure]) -> str:
     return "\n".join([head, *rows])
 
 
+def markdown(figures: list[Figure]) -> str:
+    """The table docs/benchmarks.md shows."""
+    rows = [f"| `{f.config}` | {f.inputs} | {f.batch} x {f.tokens} ({f.tokens - f.visual}) | {f.gib:.2f} | "
+            f"{f.gib_bound:.2f} |" for f in figures]
+    return "\n".join(["| config | inputs | batch x tokens (text) | GiB | GiB bound |", "|---|---|---|---|---|", *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite each config's memory comment in place")
+    parser.add_argument("--markdown", action="store_true", help="print the table as docs/benchmarks.md shows it")
     parser.add_argument("--work", type=Path, help="folder for the build and model folders (default: a temp folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,9 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         data = build_data(work)
         figures = [measure(config, data, work) for config in shipped_configs()]
-    print(table(figures))
-    print("activations of one micro-batch of the longest row; text tokens by the tiny tokenizer; 'GiB bound': the "
-          "longest row's text at its UTF-8 byte count ('text B'); weights, gradients and optimizer state not included")
+    print(markdown(figures) if args.markdown else table(figures))
+    print("activations of one micro-batch of the longest row, text tokens by the tiny tokenizer; 'text B' and "
+          "'GiB bound': that row's chat at one token per UTF-8 byte; weights, gradients and optimizer state not "
+          "included")
     if args.write:
         for f in figures:
             if rewrite_note(REPO / "recipes" / "configs" / f.config, f.note()):

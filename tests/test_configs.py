@@ -216,3 +216,18 @@ def test_resume_compares_every_field_except_the_result_neutral_ones_and_the_run_
             "eval_strategy", "eval_steps", "bf16", "fp16", "attn_implementation", "answer_strategy",
             "lr_scheduler_type", "warmup_steps", "optim", "weight_decay", "hierarchical_prompt",
             "media_settings"}.isdisjoint(RESULT_NEUTRAL)
+
+
+def _trained_on_a_released_checkpoint(path: Path) -> bool:
+    written = yaml.safe_load(path.read_text())
+    released = any(written.get("model_name_or_path") in f.checkpoints for f in FAMILIES.values())
+    return released and written.get("num_train_epochs") != 0
+
+
+@pytest.mark.parametrize("path", [path for path in CONFIGS if _trained_on_a_released_checkpoint(path)],
+                         ids=lambda p: p.relative_to(REPO / "recipes" / "configs").as_posix())
+def test_every_trained_config_on_a_released_checkpoint_says_how_its_memory_note_is_reproduced(path):
+    comments = " ".join(line[2:] for line in path.read_text().splitlines() if line.startswith("# "))
+    note = re.search(r"Memory \(`python benchmarks/config_memory\.py`: .*? micro-batch of \d+ x \d+ tokens .*?"
+                     r"about \d+\.\d\d GiB (?:with|without) checkpointing", comments)
+    assert note, f"{path.name}: no memory note naming `python benchmarks/config_memory.py` (run it with --write)"

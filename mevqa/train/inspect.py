@@ -55,7 +55,7 @@ What it reports:
   Assumed: SDPA or flash attention (no sequence-squared attention matrix; flash attention keeps no mask), logits
   for every position (transformers computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
   ``benchmarks/activation_memory.py`` compares these counts with the tensors autograd saves for the real 3B and 7B
-  widths: a language layer within 0.2% (trained, LoRA, with and without dropout, padded or not), a vision block 8%
+  widths: a language layer to the byte (trained, LoRA, with and without dropout, padded or not), a vision block 8%
   under; ``tests/test_inspect.py`` does the same for one language layer of each tiny family (Qwen3-VL with a query
   width unlike its hidden width, Qwen3-VL-MoE with and without the load-balancing loss): within 0.4% on CPU.
   Allocator fragmentation and temporaries come on top, so leave headroom.

@@ -91,6 +91,7 @@ def test_cv_trains_predicts_pools_and_reports(uninterrupted, folds):
         pooled = lines(out / name / "predictions.jsonl")
         assert [row["id"] for row in pooled] == [row["id"] for row in gold]
         scores = json.loads((out / name / "scores.json").read_text())
+        assert scores["family"] == "qwen2_5_vl"
         assert scores["pooled"] == scored(read_rows(out / name / "predictions.jsonl"), gold, bootstrap=200, seed=0)
         assert scores["pooled"]["bootstrap"]["clips"] == {"overall": 9, "casme2": 9}
         assert scores["stamp"]["gold_files"].keys() == {str(path) for path in val_files}
@@ -208,9 +209,10 @@ def two_folds(folds) -> Path:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("family", TINY_FAMILIES)
+@pytest.mark.parametrize("family", [family for family in TINY_FAMILIES if family != "qwen2_5_vl"])
 def test_cv_runs_on_each_family(family, two_folds, tiny_family_dirs, tmp_path):
-    """A small cv on each family's tiny model: a LoRA config of 2 steps and a zero-shot config over 2 folds."""
+    """A small cv on each other family's tiny model (Qwen2.5-VL's runs the LOSO cv tests above): a LoRA config of 2
+    steps and a zero-shot config over 2 folds."""
     model = tiny_family(tiny_family_dirs, family)
     zero_shot = tmp_path / "zero_shot.yaml"
     zero_shot.write_text(f"model_name_or_path: {model}\ndtype: float32\ninputs: oao\nnum_train_epochs: 0\n"

@@ -355,12 +355,21 @@ def test_a_second_run_in_the_same_output_dir_is_refused_while_the_first_holds_it
 
 
 @pytest.mark.e2e
-def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, capsys, monkeypatch):
+def test_starting_over_removes_the_previous_runs_outputs(run_copy, lora_args, tiny_model_dir, tmp_path, capsys):
     """--resume_from_checkpoint none in a used folder: the old checkpoints, final/, best/ and logs go before anything
-    of the new run is written (checked here by stopping the new run at its model load)."""
+    of the new run is written (checked here by stopping the new run at its weight load: a copy of the model without
+    its weights passes every check made on config.json, so the run gets that far). A run that fails a check before
+    that leaves the previous run's outputs where they are."""
+    checkpoints = sorted(path.name for path in run_copy.glob("checkpoint-*"))
     status, err = recipe_in_process("lora", lora_args(run_copy, "--resume_from_checkpoint", "none",
                                                       "--model_name_or_path", str(run_copy / "no-model")), capsys)
     assert status == 2 and "no-model: model folder does not exist" in err, err
+    assert checkpoints and sorted(path.name for path in run_copy.glob("checkpoint-*")) == checkpoints
+    assert (run_copy / "final").is_dir() and (run_copy / "train_log.jsonl").is_file()
+    weightless = shutil.copytree(tiny_model_dir, tmp_path / "weightless", ignore=shutil.ignore_patterns("*.safetensors"))
+    status, err = recipe_in_process("lora", lora_args(run_copy, "--resume_from_checkpoint", "none",
+                                                      "--model_name_or_path", str(weightless)), capsys)
+    assert status == 2 and "weightless: cannot load model" in err, err
     assert not list(run_copy.glob("checkpoint-*")) and not (run_copy / "final").exists()
     assert not (run_copy / "train_log.jsonl").exists() and (run_copy / "train_config.yaml").is_file()
     # A folder with a finished run's final/ but no checkpoint is not silently started over.

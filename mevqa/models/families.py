@@ -271,6 +271,7 @@ def model_skeleton(name_or_path):
     name and shape, no weights and no memory. Measured on a shared 2-core CPU: 0.1-0.7 s for the Qwen2.5-VL-7B,
     Qwen3-VL-4B and -8B configs; the first build in a process also imports the family's model code (3.6-6 s), which
     loading the weights would import anyway. Module patterns are checked on it before weights load."""
+    # lazy: torch and transformers; this table is read by commands whose --help and checks must stay quick
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.modeling_utils import set_zero3_state

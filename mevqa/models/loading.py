@@ -39,7 +39,7 @@ from pathlib import Path
 from mevqa.errors import MevqaError
 from mevqa.jsonl import read_json
 from mevqa.models.families import check_model_source  # re-exported: inspect and merge check a source before loading
-from mevqa.models.families import family_of, family_of_source
+from mevqa.models.families import family_of, family_of_source, model_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,6 @@ def check_adapter_fits(adapter, model_name_or_path) -> None:
     """The adapter folder's target modules and fully trained modules are in the base model, checked on the base
     built from its config.json on the meta device (:func:`mevqa.models.families.model_skeleton`): before any weights
     load."""
-    from mevqa.models.families import model_skeleton
-
     adapter = Path(adapter).expanduser()
     if not adapter.is_dir():
         raise MevqaError(f"{adapter}: adapter folder does not exist")

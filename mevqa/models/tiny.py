@@ -203,7 +203,7 @@ def _qwen3_vl_config(vocab_size, token_ids):
 
 
 def _qwen3_vl_moe_config(vocab_size, token_ids):
-    from transformers import Qwen3VLMoeConfig
+    from transformers import Qwen3VLMoeConfig  # lazy: see LAZY
 
     # Qwen3-VL's tiny vision tower; a language model whose every layer's MLP is a mixture of 4 experts (2 per token,
     # width 32 each), held as fused 3-D parameters with a router, as in Qwen3-VL-30B-A3B (128 experts, 8 per token).

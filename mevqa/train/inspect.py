@@ -89,6 +89,7 @@ GIB = 1024 ** 3
 def _resized(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int,
              frames: int | None = None, temporal_factor: int = 2) -> tuple[int, int]:
     """``frames``: the budget bounds the whole video (Qwen3-VL's video processor), else one image or frame."""
+    # lazy: transformers, so that `mevqa inspect --help` and build-data without --inspect-model stay quick
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as smart_resize_video
 

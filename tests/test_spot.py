@@ -129,6 +129,12 @@ def test_str_predict_resumes_per_video_and_refuses_other_settings(tmp_path, caps
     assert "settings.threshold differ" in capsys.readouterr().err
     assert main(argv[:-1] + [str(tmp_path / "other"), "--subjects", "spNO.9"]) == 2
     assert "no video of subject(s) spNO.9" in capsys.readouterr().err
+    # The vlm method's window options are refused with flow (they would be ignored), before any folder is made.
+    assert main(argv[:-1] + [str(tmp_path / "flow-with-vlm-options"), "--threshold", "0.7", "--smooth", "5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mevqa str-predict: error: --threshold, --smooth: options of the vlm spotting method, which this run does not "
+        "use (it spots with flow; --flow-threshold is the flow baseline's threshold)"]
+    assert not (tmp_path / "flow-with-vlm-options").exists()
 
 
 def test_windows_are_labelled_by_iou_with_micro_intervals(tmp_path):

@@ -527,6 +527,13 @@ def settings_from_args(args: argparse.Namespace) -> tuple[FlowSettings, VlmSetti
                         head_motion=args.head_motion or DEFAULT_HEAD_MOTION)
     vlm = VlmSettings(window=args.window, stride=args.stride, threshold=args.threshold, smooth=args.smooth,
                       batch_size=args.batch_size)
+    if args.method == "flow":  # the flow baseline never reads the windows: a changed one would be silently ignored
+        changed = [f"--{name}" for name in ("window", "stride", "threshold", "smooth")
+                   if getattr(vlm, name) != getattr(VlmSettings(), name)]
+        if changed:
+            raise MevqaError(f"{', '.join(changed)}: {'options' if len(changed) > 1 else 'an option'} of the vlm "
+                             "spotting method, which this run does not use (it spots with flow; --flow-threshold is "
+                             "the flow baseline's threshold)")
     return flow, vlm
 
 

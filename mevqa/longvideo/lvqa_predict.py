@@ -300,11 +300,8 @@ def run(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace, settings: LvqaSettings, rows: list[dict], videos: list[dict], out: Path) -> int:
     model, processor, inference = load_for(args)
-    done = resume_run(out, run_record(args, settings, inference), "answered")
-    todo = [video for video in videos if video["key"] not in done]
-    if len(todo) < len(videos):
-        log.info("%d of %d videos already answered in %s; %d to go", len(videos) - len(todo), len(videos), out,
-                 len(todo))
+    done, todo = resume_run(out, run_record(args, settings, inference), "answered", videos,
+                            lambda video: video["key"])
     with LogAppender(out / VIDEOS_FILE) as videos_log:
         for video in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
             start = time.perf_counter()

@@ -55,10 +55,11 @@ def read_done(path: Path) -> dict[tuple[str, str], dict]:
     return done
 
 
-def resume_run(out: Path, record: dict, what: str) -> dict[tuple[str, str], dict]:
-    """The finished videos of ``out/videos.jsonl`` (:func:`read_done`), after checking that ``out/run.json``
-    records the same settings as ``record`` when any video is finished (else one line naming what differs); then
-    ``record`` is written as ``out/run.json``. ``what``: how the videos were handled ("spotted", "answered")."""
+def resume_run(out: Path, record: dict, what: str, videos: list, key) -> tuple[dict[tuple[str, str], dict], list]:
+    """(finished, to do): the finished videos of ``out/videos.jsonl`` (:func:`read_done`) by key, and those of
+    ``videos`` whose ``key(video)`` is not among them, after checking that ``out/run.json`` records the same settings as
+    ``record`` when any video is finished (else one line naming what differs); then ``record`` is written as
+    ``out/run.json``. ``what``: how the videos were handled ("spotted", "answered")."""
     done = read_done(out / VIDEOS_FILE)
     previous = out / RUN_FILE
     if done and previous.is_file():
@@ -67,7 +68,11 @@ def resume_run(out: Path, record: dict, what: str) -> dict[tuple[str, str], dict
             raise MevqaError(f"{out}: holds videos {what} with other settings ({', '.join(changed)} differ, see "
                              f"{previous}); use another --out, or delete {out / VIDEOS_FILE} to start over")
     write_json(previous, record)
-    return done
+    todo = [video for video in videos if key(video) not in done]
+    if len(todo) < len(videos):
+        log.info("%d of %d videos already %s in %s; %d to go", len(videos) - len(todo), len(videos), what, out,
+                 len(todo))
+    return done, todo
 
 
 def run_record(args: argparse.Namespace, inference) -> dict:
@@ -126,11 +131,7 @@ def predict_videos(args: argparse.Namespace, videos: list[dict], out: Path) -> i
     flow, vlm = settings_from_args(args)
     model, processor, inference = load_for(args)
     record = run_record(args, inference)
-    done = resume_run(out, record, "spotted")
-    todo = [row for row in videos if (str(row["subject"]), str(row["video"])) not in done]
-    if len(todo) < len(videos):
-        log.info("%d of %d videos already spotted in %s; %d to go", len(videos) - len(todo), len(videos), out,
-                 len(todo))
+    done, todo = resume_run(out, record, "spotted", videos, lambda row: (str(row["subject"]), str(row["video"])))
     with LogAppender(out / VIDEOS_FILE) as videos_log:
         for row in tqdm(todo, desc="videos", unit="video", disable=not is_main_process()):
             start = time.perf_counter()

@@ -163,7 +163,7 @@ def _versions(tool: str) -> dict:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
-            pass
+            out[name] = None  # not installed in this tool's venv: printed as such
     return out
 
 

@@ -134,18 +134,17 @@ class Family:
         """The Linear layer names ``names`` asks for in each block of ``part`` ("vision" or "llm"): the roles
         ``attention`` and ``mlp`` expand to this family's layers; any other name must be one of them."""
         roles = self.vision_lora if part == "vision" else self.llm_lora
+        key = "lora_vision_modules" if part == "vision" else "lora_llm_modules"
         known = [n for layer_names in roles.values() for n in layer_names]
         out: list[str] = []
         for name in names:
             expanded = roles.get(name, (name,))
             if not expanded:
-                key = "lora_vision_modules" if part == "vision" else "lora_llm_modules"
                 raise MevqaError(f"{where}: {key} names the role {name!r}, which has no Linear layers in {self.name} "
                                  f"({self.model_type}){self.no_lora.get(name, '')}; expected some of "
                                  f"{', '.join(r for r in roles if roles[r])}")
             for item in expanded:
                 if item not in known:
-                    key = "lora_vision_modules" if part == "vision" else "lora_llm_modules"
                     raise MevqaError(f"{where}: {key} names {name!r}, which {self.name} ({self.model_type}) does "
                                      f"not have; expected some of {', '.join(known)} or the roles "
                                      f"{', '.join(r for r in roles if roles[r])}")

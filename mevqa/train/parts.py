@@ -83,8 +83,9 @@ def lora_target_regex(cfg, family: Family) -> str:
 
 
 def _part_roots(part: str, family: Family) -> tuple[str, ...]:
-    return {"vision": family.vision_modules, "merger": family.merger_modules,
-            "llm": (*family.language_modules, family.lm_head)}[part]
+    """The family's module paths of a training part (the llm part: the language model and its head)."""
+    return tuple(root for model_part, train_part in _TRAIN_PART.items() if train_part == part
+                 for root in family.part_modules(model_part))
 
 
 def _full_module_names(model, part: str, family: Family) -> list[str]:

@@ -66,6 +66,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def write_error_line(text: str) -> None:
+    """Write ``text`` and its newline to stderr in one write call.
+
+    ``print`` writes the text and the newline separately; with unbuffered stderr (accelerate's launched processes)
+    two processes failing together then interleave into one joined line. One write of a short line to a pipe is
+    atomic, so each process's line stays whole.
+    """
+    sys.stderr.write(f"{text}\n")
+    sys.stderr.flush()
+
+
 def run_reporting_errors(prog: str, func, *args) -> int:
     """Run ``func(*args)``; a :class:`MevqaError` becomes ``<prog>: error: <message>`` on stderr and status 2.
 
@@ -74,10 +85,10 @@ def run_reporting_errors(prog: str, func, *args) -> int:
     try:
         return int(func(*args) or 0)
     except MevqaError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        write_error_line(f"{prog}: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        write_error_line(f"{prog}: interrupted")
         return 130
 
 
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
     except MevqaError as exc:
         chosen = next((arg for arg in argv if not arg.startswith("-")), "")
-        print(f"mevqa {chosen}: error: {exc}", file=sys.stderr)
+        write_error_line(f"mevqa {chosen}: error: {exc}")
         return 2
     configure_logging(args.verbose)
     return run_reporting_errors(f"mevqa {args.command}", args.run, args)

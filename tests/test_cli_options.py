@@ -94,3 +94,30 @@ def test_help_and_the_light_commands_do_not_load_the_model_stack():
             "print(sorted(m for m in ('torch', 'transformers', 'rouge_score', 'sacrebleu') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+class RecordingStream:
+    def __init__(self):
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_failure_is_written_as_one_whole_line_in_one_write(monkeypatch):
+    """accelerate's processes share one unbuffered stderr pipe: a line written in two parts (text, then newline) by
+    two failing processes at once came out joined on one line (seen in CI). One write per line keeps each whole."""
+    from mevqa.cli import run_reporting_errors
+    from mevqa.errors import MevqaError
+
+    def fails():
+        raise MevqaError("x.yaml: learning_rate: expected a number, got 'nan'")
+
+    stream = RecordingStream()
+    monkeypatch.setattr("sys.stderr", stream)
+    assert run_reporting_errors("recipes/lora.py", fails) == 2
+    assert stream.writes == ["recipes/lora.py: error: x.yaml: learning_rate: expected a number, got 'nan'\n"]

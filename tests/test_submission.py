@@ -119,3 +119,20 @@ def test_two_question_files_with_one_name_are_refused(public_data, tmp_path):
     with pytest.raises(MevqaError, match="a second question file maps to me_vqa_samm_test_pred.jsonl"):
         write_submission([OFFICIAL_TEST[0], copy], read_rows(list(RANK1.values())), tmp_path / "sub")
     assert not (tmp_path / "sub").exists()
+
+
+def test_a_submission_over_fewer_files_sets_aside_the_others_pred_files(public_data, tmp_path):
+    """A second submission into the same folder over one of the two question files: the other file's older
+    prediction file is renamed aside, so every *_pred.jsonl left in the folder is one that submission.zip holds. A
+    prediction file given as input is never moved."""
+    answers = read_rows(list(RANK1.values()))
+    out = tmp_path / "sub"
+    write_submission(OFFICIAL_TEST, answers, out)
+    user_file = out / "mine_pred.jsonl"
+    user_file.write_text((out / NAMES[0]).read_text())
+    write_submission(OFFICIAL_TEST[:1], read_rows([user_file]), out, pred_files=[user_file])
+    assert sorted(path.name for path in out.glob("*_pred.jsonl")) == sorted([NAMES[0], "mine_pred.jsonl"])
+    aside = [path.name for path in out.iterdir() if ".stale-" in path.name]
+    assert len(aside) == 1 and aside[0].startswith(NAMES[1] + ".stale-")
+    with zipfile.ZipFile(out / "submission.zip") as archive:
+        assert archive.namelist() == [NAMES[0]]

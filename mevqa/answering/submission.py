@@ -4,7 +4,9 @@ One prediction file per question file, named as the challenge expects (``me_vqa_
 ``me_vqa_samm_test_pred.jsonl``; the same for CAS(ME)^3 and the ``_v2_`` files of 2026): every question row in its
 order with its own fields and ``answer`` filled in; plus ``submission.zip`` holding those files. Anything that would
 make a bad submission (an unanswered question, a blank answer, an id twice, a prediction for no question) is
-refused before a single file is written.
+refused before a single file is written. A ``*_pred.jsonl`` already in the output folder that this submission does
+not write (left by an earlier run over other question files) is set aside, so the folder never shows a prediction
+file that ``submission.zip`` does not hold.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Iterable, Sequence
 from mevqa.errors import MevqaError
 from mevqa.jsonl import atomic_path, strip_private
 from mevqa.paths import refuse_outputs_onto_inputs
+from mevqa.runfolder import set_aside
 from mevqa.rows import read_rows, row_id, where
 
 logger = logging.getLogger(__name__)
@@ -96,6 +99,10 @@ def write_submission(question_files: Sequence[str | os.PathLike], pred_rows: Ite
     paths = [out_dir / name for name in outputs] + [out_dir / ZIP_NAME]
     refuse_outputs_onto_inputs(outputs={"--out": paths}, into={"--out": out_dir},
                                inputs={"--questions": question_files, "--pred": pred_files})
+    inputs = {Path(path).resolve() for path in [*question_files, *pred_files]}
+    set_aside([path for path in sorted(out_dir.glob(f"*{PRED_SUFFIX}.jsonl"))
+               if path.name not in outputs and path.resolve() not in inputs],
+              f"prediction files that the new {ZIP_NAME} will not hold")
     # Every file goes to a temporary path first; the renames happen together once all are complete.
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(path)) for path in paths]

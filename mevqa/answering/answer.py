@@ -25,8 +25,8 @@ from pathlib import Path
 
 from mevqa import vocab
 from mevqa.answering.au_rules import DEFAULT_TABLES
-from mevqa.answering.inference import ClipInputs, add_arguments as add_inference_arguments, answer_batch, \
-    check_weight_files, load_model, resolve_settings
+from mevqa.answering.inference import (ClipInputs, add_arguments as add_inference_arguments, answer_batch,
+                                       check_weight_files, load_model, resolve_settings)
 from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_json_output
 from mevqa.errors import MevqaError
 from mevqa.longvideo.lvqa import lvqa_question

@@ -58,8 +58,8 @@ from tqdm.auto import tqdm
 
 from mevqa import vocab
 from mevqa.answering.consistency import consistent_answers
-from mevqa.answering.inference import ClipInputs, InferenceSettings, add_arguments as add_inference_arguments, \
-    answer_batch, check_weight_files, load_model, resolve_settings
+from mevqa.answering.inference import (ClipInputs, InferenceSettings, add_arguments as add_inference_arguments,
+                                       answer_batch, check_weight_files, load_model, resolve_settings)
 from mevqa.answering.strategies import Answer, parse_dataset_items
 from mevqa.answering.submission import ZIP_NAME, pred_file_name, write_submission
 from mevqa.cli_style import HelpFormatter

@@ -148,6 +148,10 @@ def test_command_line_overrides_are_typed_and_win_over_the_yaml(tmp_path):
     (["--lora_target_regex", "(q|k"], "lora_target_regex='(q|k': expected a regular expression"),
     (["--media_settings", "[1, 2]"], "media_settings=[1, 2]: expected a mapping of names to plain values"),
     (["--config", "a.yaml", "--max_steps", "3", "--config=b.yaml"], "--config given twice"),
+    # transformers would keep activation_checkpointing and drop its old name's other value without a word
+    (["--activation_checkpointing", "true", "--gradient_checkpointing", "false"],
+     "gradient_checkpointing=False disagrees with activation_checkpointing=True; gradient_checkpointing is "
+     "transformers' old name for activation_checkpointing, which wins: set activation_checkpointing"),
 ])
 def test_bad_command_lines_are_one_line_errors(argv, message):
     with pytest.raises(MevqaError, match=re.escape(message)):

@@ -15,6 +15,7 @@ from mevqa.cli import main
 from mevqa.errors import MevqaError
 from mevqa.messages import INPUT_MODES
 from mevqa.models.collate import QADataset, encode
+from mevqa.models.families import family_of
 from mevqa.rows import read_rows
 from mevqa.train.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
                                  load_processor_and_config, saved_activation_bytes, video_tokens)
@@ -160,16 +161,20 @@ def test_unloadable_model_is_a_clear_error(tmp_path, odd_rows, tiny_model_dir):
 def layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules) -> tuple[float, float]:
     """(formula, measured) bytes per token of the last language layer of ``model`` (built from ``config``): the
     tensors autograd saves with and without that layer, against :func:`activation_memory` on the two configs.
-    ``lora_dropout`` None: the layers train fully; else LoRA on ``modules`` with that dropout."""
+    ``lora_dropout`` None: the layers train fully; else LoRA on ``modules`` with that dropout (a mixture of experts'
+    fused parameters among them through PEFT's target_parameters)."""
     from peft import LoraConfig, get_peft_model
 
     model.config._attn_implementation = "sdpa"
     model.train()
     layers = model.model.language_model.layers
     if lora_dropout is not None:
-        target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(modules) + ")"
+        fam = family_of(model)
+        experts = fam.lora_parameters(modules)
+        linear = [name for name in modules if name not in fam.llm_experts]
+        target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(linear) + ")"
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
-                                                 target_modules=target))
+                                                 target_modules=target, target_parameters=experts or None))
     ids = torch.randint(0, 600, (batch, 40))
     mask = torch.ones_like(ids)
     mask[0, -6:] = 0 if batch > 1 else 1
@@ -227,22 +232,29 @@ def test_memory_parts_follow_what_trains_and_checkpointing():
     assert checkpointed["logits"] == lora_vision["logits"] == 800 * 151936 * (2 + 8)
 
 
-@pytest.mark.parametrize("family_name, dtype, lora_dropout, batch, router_loss", [
-    ("qwen3_vl", "float32", None, 1, False), ("qwen3_vl", "bfloat16", 0.1, 2, False),
-    ("qwen3_vl_moe", "float32", None, 1, False), ("qwen3_vl_moe", "bfloat16", None, 2, True),
-    ("qwen3_vl_moe", "bfloat16", 0.1, 2, False), ("qwen3_vl_moe", "bfloat16", 0.0, 1, True)])
+_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@pytest.mark.parametrize("family_name, dtype, lora_dropout, batch, router_loss, modules", [
+    ("qwen3_vl", "float32", None, 1, False, _ATTENTION + ["gate_proj", "up_proj", "down_proj"]),
+    ("qwen3_vl", "bfloat16", 0.1, 2, False, _ATTENTION + ["gate_proj", "up_proj", "down_proj"]),
+    ("qwen3_vl_moe", "float32", None, 1, False, []), ("qwen3_vl_moe", "bfloat16", None, 2, True, []),
+    ("qwen3_vl_moe", "bfloat16", 0.1, 2, False, _ATTENTION), ("qwen3_vl_moe", "bfloat16", 0.0, 1, True, _ATTENTION),
+    ("qwen3_vl_moe", "bfloat16", 0.0, 1, False, _ATTENTION + ["gate_up_proj", "down_proj"]),
+    ("qwen3_vl_moe", "float32", 0.0, 2, True, ["gate_up_proj", "down_proj"]),
+    ("qwen3_vl_moe", "bfloat16", 0.0, 2, True, _ATTENTION + ["gate_up_proj", "down_proj"]),
+    ("qwen3_vl_moe", "bfloat16", 0.0, 2, False, ["down_proj"])])
 def test_qwen3_layer_formula_matches_autograd(tiny_family_dirs, family_name, dtype, lora_dropout, batch,
-                                              router_loss):
+                                              router_loss, modules):
     """Qwen3-VL's language layer (q/k norms, query width != hidden width) and Qwen3-VL-MoE's mixture-of-experts
-    layer (top-k routing, router softmax, optional load-balancing loss), measured as the tensors autograd saves,
-    against the formula. LoRA on the MoE adapts attention only, so its experts stay frozen."""
+    layer (top-k routing, router softmax, optional load-balancing loss; LoRA on attention, and on the experts' fused
+    parameters, whose updated copies are a per-layer constant), measured as the tensors autograd saves, against the
+    formula."""
     config = AutoConfig.from_pretrained(tiny_family(tiny_family_dirs, family_name))
     config.text_config.head_dim = 32  # 4 query heads x 32 = 128 wide, the hidden size is 64 (as 4096 vs 2560 in 4B)
     if router_loss:
         config.text_config.output_router_logits = True
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
-    modules = ["q_proj", "k_proj", "v_proj", "o_proj"] + (["gate_proj", "up_proj", "down_proj"]
-                                                          if family_name == "qwen3_vl" else [])
     formula, measured = layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules)
     assert formula == pytest.approx(measured, rel=0.05)

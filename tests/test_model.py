@@ -136,11 +136,16 @@ def test_the_family_table_names_the_real_modules(family_name, tiny_family_dirs):
     for blocks, roles in ((fam.vision_blocks, fam.vision_lora), (fam.language_layers, fam.llm_lora)):
         for role, names in roles.items():
             assert all(any(name.startswith(blocks) and name.endswith(f".{n}") for name in linear) for n in names)
-            assert names or role in fam.no_lora, role  # a role without Linear layers says why
+    # Every role names something LoRA can adapt: Linear layers, or a mixture of experts' fused parameters.
+    assert all(fam.lora_roles("vision").values()) and all(fam.lora_roles("llm").values())
+    parameters = [name for name, _ in skeleton.named_parameters()]
+    for suffix in fam.lora_parameters(fam.llm_experts):
+        assert sum(name.startswith(fam.language_layers) and name.endswith(f".{suffix}") for name in parameters) == \
+            skeleton.config.text_config.num_hidden_layers, suffix
     for regex in fam.merger_lora:
         assert any(re.fullmatch(regex, name) for name in linear), regex
     assert fam.resize_factor(skeleton.config) == fam.resize_factor_released  # the tiny models keep the patch size
-    assert (fam.llm_lora["mlp"] == ()) == any(".mlp.experts" in name for name in modules)
+    assert (fam.llm_lora["mlp"] == ()) == bool(fam.llm_experts) == any(".mlp.experts" in name for name in modules)
 
 
 def test_an_unsupported_model_type_is_one_line_before_any_weights(tmp_path):

@@ -14,7 +14,8 @@ from mevqa.errors import MevqaError
 from mevqa.models.families import FAMILIES, family_of
 from mevqa.train import data as train_data
 from mevqa.train.config import parse_args
-from mevqa.train.parts import apply_full, apply_lora, lora_target_regex, param_groups
+from mevqa.train.parts import (apply_full, apply_lora, check_parts, lora_target_parameters, lora_target_regex,
+                               param_groups)
 from mevqa.train.parts import part_of as family_part_of
 
 QWEN2_5_VL = FAMILIES["qwen2_5_vl"]
@@ -351,12 +352,30 @@ def test_a_pattern_that_matches_nothing_fails_before_the_weights_load(tiny_famil
         run(intact)
 
 
-def test_moe_experts_are_no_lora_target_and_say_why():
+def test_moe_role_mlp_is_the_experts_fused_parameters():
+    """On a mixture of experts the role ``mlp`` names the experts' fused parameters (PEFT target_parameters), not a
+    Linear-layer regex; attention stays a regex."""
     moe = FAMILIES["qwen3_vl_moe"]
-    assert moe.lora_names("llm", ["attention"]) == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    with pytest.raises(MevqaError, match=r"lora_llm_modules names the role 'mlp', which has no Linear layers in "
-                                         r"Qwen3-VL-MoE \(qwen3_vl_moe\): its language MLP is a mixture of experts"):
-        moe.lora_names("llm", ["attention", "mlp"])
+    assert moe.lora_names("llm", ["attention", "mlp"]) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj",
+                                                            "down_proj"]
+    cfg = parse_args(["--vision", "frozen", "--merger", "frozen", "--llm", "lora", "--lora_llm_modules",
+                      "q_proj,down_proj", "--lora_dropout", "0"])
+    assert lora_target_parameters(cfg, moe) == ["mlp.experts.down_proj"]
+    assert lora_target_regex(cfg, moe) == r"(?:.*model\.language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:q_proj))"
+    only_experts = parse_args(["--vision", "frozen", "--merger", "frozen", "--llm", "lora", "--lora_llm_modules", "mlp",
+                               "--lora_dropout", "0"])
+    assert lora_target_regex(only_experts, moe) is None
+    assert lora_target_parameters(only_experts, moe) == ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+    check_parts(only_experts, "lora", moe)
+    # A dense family's mlp is Linear layers; no target parameters.
+    assert lora_target_parameters(cfg, FAMILIES["qwen3_vl"]) == []
+    with pytest.raises(MevqaError, match=r"use_dora false .*got lora_dropout 0, use_dora true$"):
+        check_parts(parse_args(["--llm", "lora", "--lora_llm_modules", "mlp", "--lora_dropout", "0", "--use_dora",
+                                "true"]), "lora", moe)
+    # bitsandbytes would leave the experts unquantised (and QLoRA's preparation cast them to float32).
+    with pytest.raises(MevqaError, match=r"load_in_4bit \(QLoRA\) on Qwen3-VL-MoE quantises only its Linear layers"):
+        check_parts(parse_args(["--llm", "lora", "--lora_llm_modules", "attention", "--load_in_4bit", "true"]),
+                    "lora", moe)
 
 
 @pytest.mark.e2e

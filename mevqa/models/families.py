@@ -10,7 +10,8 @@ Public API::
     model_skeleton(name_or_path) -> model       # built from config.json on the meta device: names and shapes, no weights
     Family.part_of(name) -> "vision" | "merger" | "language_model" | "lm_head" | None
     Family.part_modules(part) -> tuple[str, ...]  # module paths that together hold every parameter of the part
-    Family.lora_names(part, names, where) -> list[str]   # the Linear names a config asks for, roles expanded
+    Family.lora_names(part, names, where) -> list[str]   # the layer names a config asks for, roles expanded
+    Family.lora_parameters(names) -> list[str]  # of those, the fused expert parameters (PEFT target_parameters)
     Family.resize_factor(model_config) -> int  # vision patch_size * spatial_merge_size of that checkpoint
 
 Everything else in mevqa asks this table; no code branches on a model's name. The facts were read from
@@ -25,9 +26,11 @@ transformers 5.24 (``models/{qwen2_vl,qwen2_5_vl,qwen3_vl,qwen3_vl_moe}``) and t
 - LoRA targets: vision blocks' attention is ``attn.{qkv,proj}`` in all; their MLP is ``mlp.{fc1,fc2}`` (Qwen2-VL),
   ``mlp.{gate,up,down}_proj`` (Qwen2.5-VL), ``mlp.linear_fc{1,2}`` (Qwen3-VL); the merger's Linear layers are
   ``mlp.0``/``mlp.2`` (Qwen2/2.5-VL) or ``linear_fc1``/``linear_fc2`` (Qwen3-VL, each DeepStack merger too); the
-  language model's ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` (the MoE's experts are fused
-  parameters, not Linear layers: attention only). A config names vision/LLM layers by these names or by the roles
-  ``attention`` and ``mlp``, which each family expands to its own names.
+  language model's ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj``. Qwen3-VL-MoE's language MLP has no
+  Linear layers: its experts are two fused 3-D parameters per layer, ``mlp.experts.gate_up_proj`` (E x hidden x
+  2*width) and ``mlp.experts.down_proj`` (E x width x hidden), which PEFT adapts through ``target_parameters`` (one
+  low-rank update per expert, rank r each); the router ``mlp.gate`` is not adapted. A config names vision/LLM layers
+  by these names or by the roles ``attention`` and ``mlp``, which each family expands to its own names.
 - resize factor (one visual token per factor x factor px): patch 14 x merge 2 = 28 (Qwen2/2.5-VL), 16 x 2 = 32
   (Qwen3-VL); read from the checkpoint's config, since the tiny test models use their own patch sizes.
 - video timing, i.e. how the model learns when each frame was shown: Qwen2-VL only by frame order (temporal
@@ -90,7 +93,8 @@ class Family:
     vision_blocks: str = f"{VISUAL}.blocks"
     language_layers: str = f"{LANGUAGE_MODEL}.layers"
     lm_head: str = "lm_head"
-    no_lora: dict = field(default_factory=dict)   # role -> why the family has no Linear layers for it (a clause)
+    llm_experts: tuple[str, ...] = ()     # fused expert parameters of each language-model layer's MLP (the role
+                                          # ``mlp`` of a mixture of experts), named as in ``mlp.experts.<name>``
     qk_norm: bool = False                 # attention RMS-normalises each query and key head (Qwen3: q_norm, k_norm)
     sparse_mlp: bool = False              # the language MLP is a mixture of experts in the layers the config's
                                           # mlp_only_layers / decoder_sparse_step leave sparse (memory estimate)
@@ -130,19 +134,27 @@ class Family:
         return {"vision": self.vision_modules, "merger": self.merger_modules,
                 "language_model": self.language_modules, "lm_head": (self.lm_head,)}[part]
 
+    def lora_roles(self, part: str) -> dict[str, tuple[str, ...]]:
+        """Role -> the names LoRA can adapt in each block of ``part`` ("vision" or "llm"): Linear layers, and for a
+        mixture of experts the fused expert parameters under ``mlp``."""
+        if part == "vision":
+            return self.vision_lora
+        return {role: layers + (self.llm_experts if role == "mlp" else ()) for role, layers in self.llm_lora.items()}
+
+    def lora_parameters(self, names) -> list[str]:
+        """The entries of ``names`` (as :meth:`lora_names` gives them for the llm part) that are fused expert
+        parameters, as PEFT's ``target_parameters`` names them (a dotted suffix of the parameter's full name)."""
+        return [f"mlp.experts.{name}" for name in names if name in self.llm_experts]
+
     def lora_names(self, part: str, names, where: str = "config") -> list[str]:
-        """The Linear layer names ``names`` asks for in each block of ``part`` ("vision" or "llm"): the roles
+        """The layer names ``names`` asks for in each block of ``part`` ("vision" or "llm"): the roles
         ``attention`` and ``mlp`` expand to this family's layers; any other name must be one of them."""
-        roles = self.vision_lora if part == "vision" else self.llm_lora
+        roles = self.lora_roles(part)
         key = "lora_vision_modules" if part == "vision" else "lora_llm_modules"
         known = [n for layer_names in roles.values() for n in layer_names]
         out: list[str] = []
         for name in names:
             expanded = roles.get(name, (name,))
-            if not expanded:
-                raise MevqaError(f"{where}: {key} names the role {name!r}, which has no Linear layers in {self.name} "
-                                 f"({self.model_type}){self.no_lora.get(name, '')}; expected some of "
-                                 f"{', '.join(r for r in roles if roles[r])}")
             for item in expanded:
                 if item not in known:
                     raise MevqaError(f"{where}: {key} names {name!r}, which {self.name} ({self.model_type}) does "
@@ -190,13 +202,12 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         vision_lora={"attention": ("qkv", "proj"), "mlp": ("linear_fc1", "linear_fc2")},
         merger_lora=(rf"{re.escape(VISUAL)}\.merger\.linear_fc[12]",
                      rf"{re.escape(VISUAL)}\.deepstack_merger_list\.\d+\.linear_fc[12]"),
-        # The experts are fused 3-D parameters (no Linear layers to adapt): attention only.
-        llm_lora={"attention": _ATTENTION, "mlp": ()}, mlp_width_inputs=frozenset({"linear_fc2"}),
+        # The experts are fused 3-D parameters, no Linear layers: the role mlp is llm_experts.
+        llm_lora={"attention": _ATTENTION, "mlp": ()}, llm_experts=("gate_up_proj", "down_proj"),
+        mlp_width_inputs=frozenset({"linear_fc2"}),
         patch_size=16, merge_size=2, video_timing="timestamps", video_budget="video",
         llamafactory_template="qwen3_vl_nothink", swift_template="qwen3_vl", swift_budget_env="tokens",
-        qk_norm=True, sparse_mlp=True, no_lora={"mlp": ": its language MLP is a mixture of experts held as fused 3-D parameters "
-                        "(mlp.experts.gate_up_proj, mlp.experts.down_proj) and a router (mlp.gate), not Linear "
-                        "layers; train them with llm=full, or LoRA the attention"}),
+        qk_norm=True, sparse_mlp=True),
 )}
 
 

@@ -137,8 +137,8 @@ def check_adapter_fits(adapter, model_name_or_path) -> None:
 
 
 def _check_adapter(adapter: Path, model) -> dict:
-    """Read adapter_config.json and check its target modules and modules_to_save exist in ``model`` (loaded, or a
-    meta-device skeleton); return the config."""
+    """Read adapter_config.json and check its target modules, modules_to_save and target parameters (a mixture of
+    experts' fused parameters) exist in ``model`` (loaded, or a meta-device skeleton); return the config."""
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise MevqaError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
@@ -159,11 +159,15 @@ def _check_adapter(adapter: Path, model) -> dict:
     if missing:
         raise MevqaError(f"{adapter}: adapter modules_to_save {missing} are not in the base model; the adapter was "
                          "trained on a different model")
+    missing = _absent(config.get("target_parameters") or [], [name for name, _ in model.named_parameters()])
+    if missing:
+        raise MevqaError(f"{adapter}: adapter target_parameters {missing} are not parameters of the base model; the "
+                         "adapter was trained on a different model")
     return config
 
 
 def _absent(wanted, names: list[str]) -> list[str]:
-    """The entries of ``wanted`` that name no module in ``names`` (PEFT matches a full name or a dotted suffix)."""
+    """The entries of ``wanted`` that match none of ``names`` (PEFT matches a full name or a dotted suffix)."""
     suffixes = {name.rsplit(".", 1)[-1] for name in names} | set(names)
     return [w for w in wanted if w not in suffixes and not any(n.endswith("." + w) for n in names)]
 

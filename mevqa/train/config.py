@@ -185,6 +185,13 @@ class TrainConfig(TrainingArguments):
                 self.media_settings = yaml.safe_load(self.media_settings)
             except yaml.YAMLError:
                 pass  # kept as text: validate() refuses a media_settings that is not a mapping, in one line
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            # transformers takes the old name only when the new one is unset, so a differing old value (a command
+            # line override of a YAML that sets the new name) would be dropped without a word.
+            if None not in (getattr(self, old), getattr(self, new)) and getattr(self, old) != getattr(self, new):
+                raise MevqaError(f"config: {old}={getattr(self, old)!r} disagrees with {new}={getattr(self, new)!r}; "
+                                 f"{old} is transformers' old name for {new}, which wins: set {new}")
         if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
             # non-reentrant: works with frozen embeddings and PEFT without enable_input_require_grads
             self.activation_checkpointing_kwargs = {"use_reentrant": False}

@@ -43,9 +43,13 @@ What it reports:
     router softmax (E), four int64 index vectors of k, ``+ k h + k Ie`` when the experts train, and the
     load-balancing loss's softmax when the config sets ``output_router_logits``. With LoRA, per adapted layer, a
     float32 copy of its input, the float32 rank-r output and (``lora_dropout`` > 0) a one-byte dropout mask per
-    input value. Per-row float32 scales (RMSNorm, log-sum-exp) are counted too.
-    With gradient checkpointing: ``h`` per layer (its input) plus the largest layer's full set, recomputed in
-    backward.
+    input value. LoRA on a mixture of experts' fused parameters (PEFT ``target_parameters``) adds the update to the
+    whole parameter in the forward, so each layer keeps, besides ``k h`` (gate_up) / ``k Ie`` (down) inputs per
+    token, a per-layer constant: the updated parameter (``E h 2Ie`` / ``E Ie h`` values) and, for 16-bit weights,
+    16-bit copies of its A and B (``r E (in + out)``): about 1.2 GB a layer for Qwen3-VL-30B-A3B in bfloat16.
+    Per-row float32 scales (RMSNorm, log-sum-exp) are counted too.
+    With gradient checkpointing: ``h`` per layer (its input) plus the largest layer's full set (its per-layer
+    constant included), recomputed in backward.
   * logits: ``V (d + 4 + 4)`` bytes per token: the logits, the float32 log-softmax the loss keeps, and its gradient
     at the start of backward.
   * vision tower, only when it trains (``vision: lora|full``), per patch (4 patches per visual token) and block:
@@ -295,8 +299,29 @@ def _language_layer_bytes(g: dict, settings: Settings, fam, mask_bytes: int, *, 
             layer += e * d + 8 * k
     if settings.llm == "lora":
         widths = {"o_proj": hq, **{name: g["I"] for name in fam.mlp_width_inputs}}
-        layer += _lora_bytes(fam.lora_names("llm", settings.lora_llm_modules), widths, h, settings, mask_bytes)
+        linear = [name for name in fam.lora_names("llm", settings.lora_llm_modules) if name not in fam.llm_experts]
+        layer += _lora_bytes(linear, widths, h, settings, mask_bytes)
+        if sparse:
+            layer += sum(g["top_k"] * inputs * d for inputs, _ in _adapted_experts(g, settings, fam))
     return layer
+
+
+def _adapted_experts(g: dict, settings: Settings, fam) -> list[tuple[int, int]]:
+    """(input width, output width) of each fused expert parameter LoRA adapts in a sparse layer (PEFT
+    ``target_parameters``): ``gate_up_proj`` maps h to the joint gate/up 2 Ie, ``down_proj`` Ie to h."""
+    if settings.llm != "lora":
+        return []
+    widths = {"gate_up_proj": (g["h"], 2 * g["I_expert"]), "down_proj": (g["I_expert"], g["h"])}
+    return [widths[name] for name in fam.lora_names("llm", settings.lora_llm_modules) if name in fam.llm_experts]
+
+
+def _expert_lora_layer_bytes(g: dict, settings: Settings, fam) -> int:
+    """Bytes one sparse layer keeps, whatever the token count, for LoRA on its fused expert parameters: the updated
+    parameter (PEFT adds B A to it in the forward) and, for 16-bit weights, the 16-bit copies of A (r E x in) and
+    B (out x r E) the update is computed from (in float32 A and B themselves are used: parameters, not counted)."""
+    d, e, r = settings.dtype_bytes, g["experts"], settings.lora_r
+    return sum(e * inputs * outputs * d + (r * e * (inputs + outputs) * d if d == 2 else 0)
+               for inputs, outputs in _adapted_experts(g, settings, fam))
 
 
 def activation_memory(tokens: int, patches: int, model_config, settings: Settings, *,
@@ -310,12 +335,14 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     n = 3 if d == 2 else 2
     kinds = [(g["layers"] - g["sparse_layers"], False), (g["sparse_layers"], True)]
     length = tokens // max(settings.per_device_train_batch_size, 1)
-    per_layer = [(count, _language_layer_bytes(g, settings, fam, mask_bytes, sparse=sparse, length=length))
+    # (layers of the kind, bytes one such layer keeps for this micro-batch)
+    per_layer = [(count, tokens * _language_layer_bytes(g, settings, fam, mask_bytes, sparse=sparse, length=length)
+                  + (_expert_lora_layer_bytes(g, settings, fam) if sparse else 0))
                  for count, sparse in kinds if count]
     if settings.gradient_checkpointing:  # each layer's input, plus the largest layer's set recomputed in backward
-        language = tokens * (g["layers"] * g["h"] * d + max(layer for _, layer in per_layer))
+        language = tokens * g["layers"] * g["h"] * d + max(layer for _, layer in per_layer)
     else:
-        language = tokens * sum(count * layer for count, layer in per_layer)
+        language = sum(count * layer for count, layer in per_layer)
     memory = {"language_model": language, "logits": tokens * g["V"] * (d + 4 + 4), "vision": 0, "merger": 0}
     vision_trains = settings.vision in ("lora", "full")
     if vision_trains:

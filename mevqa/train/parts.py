@@ -13,12 +13,18 @@ merger     ``model.visual.merger`` (Qwen3-VL: + ``.deepstack_merger_list.N``)   
                                                                                 ``linear_fc{1,2}`` of each merger
 llm        ``model.language_model``, ``lm_head``                                ``layers.N.self_attn.{q,k,v,o}_proj``,
                                                                                 ``layers.N.mlp.{gate,up,down}_proj``
+                                                                                (MoE: ``mlp.experts.gate_up_proj``,
+                                                                                ``.down_proj``, fused parameters)
 =========  ===================================================================  ==================================
 
 Parts are told apart by these paths, never by module class or model name, so the same code serves every size and
 family, the tiny test models and a PEFT-wrapped model. The vision MLP and the language MLP may share projection
 names, so LoRA targets are regexes anchored on the part's path. ``lora_vision_modules`` / ``lora_llm_modules`` name
 Linear layers of a block, or the roles ``attention`` and ``mlp`` which the family expands to its own layers.
+
+A mixture of experts (Qwen3-VL-MoE) holds its experts as fused 3-D parameters, not Linear layers: LoRA reaches them
+through PEFT's ``target_parameters`` (a low-rank update of rank r per expert). PEFT adapts a parameter without
+dropout or DoRA, so LoRA on the experts needs ``lora_dropout: 0`` and ``use_dora: false`` (checked with the config).
 
 Under LoRA a part marked ``full`` is trained through PEFT's ``modules_to_save`` (one entry per block, so the vision
 loop over ``blocks`` still works): PEFT saves those weights inside the adapter and ``merge_and_unload`` folds them
@@ -68,18 +74,38 @@ def lora_targets(cfg, family: Family) -> dict[str, str]:
     if cfg.merger == "lora":
         targets["merger"] = "|".join(f"(?:.*{regex})" for regex in family.merger_lora)
     if cfg.llm == "lora":
-        names = "|".join(map(re.escape, family.lora_names("llm", cfg.lora_llm_modules)))
-        targets["llm"] = rf".*{re.escape(family.language_layers)}\.\d+\.(?:self_attn|mlp)\.(?:{names})"
-    if not targets:
+        linear = [name for name in family.lora_names("llm", cfg.lora_llm_modules) if name not in family.llm_experts]
+        if linear:  # else only expert parameters: lora_target_parameters
+            names = "|".join(map(re.escape, linear))
+            targets["llm"] = rf".*{re.escape(family.language_layers)}\.\d+\.(?:self_attn|mlp)\.(?:{names})"
+    if not targets and not lora_target_parameters(cfg, family):
         raise MevqaError(_NO_LORA)
     return targets
 
 
-def lora_target_regex(cfg, family: Family) -> str:
-    """The regex (PEFT full-match over module names) of the Linear layers that get LoRA adapters."""
+def lora_target_parameters(cfg, family: Family) -> list[str]:
+    """The fused expert parameters that get LoRA (PEFT ``target_parameters``: dotted suffixes of parameter names);
+    empty unless the llm part is LoRA'd on a mixture of experts with the role ``mlp`` (or its parameter names)."""
+    if cfg.lora_target_regex or cfg.llm != "lora":
+        return []
+    return family.lora_parameters(family.lora_names("llm", cfg.lora_llm_modules))
+
+
+def check_expert_lora(cfg, family: Family) -> None:
+    """PEFT adapts a fused parameter without dropout and without DoRA; say so before the model loads."""
+    experts = lora_target_parameters(cfg, family)
+    if experts and (cfg.lora_dropout or cfg.use_dora):
+        raise MevqaError(f"config: LoRA on {family.name}'s experts ({', '.join(experts)}) needs lora_dropout 0 and "
+                         f"use_dora false (PEFT adapts fused parameters without either); got lora_dropout "
+                         f"{cfg.lora_dropout:g}, use_dora {str(cfg.use_dora).lower()}")
+
+
+def lora_target_regex(cfg, family: Family) -> str | None:
+    """The regex (PEFT full-match over module names) of the Linear layers that get LoRA adapters; None when only
+    expert parameters do."""
     if cfg.lora_target_regex:
         return cfg.lora_target_regex
-    return "|".join(f"(?:{regex})" for regex in lora_targets(cfg, family).values())
+    return "|".join(f"(?:{regex})" for regex in lora_targets(cfg, family).values()) or None
 
 
 def _part_roots(part: str, family: Family) -> tuple[str, ...]:
@@ -123,8 +149,8 @@ def apply_lora(model, cfg):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora_config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, use_dora=cfg.use_dora,
-        target_modules=lora_target_regex(cfg, family), modules_to_save=modules_to_save or None, bias="none",
-        task_type="CAUSAL_LM",
+        target_modules=lora_target_regex(cfg, family), target_parameters=lora_target_parameters(cfg, family) or None,
+        modules_to_save=modules_to_save or None, bias="none", task_type="CAUSAL_LM",
     )
     try:
         model = get_peft_model(model, lora_config)
@@ -149,6 +175,13 @@ def check_parts(cfg, recipe: str, family: Family | None = None) -> None:
             raise MevqaError("config: load_in_4bit (QLoRA) trains adapters; use recipes/lora.py")
     elif family is not None:
         lora_target_regex(cfg, family)  # needs a LoRA part or a regex; the layer names exist in this family
+        check_expert_lora(cfg, family)
+        if cfg.load_in_4bit and family.sparse_mlp:
+            # bitsandbytes quantises Linear layers only; the fused experts, nearly all of the weights, would stay
+            # as loaded and prepare_model_for_kbit_training would cast them to float32: twice bf16 LoRA's memory.
+            raise MevqaError(f"config: load_in_4bit (QLoRA) on {family.name} quantises only its Linear layers, not "
+                             f"the fused experts that hold nearly all its weights (they would be cast to float32); "
+                             f"train LoRA in bfloat16 instead")
     elif not cfg.lora_target_regex and "lora" not in modes.values():
         raise MevqaError(_NO_LORA)
 
@@ -169,6 +202,11 @@ def check_selection(cfg, recipe: str, skeleton) -> None:
                 raise MevqaError(f"{where}: the {part} LoRA targets '{regex}' match no Linear layer of the model "
                                  f"(built from its config.json); check the part's layers (lora_*_modules, "
                                  f"lora_target_regex) and the model's config")
+        parameters = [name for name, _ in skeleton.named_parameters()]
+        for suffix in lora_target_parameters(cfg, family):
+            if not any(name.endswith(f".{suffix}") for name in parameters):
+                raise MevqaError(f"{where}: the llm LoRA target parameter '{suffix}' is no parameter of the model "
+                                 f"(built from its config.json); not the transformers 5.x {family.name} layout")
     for part in PARTS:
         if getattr(cfg, part) != "full":
             continue

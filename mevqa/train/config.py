@@ -140,7 +140,9 @@ class TrainConfig(TrainingArguments):
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
     lora_dropout: float = _f(0.05, "dropout on the LoRA input, in [0, 1)")
-    lora_llm_modules: list[str] = _f(help="Linear layers of each language-model block that get LoRA",
+    lora_llm_modules: list[str] = _f(help="Linear layers of each language-model block that get LoRA (the roles "
+                                          "attention and mlp stand for the family's own; on a mixture of experts mlp "
+                                          "is the fused expert parameters)",
                                      factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lora_vision_modules: list[str] = _f(help="Linear layers of each vision block that get LoRA (the roles attention "
                                              "and mlp stand for the model family's own layers)",

@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,8 @@ class Settings:
     video_fps: float | None = None
     train_file: str | None = None
     attn_implementation: str = "sdpa"
+    load_in_4bit: bool = False
+    use_dora: bool = False
 
     @classmethod
     def from_config(cls, config: str | Path | None = None, overrides: Sequence[str] = ()) -> "Settings":
@@ -368,6 +371,105 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
         mergers = 1 + len(getattr(model_config.vision_config, "deepstack_visual_indexes", None) or ())
         memory["merger"] = int(patches * merger * mergers)
     return memory
+
+
+# --- weights, gradients and optimizer state -------------------------------------------------------------------
+# What ``--sharding`` can say, and the accelerate config of recipes/accelerate/ that launches it.
+SHARDING = {"none": "one GPU or DDP (single_gpu.yaml, multi_gpu.yaml)", "zero2": "DeepSpeed ZeRO-2 (deepspeed_zero2.yaml)",
+            "zero3": "DeepSpeed ZeRO-3 (deepspeed_zero3.yaml)", "fsdp": "FSDP, full shard (fsdp.yaml)"}
+STATE_TERMS = ("weights", "gradients", "optimizer")
+_FLOAT32 = ("float32", "fp32", "float")
+
+
+def nf4_bytes(values: int) -> int:
+    """Bytes bitsandbytes keeps for one weight of ``values`` values in nf4 with double quantisation
+    (``bitsandbytes.functional.quantize_4bit``, blocksize 64, ``compress_statistics``): two values per byte, one
+    uint8 absmax per block of 64, one float32 absmax per 256 blocks (the nested blockwise quantisation) and the
+    float32 offset; about 0.516 bytes per value. The two code tables (16 and 256 float32 values) are not counted."""
+    blocks = -(-values // 64)
+    return -(-values // 2) + blocks + 4 * -(-blocks // 256) + 4
+
+
+def state_memory(skeleton, settings: Settings, *, processes: int = 1, sharding: str = "none") -> dict[str, dict]:
+    """Bytes per process of weights, gradients and AdamW state (exp_avg, exp_avg_sq; under DeepSpeed also the
+    float32 master weights) per training part ("vision", "merger", "llm"), with each part's parameter and trainable
+    counts, for the model as the recipes load and wrap it; ``skeleton``: the model built from its config.json on the
+    meta device (:func:`mevqa.models.families.model_skeleton`). The rules are in the module docstring."""
+    import torch  # lazy: torch, only for the estimate
+
+    from mevqa.train.parts import PARTS, lora_target_parameters, lora_target_regex, part_of, qlora_skip_modules
+
+    if sharding not in SHARDING:
+        raise MevqaError(f"sharding {sharding!r}: expected one of {', '.join(SHARDING)}")
+    if processes < 1:
+        raise MevqaError(f"processes must be at least 1, got {processes}")
+    if settings.load_in_4bit and sharding != "none":
+        raise MevqaError(f"load_in_4bit (QLoRA) runs one model copy per process (one GPU or DDP), not under "
+                         f"{SHARDING[sharding].split(' (')[0]}; use --sharding none")
+    fam = family(getattr(skeleton.config, "model_type", None), where=settings.model_name_or_path)
+    lora = bool(settings.lora_target_regex) or "lora" in (settings.vision, settings.merger, settings.llm)
+    # Bytes per value as loaded: the config's dtype ("auto" is bfloat16 on a GPU); QLoRA loads in bfloat16 and
+    # prepare_model_for_kbit_training casts every unquantised parameter to float32.
+    loaded = 4 if settings.load_in_4bit or settings.dtype in _FLOAT32 else 2
+    quantised = set()
+    if settings.load_in_4bit:  # the language model's Linear layers, but for the modules QLoRA leaves unquantised
+        skip = qlora_skip_modules(fam)
+        quantised = {f"{name}.weight" for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear) and part_of(name, fam) == "llm"
+                     and not any(name == s or name.startswith(f"{s}.") or name.endswith(f".{s}") for s in skip)}
+    # (part, values, bytes as loaded, trainable) of every tensor the wrapped model holds
+    tensors = []
+    seen = set()
+    for name, param in skeleton.named_parameters(remove_duplicate=False):
+        part = part_of(name, fam) or "other"
+        mode = getattr(settings, part, "frozen")
+        if id(param) not in seen:  # a tied weight is one tensor
+            seen.add(id(param))
+            size = nf4_bytes(param.numel()) if name in quantised else param.numel() * loaded
+            tensors.append((part, param.numel(), size, mode == "full" and not lora))
+        if mode == "full" and lora:  # PEFT modules_to_save: a trainable copy beside the frozen original (per module)
+            tensors.append((part, param.numel(), param.numel() * loaded, True))
+    if lora:  # PEFT keeps adapters in float32: A (r x in) and B (out x r); DoRA adds a magnitude per output
+        r = settings.lora_r
+        regex = lora_target_regex(settings, fam)
+        for name, module in skeleton.named_modules():
+            if regex and isinstance(module, torch.nn.Linear) and re.fullmatch(regex, name):
+                values = r * (module.in_features + module.out_features) + (module.out_features if settings.use_dora
+                                                                           else 0)
+                tensors.append((part_of(name, fam) or "other", values, 4 * values, True))
+        suffixes = lora_target_parameters(settings, fam)
+        for name, param in skeleton.named_parameters():
+            # A fused expert parameter (E x in x out, PEFT target_parameters): rank r per expert, A is r E x in and
+            # B out x r E.
+            if any(name.endswith(f".{suffix}") for suffix in suffixes):
+                values = r * param.shape[0] * (param.shape[1] + param.shape[2])
+                tensors.append((part_of(name, fam) or "other", values, 4 * values, True))
+    sixteen = 2 if settings.dtype_bytes == 2 else 4  # DeepSpeed casts the model to its bf16/fp16 precision
+    parts = {part: {"parameters": 0, "trainable": 0, **dict.fromkeys(STATE_TERMS, 0.0)}
+             for part in (*PARTS, *sorted({t[0] for t in tensors} - set(PARTS)))}
+    for part, values, size, trainable in tensors:
+        entry = parts[part]
+        if trainable:
+            entry["trainable"] += values
+        if sharding == "none":
+            entry["weights"] += size
+            if trainable:  # gradients in the parameter's dtype (DDP's reducer keeps a second, bucketed copy)
+                entry["gradients"] += size * (2 if processes > 1 else 1)
+                entry["optimizer"] += 2 * size
+        elif sharding in ("zero2", "zero3"):
+            entry["weights"] += values * sixteen / (processes if sharding == "zero3" else 1)
+            if trainable:
+                entry["gradients"] += values * sixteen / processes
+                entry["optimizer"] += values * (4 + 8) / processes  # float32 master weights + AdamW's two states
+        else:  # FSDP: accelerate upcasts the trainable flat parameters to float32 under mixed precision
+            weight = values * 4 if trainable else size
+            entry["weights"] += weight / processes
+            if trainable:
+                entry["gradients"] += values * 4 / processes
+                entry["optimizer"] += values * 8 / processes
+    for name, param in skeleton.named_parameters():
+        parts[part_of(name, fam) or "other"]["parameters"] += param.numel()
+    return {part: {key: math.ceil(value) for key, value in entry.items()} for part, entry in parts.items()}
 
 
 # --- rows -----------------------------------------------------------------------------------------------------------

@@ -138,6 +138,16 @@ def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_r
     assert data["tokens"]["max"] == totals[-1]
     assert data["tokens"]["rows_over_max_length"] == [r.id for r in over]
     assert len(data["rows"]) == 10 and data["activation_memory"]["total_bytes"] > 0
+    # the state table: the same numbers as state_memory; the launch options change them
+    assert data["state_memory"]["bytes"] == report.state and data["state_memory"]["processes"] == 1
+    assert data["state_memory"]["total_with_activations_bytes"] == (
+        sum(data["state_memory"]["total_bytes"].values()) + data["activation_memory"]["total_bytes"])
+    assert "weights, gradients and AdamW state per process (one process" in text and "come on top;" not in text
+    assert main(["inspect", "--config", TINY_CONFIG, "--model", str(tiny_model_dir), "--data", str(odd_rows),
+                 "--processes", "4", "--sharding", "zero3", "--json", str(out)]) == 0
+    sharded = json.loads(out.read_text())["state_memory"]
+    assert sharded["sharding"] == "zero3" and "4 processes, DeepSpeed ZeRO-3" in capsys.readouterr().out
+    assert sharded["total_bytes"]["weights"] < data["state_memory"]["total_bytes"]["weights"] / 3
 
 
 def test_settings_follow_the_training_config(tiny_model_dir):

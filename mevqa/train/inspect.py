@@ -489,6 +489,9 @@ class InspectReport:
     memory: dict[str, int]            # bytes per part for the worst micro-batch
     patches: int                      # vision patches of that micro-batch
     notes: list[str] = field(default_factory=list)
+    state: dict[str, dict] | None = None   # state_memory(...): per part, bytes per process (None: not estimated)
+    processes: int = 1
+    sharding: str = "none"
 
     @property
     def longest(self) -> RowTokens:
@@ -518,8 +521,17 @@ class InspectReport:
                 "activation_memory": {"batch": self.settings.per_device_train_batch_size, "tokens_per_row": longest.total,
                                       "vision_patches": self.patches, "bytes": dict(self.memory),
                                       "total_bytes": sum(self.memory.values())},
+                "state_memory": self._state_dict(),
                 "notes": list(self.notes),
                 "rows": [dataclasses.asdict(r) for r in self.rows]}
+
+    def _state_dict(self) -> dict | None:
+        if self.state is None:
+            return None
+        totals = {key: sum(entry[key] for entry in self.state.values()) for key in STATE_TERMS}
+        return {"processes": self.processes, "sharding": self.sharding, "optimizer": "adamw_torch",
+                "bytes": {part: dict(entry) for part, entry in self.state.items()}, "total_bytes": totals,
+                "total_with_activations_bytes": sum(totals.values()) + sum(self.memory.values())}
 
     def format(self) -> str:
         s, b = self.settings, self.budgets
@@ -548,10 +560,36 @@ class InspectReport:
                       f"tokens ({precision} activations, gradient checkpointing "
                       f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
                   "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
+                  "  (formula and assumptions: mevqa/train/inspect.py)" if self.state is not None else
                   "  (weights, gradients and optimizer state come on top; formula and assumptions: "
                   "mevqa/train/inspect.py)"]
+        if self.state is not None:
+            lines += ["", *self._state_lines()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+    def _state_lines(self) -> list[str]:
+        s, state = self.settings, self.state
+        launch = ("one process" if self.processes == 1 else f"{self.processes} processes") + ", " + \
+            SHARDING[self.sharding]
+        lines = [f"weights, gradients and AdamW state per process ({launch}):",
+                 f"  {'part':<10}{'mode':<12}{'parameters':>11}{'trainable':>11}{'weights':>12}{'gradients':>12}"
+                 f"{'optimizer':>12}"]
+        for part, entry in state.items():
+            mode = getattr(s, part, "-") + (" (nf4)" if part == "llm" and s.load_in_4bit else "")
+            lines.append(f"  {part:<10}{mode:<12}{_count(entry['parameters']):>11}{_count(entry['trainable']):>11}"
+                         + "".join(f"{_size(entry[key]):>12}" for key in STATE_TERMS))
+        totals = self._state_dict()["total_bytes"]
+        lines.append(f"  {'total':<22}{_count(sum(e['parameters'] for e in state.values())):>11}"
+                     f"{_count(sum(e['trainable'] for e in state.values())):>11}"
+                     + "".join(f"{_size(totals[key]):>12}" for key in STATE_TERMS))
+        activations = sum(self.memory.values())
+        lines.append(f"per process: weights {_size(totals['weights'])} + gradients {_size(totals['gradients'])} + "
+                     f"optimizer state {_size(totals['optimizer'])} + activations {_size(activations)} = "
+                     f"{_size(sum(totals.values()) + activations)} (allocator, temporaries and communication "
+                     f"buffers come on top)")
+        return lines
 
 
 def saved_activation_bytes(model, run) -> int:
@@ -574,6 +612,13 @@ def saved_activation_bytes(model, run) -> int:
         total = sum(seen.values())
     del out
     return total
+
+
+def _count(values: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if values >= scale:
+            return f"{values / scale:.2f}{unit}"
+    return str(values)
 
 
 def _size(nbytes: float) -> str:
@@ -646,10 +691,14 @@ def load_processor_and_config(settings: Settings):
 
 
 def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | Path | None = None, *,
-                  model: str | None = None, overrides: Sequence[str] = (), progress: bool = True) -> InspectReport:
+                  model: str | None = None, overrides: Sequence[str] = (), progress: bool = True,
+                  processes: int = 1, sharding: str = "none") -> InspectReport:
     """Inspect QA files under a training config (``None``: the training defaults). ``data_files`` defaults to the
     config's ``train_file``; ``model`` replaces the config's ``model_name_or_path`` as the source of the processor
-    and model config."""
+    and model config; ``processes`` and ``sharding`` (:data:`SHARDING`) describe the launch for
+    :func:`state_memory`, counted on the model built from config.json on the meta device."""
+    from mevqa.models.families import model_skeleton  # lazy: torch and transformers
+
     settings = Settings.from_config(config, overrides)
     if model:
         settings = dataclasses.replace(settings, model_name_or_path=str(model))
@@ -659,7 +708,11 @@ def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | 
         data_files = [settings.train_file]
     rows = _read_rows(data_files)
     processor, model_config = load_processor_and_config(settings)
-    return inspect_rows(rows, processor, model_config, settings, progress=progress)
+    report = inspect_rows(rows, processor, model_config, settings, progress=progress)
+    report.state = state_memory(model_skeleton(settings.model_name_or_path), settings, processes=processes,
+                                sharding=sharding)
+    report.processes, report.sharding = processes, sharding
+    return report
 
 
 # --- command line -------------------------------------------------------------------------------------------------
@@ -671,6 +724,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "config's model_name_or_path; the weights are not read)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config key, e.g. --set max_pixels=200704 (repeatable)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="training processes (GPUs) the launch runs, accelerate's --num_processes")
+    parser.add_argument("--sharding", choices=list(SHARDING), default="none",
+                        help="how the launch splits weights, gradients and optimizer state over the processes: "
+                             + "; ".join(f"{name}: {what}" for name, what in SHARDING.items()))
     add_json_option(parser, "the full report, per-row figures included")
 
 
@@ -679,7 +737,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, inputs={
         "--data": args.data or settings.train_file, "--config": args.config,
         "--model": args.model or settings.model_name_or_path})
-    report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
+    report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides,
+                           processes=args.processes, sharding=args.sharding)
     if not json_to_stdout(args.json):
         print(report.format())
     if args.json is not None:

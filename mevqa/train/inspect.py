@@ -2,6 +2,7 @@
 
     mevqa inspect --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml --data data/loso/fold_0/train.jsonl
     mevqa inspect --config CFG --set max_pixels=200704 --set per_device_train_batch_size=8     # try other settings
+    mevqa inspect --config recipes/configs/qwen2_5_vl_7b/full.yaml --processes 4 --sharding zero3  # per GPU of a launch
 
 Public API::
 
@@ -10,8 +11,11 @@ Public API::
                  temporal_patch_size=2, budget="frame") -> int
     timestamp_tokens(tokenizer, frames, fps, temporal_patch_size=2) -> int   # Qwen3-VL's <t seconds> text
     activation_memory(tokens, patches, model_config, settings) -> dict[str, int]     # bytes per part
+    state_memory(skeleton, settings, *, processes=1, sharding="none") -> dict[str, dict]  # per part, per process
+    nf4_bytes(values) -> int                   # bitsandbytes' bytes for one nf4 weight (double quantisation)
     inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport
-    inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True) -> InspectReport
+    inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True, processes=1,
+                  sharding="none") -> InspectReport
     InspectReport.format() -> str      # the summary `mevqa inspect` prints (build-data can print the same)
     InspectReport.to_dict() -> dict    # the --json document, per-row figures included
 
@@ -57,12 +61,45 @@ What it reports:
     trains, ``n hv`` per patch, ``+ 3 hv`` when trained fully.
 
   Assumed: SDPA or flash attention (no sequence-squared attention matrix; flash attention keeps no mask), logits
-  for every position (transformers computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
+  for every position (transformers computes them all in training), peft's float32 adapters.
   ``benchmarks/activation_memory.py`` compares these counts with the tensors autograd saves for the real 3B and 7B
   widths: a language layer to the byte (trained, LoRA, with and without dropout, padded or not), a vision block 8%
   under; ``tests/test_inspect.py`` does the same for one language layer of each tiny family (Qwen3-VL with a query
   width unlike its hidden width, Qwen3-VL-MoE with and without the load-balancing loss): within 0.4% on CPU.
   Allocator fragmentation and temporaries come on top, so leave headroom.
+- Weights, gradients and optimizer state per process (:func:`state_memory`), per part (vision, merger, llm = the
+  language model and its head), counted on the model built from config.json on the meta device (every parameter's
+  shape, a tied embedding once) as the recipes load and wrap it. Bytes per value as loaded: the config's ``dtype``
+  (``auto``: bfloat16, as on a GPU). Trainer's default optimizer adamw_torch keeps exp_avg and exp_avg_sq in each
+  trainable parameter's dtype (its per-tensor step counter is not counted); a gradient has its parameter's dtype.
+
+  * ``full`` part, full recipe: weights, gradients and two AdamW states in the loaded dtype; ``frozen``: weights only.
+  * LoRA: PEFT keeps the adapters in float32 whatever the base: ``r (in + out)`` values per adapted Linear layer
+    (``+ out`` with DoRA's magnitude); on a mixture of experts' fused parameter (E x in x out, PEFT
+    ``target_parameters``) ``r E (in + out)``. A part ``full`` under LoRA goes to PEFT's ``modules_to_save``: the
+    frozen original plus a trainable copy (a tied head is copied apart from the embedding).
+  * QLoRA (``load_in_4bit``): the language model's Linear weights (not the vision tower, the mergers or lm_head) in
+    nf4 with double quantisation, :func:`nf4_bytes` (0.5 byte per value, one uint8 absmax per 64 values, one float32
+    absmax per 256 blocks: about 0.516 bytes); ``prepare_model_for_kbit_training`` casts every other parameter
+    (embeddings, norms, biases, the vision side, lm_head) to float32, and the trainable copies are made after it.
+    One model copy per process only (DeepSpeed and FSDP are refused, as in training).
+  * ``--sharding none`` (one GPU, DDP): every process holds everything; with more than one process DDP's reducer
+    keeps its own bucketed copy of the gradients (``gradient_as_bucket_view`` is off by default), counted twice.
+  * DeepSpeed ZeRO (``zero2``, ``zero3``): the engine casts the whole model to bf16/fp16 under mixed precision
+    (float32 without), so weights and gradients are 2 bytes and each trainable value adds 12 bytes of optimizer
+    state (float32 master weight, exp_avg, exp_avg_sq): the ZeRO paper's 2 + 2 + 12 per parameter (Rajbhandari et
+    al., 2020). ZeRO-2 shards gradients and optimizer state over the N processes (2 + (2 + 12) / N bytes per trained
+    value, frozen weights 2), ZeRO-3 the weights too ((2 + 2 + 12) / N, frozen 2 / N).
+  * FSDP (full shard): everything sharded over the N processes; under mixed precision accelerate upcasts the
+    trainable flat parameters to float32 (its mirror of DeepSpeed's master weights), so a trained value costs
+    (4 + 4 + 8) / N bytes, a frozen one its loaded size / N. With LoRA a layer's frozen weights share the adapters'
+    flat parameter and are upcast too; that is not counted.
+
+  Not counted: communication buckets (DeepSpeed's reduce/allgather buckets, 5e8 values each in zero2.json), the
+  layer FSDP or ZeRO-3 gathers for its forward and backward, CUDA context and allocator overhead.
+  ``tests/test_inspect.py`` builds each tiny family's model as the recipes do (LoRA with bf16 weights, expert LoRA,
+  a full part, a full part under LoRA, QLoRA on CPU) and compares these counts with its parameters, its gradients
+  after a backward and AdamW's state after a step: equal to the byte; the sharding rules are formula tests.
 """
 
 from __future__ import annotations

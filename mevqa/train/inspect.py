@@ -610,7 +610,8 @@ class InspectReport:
         s, state = self.settings, self.state
         launch = ("one process" if self.processes == 1 else f"{self.processes} processes") + ", " + \
             SHARDING[self.sharding]
-        lines = [f"weights, gradients and AdamW state per process ({launch}):",
+        master = "; optimizer: float32 master weights + AdamW's two states" if self.sharding.startswith("zero") else ""
+        lines = [f"weights, gradients and AdamW state per process ({launch}){master}:",
                  f"  {'part':<10}{'mode':<12}{'parameters':>11}{'trainable':>11}{'weights':>12}{'gradients':>12}"
                  f"{'optimizer':>12}"]
         for part, entry in state.items():

@@ -1,12 +1,12 @@
-"""The activation-memory note of every shipped training config, reproducibly: ``mevqa inspect`` on a fixed synthetic
-CASME II build with each config's real checkpoint geometry.
+"""The memory note of every shipped training config, reproducibly: ``mevqa inspect`` on a fixed synthetic CASME II
+build with each config's real checkpoint geometry, for one process of the launch its header shows.
 
     python benchmarks/config_memory.py                  # print the table
     python benchmarks/config_memory.py --write          # also rewrite each config's "# Memory (...)" comment
     python benchmarks/config_memory.py --markdown       # the table as docs/benchmarks.md shows it
     python benchmarks/config_memory.py --work DIR       # keep the build and model folders in DIR (default: a temp)
 
-Offline and deterministic; about 15 s on 2 CPU cores.
+Offline and deterministic; about 18 s on 2 CPU cores.
 
 1. Data: ``mevqa synth-data casme2`` (12 clips of 12 frames, 640 x 480, CASME II's recorded frame size, seed 0),
    then ``mevqa build-data casme2`` with its defaults (every input mode, images at most 448 px on the longest side,

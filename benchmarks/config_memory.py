@@ -1,12 +1,12 @@
-"""The activation-memory note of every shipped training config, reproducibly: ``mevqa inspect`` on a fixed synthetic
-CASME II build with each config's real checkpoint geometry.
+"""The memory note of every shipped training config, reproducibly: ``mevqa inspect`` on a fixed synthetic CASME II
+build with each config's real checkpoint geometry, for one process of the launch its header shows.
 
     python benchmarks/config_memory.py                  # print the table
     python benchmarks/config_memory.py --write          # also rewrite each config's "# Memory (...)" comment
     python benchmarks/config_memory.py --markdown       # the table as docs/benchmarks.md shows it
     python benchmarks/config_memory.py --work DIR       # keep the build and model folders in DIR (default: a temp)
 
-Offline and deterministic; about 15 s on 2 CPU cores.
+Offline and deterministic; about 18 s on 2 CPU cores.
 
 1. Data: ``mevqa synth-data casme2`` (12 clips of 12 frames, 640 x 480, CASME II's recorded frame size, seed 0),
    then ``mevqa build-data casme2`` with its defaults (every input mode, images at most 448 px on the longest side,
@@ -16,7 +16,10 @@ Offline and deterministic; about 15 s on 2 CPU cores.
    ids from the processor) and the tiny family's processor (:func:`mevqa.models.tiny.build_tiny_processor`) with the
    real processor's pixel budgets (``REAL_PIXELS``). The config's own budgets then replace them as in training.
 3. :func:`mevqa.train.inspect.inspect_files` for every shipped config whose ``model_name_or_path`` is a released
-   checkpoint and that trains (zero-shot configs, ``num_train_epochs: 0``, and the tiny configs are left out).
+   checkpoint and that trains (zero-shot configs, ``num_train_epochs: 0``, and the tiny configs are left out), for
+   one process of the config's intended launch: the first ``accelerate launch`` command of its header comment gives
+   the accelerate config (``ACCELERATE`` maps it to inspect's ``--sharding``), ``--num_processes`` (else the
+   accelerate config's own) and the recipe options it adds (``--dtype bfloat16``: config overrides, as in training).
 
 Text tokens are counted by the tiny model's tokenizer: inspect counts text with the processor's tokenizer (it has no
 tokenizer-independent count), and Qwen's real tokenizer is not available offline. The tiny tokenizer is a byte-level
@@ -35,6 +38,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -46,7 +50,7 @@ import yaml  # noqa: E402
 
 from mevqa.messages import build_messages  # noqa: E402
 from mevqa.models.families import FAMILIES  # noqa: E402
-from mevqa.train.inspect import GIB, activation_memory, inspect_files  # noqa: E402
+from mevqa.train.inspect import GIB, SHARDING, STATE_TERMS, activation_memory, inspect_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -74,6 +78,12 @@ REAL_PIXELS = {"qwen2_5_vl": {"image": (3136, 12845056), "video": (3136, 1284505
 SYNTH = {"clips": 12, "frames": 12, "size": (640, 480), "seed": 0}   # mevqa synth-data casme2's options
 BUILD = ["--seed", "0"]
 BUILD_NOTE = "a synthetic CASME II build (synth-data: 12 clips of 640 x 480, seed 0; build-data defaults)"
+
+# recipes/accelerate/<name>.yaml -> inspect's --sharding
+ACCELERATE = {"single_gpu": "none", "multi_gpu": "none", "deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3",
+              "fsdp": "fsdp"}
+# options of a launch line that name files, not settings
+FILE_OPTIONS = ("--config", "--train_file", "--eval_file")
 
 MEMORY_START = "# Memory ("
 MEMORY_END = "before a long run."
@@ -154,24 +164,80 @@ class Figure:
     checkpointing: bool
     gib: float
     gib_bound: float       # the estimate with the longest row's text at its byte count
+    launch: str            # the accelerate config's name
+    processes: int
+    sharding: str
+    state_gib: dict        # weights, gradients, optimizer -> GiB per process
+    overrides: list        # KEY=VALUE the launch line adds to the config
+
+    @property
+    def rerun_options(self) -> str:
+        options = (f" --processes {self.processes}" if self.processes > 1 else "") + \
+            (f" --sharding {self.sharding}" if self.sharding != "none" else "")
+        return options + "".join(f" --set {item}" for item in self.overrides)
+
+    @property
+    def total_gib(self) -> float:
+        return self.gib + sum(self.state_gib.values())
+
+    @property
+    def launch_words(self) -> str:
+        if self.processes == 1:
+            return "one GPU"
+        kind = "DDP" if self.sharding == "none" else SHARDING[self.sharding].split(" (")[0].split(",")[0]
+        return f"{kind}, {self.processes} processes"
 
     def note(self) -> list[str]:
         """The config's memory comment."""
         name = self.checkpoint.split("/")[-1]
+        w, g, o = (self.state_gib[key] for key in STATE_TERMS)
         text = (f"Memory (`{COMMAND}`: mevqa inspect with {name}'s config.json and pixel budgets on {BUILD_NOTE}, "
                 f"inputs {self.inputs}, text counted by the tiny model's tokenizer): activations of one micro-batch "
                 f"of {self.batch}\0x\0{self.tokens} tokens ({self.tokens - self.visual} of them text) about "
-                f"{self.gib:.2f}\0GiB {'with' if self.checkpointing else 'without'} checkpointing; weights, gradients "
-                f"and optimizer state come on top. Rerun `mevqa inspect --config this` on your own data {MEMORY_END}")
+                f"{self.gib:.2f}\0GiB {'with' if self.checkpointing else 'without'} checkpointing; per process of "
+                f"the launch above ({self.launch_words}) weights {w:.2f}\0GiB, gradients {g:.2f}\0GiB and AdamW "
+                f"state {o:.2f}\0GiB: {self.total_gib:.2f}\0GiB in all. Rerun `mevqa inspect --config this"
+                f"{self.rerun_options}` on your own data {MEMORY_END}")
         # \0 keeps "2 x 604" and "2.62 GiB" on one line
         return ["# " + line.replace("\0", " ") for line in textwrap.wrap(text, 118)]
+
+
+def launch_of(config: Path) -> tuple[str, int, list[str]]:
+    """(accelerate config name, processes, KEY=VALUE overrides) of the first ``accelerate launch`` command in the
+    config's header comment."""
+    header = []
+    for line in config.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    first = next((i for i, line in enumerate(header) if line.startswith("accelerate launch ")), None)
+    if first is None:
+        raise SystemExit(f"{config}: its header names no `accelerate launch` command")
+    command = [header[first]]
+    while command[-1].endswith("\\"):
+        command[-1] = command[-1][:-1]
+        command.append(header[first + len(command)])
+    words = shlex.split(" ".join(command))[2:]
+    script = next(i for i, word in enumerate(words) if word.endswith(".py"))
+    options = dict(zip(words[:script:2], words[1:script:2]))
+    name = Path(options["--config_file"]).stem
+    if name not in ACCELERATE:
+        raise SystemExit(f"{config}: launches with {name}.yaml, which ACCELERATE does not map to a sharding")
+    accelerate = yaml.safe_load((REPO / "recipes" / "accelerate" / f"{name}.yaml").read_text())
+    processes = int(options.get("--num_processes", accelerate.get("num_processes", 1)))
+    recipe = words[script + 1:]
+    overrides = [f"{key[2:]}={value}" for key, value in zip(recipe[::2], recipe[1::2])
+                 if key.startswith("--") and key not in FILE_OPTIONS]
+    return name, processes, overrides
 
 
 def measure(config: Path, data: Path, work: Path) -> Figure:
     written = yaml.safe_load(config.read_text())
     checkpoint = written["model_name_or_path"]
     folder = model_folder(work, checkpoint)
-    report = inspect_files([data], config, model=str(folder), progress=False)
+    launch, processes, overrides = launch_of(config)
+    report = inspect_files([data], config, model=str(folder), overrides=overrides, progress=False,
+                           processes=processes, sharding=ACCELERATE[launch])
     s = report.settings
     longest = report.longest
     row = next(r for r in _rows(data) if _id(r) == longest.id)
@@ -187,7 +253,9 @@ def measure(config: Path, data: Path, work: Path) -> Figure:
                   family=family_of_checkpoint(checkpoint).name, inputs=s.inputs, batch=s.per_device_train_batch_size,
                   tokens=longest.total, visual=longest.vision[s.inputs], text_bytes=text_bytes,
                   checkpointing=s.gradient_checkpointing, gib=sum(report.memory.values()) / GIB,
-                  gib_bound=sum(bound.values()) / GIB)
+                  gib_bound=sum(bound.values()) / GIB, launch=launch, processes=processes,
+                  sharding=ACCELERATE[launch], overrides=overrides,
+                  state_gib={key: sum(e[key] for e in report.state.values()) / GIB for key in STATE_TERMS})
 
 
 def _rows(data: Path) -> list[dict]:
@@ -236,18 +304,22 @@ def rewrite_note(config: Path, note: list[str]) -> bool:
 
 def table(figures: list[Figure]) -> str:
     head = (f"{'config':<36}{'family':<14}{'inputs':<13}{'batch x tokens':>15}{'visual':>8}{'text B':>8}"
-            f"{'ckpt':>6}{'GiB':>8}{'GiB bound':>11}")
+            f"{'ckpt':>6}{'GiB':>8}{'GiB bound':>11}  {'launch':<20}{'weights':>8}{'grads':>8}{'optim':>8}{'total':>8}")
     rows = [f"{f.config:<36}{f.family:<14}{f.inputs:<13}{f'{f.batch} x {f.tokens}':>15}{f.visual:>8}"
-            f"{f.text_bytes:>8}{'on' if f.checkpointing else 'off':>6}{f.gib:>8.2f}{f.gib_bound:>11.2f}"
-            for f in figures]
+            f"{f.text_bytes:>8}{'on' if f.checkpointing else 'off':>6}{f.gib:>8.2f}{f.gib_bound:>11.2f}  "
+            f"{f'{f.launch} x{f.processes}':<20}" + "".join(f"{f.state_gib[key]:>8.2f}" for key in STATE_TERMS)
+            + f"{f.total_gib:>8.2f}" for f in figures]
     return "\n".join([head, *rows])
 
 
 def markdown(figures: list[Figure]) -> str:
     """The table docs/benchmarks.md shows."""
     rows = [f"| `{f.config}` | {f.inputs} | {f.batch} x {f.tokens} ({f.tokens - f.visual}) | {f.gib:.2f} | "
-            f"{f.gib_bound:.2f} |" for f in figures]
-    return "\n".join(["| config | inputs | batch x tokens (text) | GiB | GiB bound |", "|---|---|---|---|---|", *rows])
+            f"{f.gib_bound:.2f} | {f.launch_words} | "
+            + " + ".join(f"{f.state_gib[key]:.2f}" for key in STATE_TERMS) + f" | {f.total_gib:.2f} |"
+            for f in figures]
+    return "\n".join(["| config | inputs | batch x tokens (text) | activations GiB | GiB bound | launch | weights + "
+                      "gradients + AdamW GiB | total GiB |", "|---|---|---|---|---|---|---|---|", *rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = [measure(config, data, work) for config in shipped_configs()]
     print(markdown(figures) if args.markdown else table(figures))
     print("activations of one micro-batch of the longest row, text tokens by the tiny tokenizer; 'text B' and "
-          "'GiB bound': that row's chat at one token per UTF-8 byte; weights, gradients and optimizer state not "
-          "included")
+          "'GiB bound': that row's chat at one token per UTF-8 byte; weights, gradients and AdamW state per process "
+          "of the config's launch (the first `accelerate launch` of its header), total = activations + those")
     if args.write:
         for f in figures:
             if rewrite_note(REPO / "recipes" / "configs" / f.config, f.note()):

@@ -233,5 +233,7 @@ def _trained_on_a_released_checkpoint(path: Path) -> bool:
 def test_every_trained_config_on_a_released_checkpoint_says_how_its_memory_note_is_reproduced(path):
     comments = " ".join(line[2:] for line in path.read_text().splitlines() if line.startswith("# "))
     note = re.search(r"Memory \(`python benchmarks/config_memory\.py`: .*? micro-batch of \d+ x \d+ tokens .*?"
-                     r"about \d+\.\d\d GiB (?:with|without) checkpointing", comments)
+                     r"about \d+\.\d\d GiB (?:with|without) checkpointing; per process of the launch above \(.+?\) "
+                     r"weights \d+\.\d\d GiB, gradients \d+\.\d\d GiB and AdamW state \d+\.\d\d GiB: "
+                     r"\d+\.\d\d GiB in all", comments)
     assert note, f"{path.name}: no memory note naming `python benchmarks/config_memory.py` (run it with --write)"

@@ -4,7 +4,9 @@ the activation-memory formula matches the tensors autograd keeps."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,8 @@ from mevqa.messages import INPUT_MODES
 from mevqa.models.collate import QADataset, encode
 from mevqa.models.families import family_of
 from mevqa.rows import read_rows
-from mevqa.train.inspect import (Settings, activation_memory, image_tokens, inspect_files, inspect_rows,
-                                 load_processor_and_config, saved_activation_bytes, video_tokens)
+from mevqa.train.inspect import (STATE_TERMS, Settings, activation_memory, image_tokens, inspect_files,
+                                 inspect_rows, load_processor_and_config, saved_activation_bytes, state_memory, video_tokens)
 from conftest import tiny_family
 from qa_rows import write_qa_file
 
@@ -136,6 +138,16 @@ def test_report_flags_rows_over_max_length_and_writes_json(tiny_model_dir, odd_r
     assert data["tokens"]["max"] == totals[-1]
     assert data["tokens"]["rows_over_max_length"] == [r.id for r in over]
     assert len(data["rows"]) == 10 and data["activation_memory"]["total_bytes"] > 0
+    # the state table: the same numbers as state_memory; the launch options change them
+    assert data["state_memory"]["bytes"] == report.state and data["state_memory"]["processes"] == 1
+    assert data["state_memory"]["total_with_activations_bytes"] == (
+        sum(data["state_memory"]["total_bytes"].values()) + data["activation_memory"]["total_bytes"])
+    assert "weights, gradients and AdamW state per process (one process" in text and "come on top;" not in text
+    assert main(["inspect", "--config", TINY_CONFIG, "--model", str(tiny_model_dir), "--data", str(odd_rows),
+                 "--processes", "4", "--sharding", "zero3", "--json", str(out)]) == 0
+    sharded = json.loads(out.read_text())["state_memory"]
+    assert sharded["sharding"] == "zero3" and "4 processes, DeepSpeed ZeRO-3" in capsys.readouterr().out
+    assert sharded["total_bytes"]["weights"] < data["state_memory"]["total_bytes"]["weights"] / 3
 
 
 def test_settings_follow_the_training_config(tiny_model_dir):
@@ -258,3 +270,136 @@ def test_qwen3_layer_formula_matches_autograd(tiny_family_dirs, family_name, dty
     model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     formula, measured = layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, modules)
     assert formula == pytest.approx(measured, rel=0.05)
+
+
+# --- weights, gradients and optimizer state -----------------------------------------------------------------------
+TINY_FULL = str(REPO / "recipes" / "configs" / "tiny" / "full.yaml")
+
+
+def _built(model_dir, recipe: str, *options: str):
+    """The parsed config, its inspect settings, the model loaded and wrapped as recipes/<recipe>.py does, and its
+    meta-device skeleton."""
+    from mevqa.models.families import model_skeleton
+    from mevqa.models.loading import load_model_and_processor
+    from mevqa.train.config import parse_args
+    from mevqa.train.parts import apply_full, apply_lora, quantization_config
+
+    cfg = parse_args(["--config", TINY_CONFIG if recipe == "lora" else TINY_FULL,
+                      "--model_name_or_path", str(model_dir), *options])
+    settings = Settings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Settings)})
+    if cfg.load_in_4bit:  # as mevqa.train.run.load_model
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(model_dir), dtype=torch.bfloat16, quantization_config=quantization_config(cfg),
+            device_map={"": "cpu"})
+    else:
+        model, _ = load_model_and_processor(model_dir, dtype=cfg.dtype, device="cpu")
+    model = apply_lora(model, cfg) if recipe == "lora" else apply_full(model, cfg)
+    return settings, model, model_skeleton(model_dir)
+
+
+def _measured_state(model) -> dict[str, dict[str, int]]:
+    """Per part: bytes of the parameters (for a 4-bit weight, its packed values and bitsandbytes' quantisation
+    constants), of the gradients after one backward, and of AdamW's state after one step (the per-tensor step
+    counters left out)."""
+    from mevqa.train.parts import part_of
+
+    fam = family_of(model)
+    parts: dict[str, dict[str, int]] = {}
+    where = {}
+    for name, param in model.named_parameters():
+        part = part_of(name, fam) or "other"
+        where[id(param)] = entry = parts.setdefault(part, {"weights": 0, "gradients": 0, "optimizer": 0})
+        entry["weights"] += param.numel() * param.element_size()
+        state = getattr(param, "quant_state", None)
+        if state is not None:  # nf4 with double quantisation: uint8 absmax, nested float32 absmax, offset
+            entry["weights"] += sum(t.numel() * t.element_size() for t in (state.absmax, state.state2.absmax,
+                                                                           state.offset))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    sum(p.float().sum() for p in trainable).backward()
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    optimizer.step()
+    for param in trainable:
+        where[id(param)]["gradients"] += param.grad.numel() * param.grad.element_size()
+        where[id(param)]["optimizer"] += sum(t.numel() * t.element_size() for key, t in optimizer.state[param].items()
+                                             if key != "step")
+    return parts
+
+
+def _estimated(state: dict) -> dict[str, dict[str, int]]:
+    return {part: {key: entry[key] for key in STATE_TERMS} for part, entry in state.items()
+            if entry["parameters"] or entry["trainable"]}
+
+
+@pytest.mark.parametrize("family_name, options", [
+    ("qwen2_5_vl", []),
+    ("qwen3_vl", []),
+    ("qwen3_vl_moe", ["--lora_llm_modules", "attention,mlp", "--lora_dropout", "0"]),
+])
+def test_state_memory_of_lora_is_the_wrapped_models_bytes(tiny_family_dirs, family_name, options):
+    """bf16 weights, float32 adapters (PEFT), on Linear layers and on the experts' fused parameters (r E x in+out)."""
+    settings, model, skeleton = _built(tiny_family(tiny_family_dirs, family_name), "lora", "--dtype", "bfloat16",
+                                       *options)
+    state = state_memory(skeleton, settings)
+    assert _estimated(state) == _measured_state(model)
+    assert state["llm"]["trainable"] == sum(p.numel() for n, p in model.named_parameters()
+                                            if p.requires_grad and "language_model" in n)
+    if family_name == "qwen3_vl_moe":  # the experts carry adapters: r E (in + out) each
+        experts = [p for n, p in model.named_parameters() if "experts" in n and "lora_A" in n]
+        assert experts and experts[0].shape[0] == settings.lora_r * 4
+
+
+def test_state_memory_of_full_parts_and_of_a_full_part_under_lora(tiny_model_dir):
+    # full recipe: the trained parts' weights, gradients and AdamW state in the loaded dtype, the frozen one weights only
+    settings, model, skeleton = _built(tiny_model_dir, "full", "--dtype", "bfloat16", "--vision", "frozen")
+    state = state_memory(skeleton, settings)
+    assert _estimated(state) == _measured_state(model)
+    assert state["vision"]["gradients"] == 0 and state["llm"]["optimizer"] == 2 * state["llm"]["weights"]
+    # LoRA recipe, merger full: PEFT's modules_to_save keeps the original and a trainable copy
+    settings, model, skeleton = _built(tiny_model_dir, "lora", "--dtype", "bfloat16", "--merger", "full",
+                                       "--vision", "frozen")
+    state = state_memory(skeleton, settings)
+    assert _estimated(state) == _measured_state(model)
+    assert state["merger"]["weights"] == 2 * state["merger"]["gradients"]
+
+
+def test_state_memory_of_qlora_counts_nf4_and_the_float32_cast(tiny_model_dir):
+    pytest.importorskip("bitsandbytes")
+    settings, model, skeleton = _built(tiny_model_dir, "lora", "--load_in_4bit", "true", "--vision", "frozen",
+                                       "--merger", "frozen", "--llm", "lora")
+    state = state_memory(skeleton, settings)
+    assert _estimated(state) == _measured_state(model)
+    # prepare_model_for_kbit_training: the unquantised vision tower is float32
+    assert state["vision"]["weights"] == 4 * state["vision"]["parameters"]
+
+
+def test_state_memory_sharding_rules(tiny_model_dir):
+    from mevqa.models.families import model_skeleton
+
+    skeleton = model_skeleton(tiny_model_dir)
+    full = Settings.from_config(TINY_FULL, [f"model_name_or_path={tiny_model_dir}", "dtype=bfloat16", "bf16=true"])
+
+    def total(settings, **launch):
+        state = state_memory(skeleton, settings, **launch)
+        return {key: sum(entry[key] for entry in state.values()) for key in ("parameters", "trainable",
+                                                                              *STATE_TERMS)}
+
+    one = total(full)
+    n = one["parameters"]
+    assert one["trainable"] == n and (one["weights"], one["gradients"], one["optimizer"]) == (2 * n, 2 * n, 4 * n)
+    # DDP: every process holds everything, and the reducer's buckets a second copy of the gradients
+    assert total(full, processes=4) == {**one, "gradients": 4 * n}
+    # DeepSpeed, mixed precision: 2 + 2 + 12 bytes per parameter (16-bit weights and gradients; float32 master
+    # weights, exp_avg, exp_avg_sq); ZeRO-2 shards gradients and optimizer state, ZeRO-3 the weights too
+    zero3_one = total(full, sharding="zero3")
+    assert (zero3_one["weights"], zero3_one["gradients"], zero3_one["optimizer"]) == (2 * n, 2 * n, 12 * n)
+    zero3 = total(full, processes=4, sharding="zero3")
+    assert all(zero3[key] == math.ceil(zero3_one[key] / 4) for key in STATE_TERMS)
+    zero2 = total(full, processes=4, sharding="zero2")
+    assert zero2["weights"] == 2 * n and zero2["gradients"] == zero3["gradients"]
+    assert zero2["optimizer"] == zero3["optimizer"]
+    # FSDP: everything sharded, the trainable flat parameters upcast to float32 (accelerate, mixed precision)
+    fsdp = total(full, processes=4, sharding="fsdp")
+    assert (fsdp["weights"], fsdp["gradients"], fsdp["optimizer"]) == (n, n, 2 * n)
+    qlora = Settings.from_config(TINY_CONFIG, [f"model_name_or_path={tiny_model_dir}", "load_in_4bit=true"])
+    with pytest.raises(MevqaError, match="one model copy per process"):
+        state_memory(skeleton, qlora, processes=2, sharding="zero2")

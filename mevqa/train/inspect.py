@@ -2,6 +2,7 @@
 
     mevqa inspect --config recipes/configs/qwen2_5_vl_3b/lora_baseline.yaml --data data/loso/fold_0/train.jsonl
     mevqa inspect --config CFG --set max_pixels=200704 --set per_device_train_batch_size=8     # try other settings
+    mevqa inspect --config recipes/configs/qwen2_5_vl_7b/full.yaml --processes 4 --sharding zero3  # per GPU of a launch
 
 Public API::
 
@@ -10,8 +11,11 @@ Public API::
                  temporal_patch_size=2, budget="frame") -> int
     timestamp_tokens(tokenizer, frames, fps, temporal_patch_size=2) -> int   # Qwen3-VL's <t seconds> text
     activation_memory(tokens, patches, model_config, settings) -> dict[str, int]     # bytes per part
+    state_memory(skeleton, settings, *, processes=1, sharding="none") -> dict[str, dict]  # per part, per process
+    nf4_bytes(values) -> int                   # bitsandbytes' bytes for one nf4 weight (double quantisation)
     inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport
-    inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True) -> InspectReport
+    inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True, processes=1,
+                  sharding="none") -> InspectReport
     InspectReport.format() -> str      # the summary `mevqa inspect` prints (build-data can print the same)
     InspectReport.to_dict() -> dict    # the --json document, per-row figures included
 
@@ -57,12 +61,45 @@ What it reports:
     trains, ``n hv`` per patch, ``+ 3 hv`` when trained fully.
 
   Assumed: SDPA or flash attention (no sequence-squared attention matrix; flash attention keeps no mask), logits
-  for every position (transformers computes them all in training), peft's float32 adapters; weights, gradients and optimizer state are not included.
+  for every position (transformers computes them all in training), peft's float32 adapters.
   ``benchmarks/activation_memory.py`` compares these counts with the tensors autograd saves for the real 3B and 7B
   widths: a language layer to the byte (trained, LoRA, with and without dropout, padded or not), a vision block 8%
   under; ``tests/test_inspect.py`` does the same for one language layer of each tiny family (Qwen3-VL with a query
   width unlike its hidden width, Qwen3-VL-MoE with and without the load-balancing loss): within 0.4% on CPU.
   Allocator fragmentation and temporaries come on top, so leave headroom.
+- Weights, gradients and optimizer state per process (:func:`state_memory`), per part (vision, merger, llm = the
+  language model and its head), counted on the model built from config.json on the meta device (every parameter's
+  shape, a tied embedding once) as the recipes load and wrap it. Bytes per value as loaded: the config's ``dtype``
+  (``auto``: bfloat16, as on a GPU). Trainer's default optimizer adamw_torch keeps exp_avg and exp_avg_sq in each
+  trainable parameter's dtype (its per-tensor step counter is not counted); a gradient has its parameter's dtype.
+
+  * ``full`` part, full recipe: weights, gradients and two AdamW states in the loaded dtype; ``frozen``: weights only.
+  * LoRA: PEFT keeps the adapters in float32 whatever the base: ``r (in + out)`` values per adapted Linear layer
+    (``+ out`` with DoRA's magnitude); on a mixture of experts' fused parameter (E x in x out, PEFT
+    ``target_parameters``) ``r E (in + out)``. A part ``full`` under LoRA goes to PEFT's ``modules_to_save``: the
+    frozen original plus a trainable copy (a tied head is copied apart from the embedding).
+  * QLoRA (``load_in_4bit``): the language model's Linear weights (not the vision tower, the mergers or lm_head) in
+    nf4 with double quantisation, :func:`nf4_bytes` (0.5 byte per value, one uint8 absmax per 64 values, one float32
+    absmax per 256 blocks: about 0.516 bytes); ``prepare_model_for_kbit_training`` casts every other parameter
+    (embeddings, norms, biases, the vision side, lm_head) to float32, and the trainable copies are made after it.
+    One model copy per process only (DeepSpeed and FSDP are refused, as in training).
+  * ``--sharding none`` (one GPU, DDP): every process holds everything; with more than one process DDP's reducer
+    keeps its own bucketed copy of the gradients (``gradient_as_bucket_view`` is off by default), counted twice.
+  * DeepSpeed ZeRO (``zero2``, ``zero3``): the engine casts the whole model to bf16/fp16 under mixed precision
+    (float32 without), so weights and gradients are 2 bytes and each trainable value adds 12 bytes of optimizer
+    state (float32 master weight, exp_avg, exp_avg_sq): the ZeRO paper's 2 + 2 + 12 per parameter (Rajbhandari et
+    al., 2020). ZeRO-2 shards gradients and optimizer state over the N processes (2 + (2 + 12) / N bytes per trained
+    value, frozen weights 2), ZeRO-3 the weights too ((2 + 2 + 12) / N, frozen 2 / N).
+  * FSDP (full shard): everything sharded over the N processes; under mixed precision accelerate upcasts the
+    trainable flat parameters to float32 (its mirror of DeepSpeed's master weights), so a trained value costs
+    (4 + 4 + 8) / N bytes, a frozen one its loaded size / N. With LoRA a layer's frozen weights share the adapters'
+    flat parameter and are upcast too; that is not counted.
+
+  Not counted: communication buckets (DeepSpeed's reduce/allgather buckets, 5e8 values each in zero2.json), the
+  layer FSDP or ZeRO-3 gathers for its forward and backward, CUDA context and allocator overhead.
+  ``tests/test_inspect.py`` builds each tiny family's model as the recipes do (LoRA with bf16 weights, expert LoRA,
+  a full part, a full part under LoRA, QLoRA on CPU) and compares these counts with its parameters, its gradients
+  after a backward and AdamW's state after a step: equal to the byte; the sharding rules are formula tests.
 """
 
 from __future__ import annotations
@@ -70,6 +107,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +201,8 @@ class Settings:
     video_fps: float | None = None
     train_file: str | None = None
     attn_implementation: str = "sdpa"
+    load_in_4bit: bool = False
+    use_dora: bool = False
 
     @classmethod
     def from_config(cls, config: str | Path | None = None, overrides: Sequence[str] = ()) -> "Settings":
@@ -370,6 +410,105 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
     return memory
 
 
+# --- weights, gradients and optimizer state -------------------------------------------------------------------
+# What ``--sharding`` can say, and the accelerate config of recipes/accelerate/ that launches it.
+SHARDING = {"none": "one GPU or DDP (single_gpu.yaml, multi_gpu.yaml)", "zero2": "DeepSpeed ZeRO-2 (deepspeed_zero2.yaml)",
+            "zero3": "DeepSpeed ZeRO-3 (deepspeed_zero3.yaml)", "fsdp": "FSDP, full shard (fsdp.yaml)"}
+STATE_TERMS = ("weights", "gradients", "optimizer")
+_FLOAT32 = ("float32", "fp32", "float")
+
+
+def nf4_bytes(values: int) -> int:
+    """Bytes bitsandbytes keeps for one weight of ``values`` values in nf4 with double quantisation
+    (``bitsandbytes.functional.quantize_4bit``, blocksize 64, ``compress_statistics``): two values per byte, one
+    uint8 absmax per block of 64, one float32 absmax per 256 blocks (the nested blockwise quantisation) and the
+    float32 offset; about 0.516 bytes per value. The two code tables (16 and 256 float32 values) are not counted."""
+    blocks = -(-values // 64)
+    return -(-values // 2) + blocks + 4 * -(-blocks // 256) + 4
+
+
+def state_memory(skeleton, settings: Settings, *, processes: int = 1, sharding: str = "none") -> dict[str, dict]:
+    """Bytes per process of weights, gradients and AdamW state (exp_avg, exp_avg_sq; under DeepSpeed also the
+    float32 master weights) per training part ("vision", "merger", "llm"), with each part's parameter and trainable
+    counts, for the model as the recipes load and wrap it; ``skeleton``: the model built from its config.json on the
+    meta device (:func:`mevqa.models.families.model_skeleton`). The rules are in the module docstring."""
+    import torch  # lazy: torch, only for the estimate
+
+    from mevqa.train.parts import PARTS, lora_target_parameters, lora_target_regex, part_of, qlora_skip_modules
+
+    if sharding not in SHARDING:
+        raise MevqaError(f"sharding {sharding!r}: expected one of {', '.join(SHARDING)}")
+    if processes < 1:
+        raise MevqaError(f"processes must be at least 1, got {processes}")
+    if settings.load_in_4bit and sharding != "none":
+        raise MevqaError(f"load_in_4bit (QLoRA) runs one model copy per process (one GPU or DDP), not under "
+                         f"{SHARDING[sharding].split(' (')[0]}; use --sharding none")
+    fam = family(getattr(skeleton.config, "model_type", None), where=settings.model_name_or_path)
+    lora = bool(settings.lora_target_regex) or "lora" in (settings.vision, settings.merger, settings.llm)
+    # Bytes per value as loaded: the config's dtype ("auto" is bfloat16 on a GPU); QLoRA loads in bfloat16 and
+    # prepare_model_for_kbit_training casts every unquantised parameter to float32.
+    loaded = 4 if settings.load_in_4bit or settings.dtype in _FLOAT32 else 2
+    quantised = set()
+    if settings.load_in_4bit:  # the language model's Linear layers, but for the modules QLoRA leaves unquantised
+        skip = qlora_skip_modules(fam)
+        quantised = {f"{name}.weight" for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear) and part_of(name, fam) == "llm"
+                     and not any(name == s or name.startswith(f"{s}.") or name.endswith(f".{s}") for s in skip)}
+    # (part, values, bytes as loaded, trainable) of every tensor the wrapped model holds
+    tensors = []
+    seen = set()
+    for name, param in skeleton.named_parameters(remove_duplicate=False):
+        part = part_of(name, fam) or "other"
+        mode = getattr(settings, part, "frozen")
+        if id(param) not in seen:  # a tied weight is one tensor
+            seen.add(id(param))
+            size = nf4_bytes(param.numel()) if name in quantised else param.numel() * loaded
+            tensors.append((part, param.numel(), size, mode == "full" and not lora))
+        if mode == "full" and lora:  # PEFT modules_to_save: a trainable copy beside the frozen original (per module)
+            tensors.append((part, param.numel(), param.numel() * loaded, True))
+    if lora:  # PEFT keeps adapters in float32: A (r x in) and B (out x r); DoRA adds a magnitude per output
+        r = settings.lora_r
+        regex = lora_target_regex(settings, fam)
+        for name, module in skeleton.named_modules():
+            if regex and isinstance(module, torch.nn.Linear) and re.fullmatch(regex, name):
+                values = r * (module.in_features + module.out_features) + (module.out_features if settings.use_dora
+                                                                           else 0)
+                tensors.append((part_of(name, fam) or "other", values, 4 * values, True))
+        suffixes = lora_target_parameters(settings, fam)
+        for name, param in skeleton.named_parameters():
+            # A fused expert parameter (E x in x out, PEFT target_parameters): rank r per expert, A is r E x in and
+            # B out x r E.
+            if any(name.endswith(f".{suffix}") for suffix in suffixes):
+                values = r * param.shape[0] * (param.shape[1] + param.shape[2])
+                tensors.append((part_of(name, fam) or "other", values, 4 * values, True))
+    sixteen = 2 if settings.dtype_bytes == 2 else 4  # DeepSpeed casts the model to its bf16/fp16 precision
+    parts = {part: {"parameters": 0, "trainable": 0, **dict.fromkeys(STATE_TERMS, 0.0)}
+             for part in (*PARTS, *sorted({t[0] for t in tensors} - set(PARTS)))}
+    for part, values, size, trainable in tensors:
+        entry = parts[part]
+        if trainable:
+            entry["trainable"] += values
+        if sharding == "none":
+            entry["weights"] += size
+            if trainable:  # gradients in the parameter's dtype (DDP's reducer keeps a second, bucketed copy)
+                entry["gradients"] += size * (2 if processes > 1 else 1)
+                entry["optimizer"] += 2 * size
+        elif sharding in ("zero2", "zero3"):
+            entry["weights"] += values * sixteen / (processes if sharding == "zero3" else 1)
+            if trainable:
+                entry["gradients"] += values * sixteen / processes
+                entry["optimizer"] += values * (4 + 8) / processes  # float32 master weights + AdamW's two states
+        else:  # FSDP: accelerate upcasts the trainable flat parameters to float32 under mixed precision
+            weight = values * 4 if trainable else size
+            entry["weights"] += weight / processes
+            if trainable:
+                entry["gradients"] += values * 4 / processes
+                entry["optimizer"] += values * 8 / processes
+    for name, param in skeleton.named_parameters():
+        parts[part_of(name, fam) or "other"]["parameters"] += param.numel()
+    return {part: {key: math.ceil(value) for key, value in entry.items()} for part, entry in parts.items()}
+
+
 # --- rows -----------------------------------------------------------------------------------------------------------
 @dataclass
 class RowTokens:
@@ -387,6 +526,9 @@ class InspectReport:
     memory: dict[str, int]            # bytes per part for the worst micro-batch
     patches: int                      # vision patches of that micro-batch
     notes: list[str] = field(default_factory=list)
+    state: dict[str, dict] | None = None   # state_memory(...): per part, bytes per process (None: not estimated)
+    processes: int = 1
+    sharding: str = "none"
 
     @property
     def longest(self) -> RowTokens:
@@ -416,8 +558,17 @@ class InspectReport:
                 "activation_memory": {"batch": self.settings.per_device_train_batch_size, "tokens_per_row": longest.total,
                                       "vision_patches": self.patches, "bytes": dict(self.memory),
                                       "total_bytes": sum(self.memory.values())},
+                "state_memory": self._state_dict(),
                 "notes": list(self.notes),
                 "rows": [dataclasses.asdict(r) for r in self.rows]}
+
+    def _state_dict(self) -> dict | None:
+        if self.state is None:
+            return None
+        totals = {key: sum(entry[key] for entry in self.state.values()) for key in STATE_TERMS}
+        return {"processes": self.processes, "sharding": self.sharding, "optimizer": "adamw_torch",
+                "bytes": {part: dict(entry) for part, entry in self.state.items()}, "total_bytes": totals,
+                "total_with_activations_bytes": sum(totals.values()) + sum(self.memory.values())}
 
     def format(self) -> str:
         s, b = self.settings, self.budgets
@@ -446,10 +597,37 @@ class InspectReport:
                       f"tokens ({precision} activations, gradient checkpointing "
                       f"{'on' if s.gradient_checkpointing else 'off'}): {_size(total)}",
                   "  " + ", ".join(f"{part.replace('_', ' ')} {_size(value)}" for part, value in mem.items()),
+                  "  (formula and assumptions: mevqa/train/inspect.py)" if self.state is not None else
                   "  (weights, gradients and optimizer state come on top; formula and assumptions: "
                   "mevqa/train/inspect.py)"]
+        if self.state is not None:
+            lines += ["", *self._state_lines()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+    def _state_lines(self) -> list[str]:
+        s, state = self.settings, self.state
+        launch = ("one process" if self.processes == 1 else f"{self.processes} processes") + ", " + \
+            SHARDING[self.sharding]
+        master = "; optimizer: float32 master weights + AdamW's two states" if self.sharding.startswith("zero") else ""
+        lines = [f"weights, gradients and AdamW state per process ({launch}){master}:",
+                 f"  {'part':<10}{'mode':<12}{'parameters':>11}{'trainable':>11}{'weights':>12}{'gradients':>12}"
+                 f"{'optimizer':>12}"]
+        for part, entry in state.items():
+            mode = getattr(s, part, "-") + (" (nf4)" if part == "llm" and s.load_in_4bit else "")
+            lines.append(f"  {part:<10}{mode:<12}{_count(entry['parameters']):>11}{_count(entry['trainable']):>11}"
+                         + "".join(f"{_size(entry[key]):>12}" for key in STATE_TERMS))
+        totals = self._state_dict()["total_bytes"]
+        lines.append(f"  {'total':<22}{_count(sum(e['parameters'] for e in state.values())):>11}"
+                     f"{_count(sum(e['trainable'] for e in state.values())):>11}"
+                     + "".join(f"{_size(totals[key]):>12}" for key in STATE_TERMS))
+        activations = sum(self.memory.values())
+        lines.append(f"per process: weights {_size(totals['weights'])} + gradients {_size(totals['gradients'])} + "
+                     f"optimizer state {_size(totals['optimizer'])} + activations {_size(activations)} = "
+                     f"{_size(sum(totals.values()) + activations)} (allocator, temporaries and communication "
+                     f"buffers come on top)")
+        return lines
 
 
 def saved_activation_bytes(model, run) -> int:
@@ -472,6 +650,13 @@ def saved_activation_bytes(model, run) -> int:
         total = sum(seen.values())
     del out
     return total
+
+
+def _count(values: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if values >= scale:
+            return f"{values / scale:.2f}{unit}"
+    return str(values)
 
 
 def _size(nbytes: float) -> str:
@@ -544,10 +729,14 @@ def load_processor_and_config(settings: Settings):
 
 
 def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | Path | None = None, *,
-                  model: str | None = None, overrides: Sequence[str] = (), progress: bool = True) -> InspectReport:
+                  model: str | None = None, overrides: Sequence[str] = (), progress: bool = True,
+                  processes: int = 1, sharding: str = "none") -> InspectReport:
     """Inspect QA files under a training config (``None``: the training defaults). ``data_files`` defaults to the
     config's ``train_file``; ``model`` replaces the config's ``model_name_or_path`` as the source of the processor
-    and model config."""
+    and model config; ``processes`` and ``sharding`` (:data:`SHARDING`) describe the launch for
+    :func:`state_memory`, counted on the model built from config.json on the meta device."""
+    from mevqa.models.families import model_skeleton  # lazy: torch and transformers
+
     settings = Settings.from_config(config, overrides)
     if model:
         settings = dataclasses.replace(settings, model_name_or_path=str(model))
@@ -557,7 +746,11 @@ def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | 
         data_files = [settings.train_file]
     rows = _read_rows(data_files)
     processor, model_config = load_processor_and_config(settings)
-    return inspect_rows(rows, processor, model_config, settings, progress=progress)
+    report = inspect_rows(rows, processor, model_config, settings, progress=progress)
+    report.state = state_memory(model_skeleton(settings.model_name_or_path), settings, processes=processes,
+                                sharding=sharding)
+    report.processes, report.sharding = processes, sharding
+    return report
 
 
 # --- command line -------------------------------------------------------------------------------------------------
@@ -569,6 +762,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "config's model_name_or_path; the weights are not read)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config key, e.g. --set max_pixels=200704 (repeatable)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="training processes (GPUs) the launch runs, accelerate's --num_processes")
+    parser.add_argument("--sharding", choices=list(SHARDING), default="none",
+                        help="how the launch splits weights, gradients and optimizer state over the processes: "
+                             + "; ".join(f"{name}: {what}" for name, what in SHARDING.items()))
     add_json_option(parser, "the full report, per-row figures included")
 
 
@@ -577,7 +775,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_outputs_onto_inputs(outputs={"--json": json_file(args.json)}, inputs={
         "--data": args.data or settings.train_file, "--config": args.config,
         "--model": args.model or settings.model_name_or_path})
-    report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides)
+    report = inspect_files(args.data, args.config, model=args.model, overrides=args.overrides,
+                           processes=args.processes, sharding=args.sharding)
     if not json_to_stdout(args.json):
         print(report.format())
     if args.json is not None:

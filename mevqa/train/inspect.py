@@ -119,7 +119,7 @@ from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_js
 from mevqa.errors import MevqaError
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
-from mevqa.models.families import DEFAULT_FAMILY, FAMILIES, family
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES, family, model_skeleton
 from mevqa.models.loading import check_model_source, set_pixel_budgets
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows
@@ -434,6 +434,7 @@ def state_memory(skeleton, settings: Settings, *, processes: int = 1, sharding: 
     meta device (:func:`mevqa.models.families.model_skeleton`). The rules are in the module docstring."""
     import torch  # lazy: torch, only for the estimate
 
+    # lazy: mevqa.train.parts imports peft and bitsandbytes, which `mevqa inspect --help` should not wait for
     from mevqa.train.parts import PARTS, lora_target_parameters, lora_target_regex, part_of, qlora_skip_modules
 
     if sharding not in SHARDING:
@@ -605,7 +606,6 @@ class InspectReport:
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
-
     def _state_lines(self) -> list[str]:
         s, state = self.settings, self.state
         launch = ("one process" if self.processes == 1 else f"{self.processes} processes") + ", " + \
@@ -735,8 +735,6 @@ def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | 
     config's ``train_file``; ``model`` replaces the config's ``model_name_or_path`` as the source of the processor
     and model config; ``processes`` and ``sharding`` (:data:`SHARDING`) describe the launch for
     :func:`state_memory`, counted on the model built from config.json on the meta device."""
-    from mevqa.models.families import model_skeleton  # lazy: torch and transformers
-
     settings = Settings.from_config(config, overrides)
     if model:
         settings = dataclasses.replace(settings, model_name_or_path=str(model))

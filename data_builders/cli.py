@@ -19,9 +19,10 @@ from mevqa.data_builders.build import DATASETS, BuildOptions, build_dataset
 from mevqa.errors import MevqaError
 from mevqa.media import MODES, MediaSettings, add_media_arguments, given_media_options, parse_inputs
 from mevqa.messages import INPUT_MODES
+from mevqa.models.families import model_skeleton
 from mevqa.paths import seed as seed_type
 from mevqa.rows import read_rows
-from mevqa.train.inspect import Settings, inspect_rows, load_processor_and_config
+from mevqa.train.inspect import Settings, inspect_rows, load_processor_and_config, with_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +81,9 @@ def token_summary(args: argparse.Namespace, modes: tuple[str, ...]) -> Callable[
                              f"{','.join(modes)} does not build (it builds inputs for {', '.join(built)})")
         settings = dataclasses.replace(settings, inputs=built[0])
     processor, model_config = load_processor_and_config(settings)
-    return lambda qa: inspect_rows(read_rows(qa), processor, model_config, settings, progress=False).format()
+    skeleton = model_skeleton(settings.model_name_or_path)
+    return lambda qa: with_state(inspect_rows(read_rows(qa), processor, model_config, settings, progress=False),
+                                 skeleton).format()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -185,6 +185,7 @@ def layer_formula_and_autograd(model, config, dtype, lora_dropout, batch, module
         experts = fam.lora_parameters(modules)
         linear = [name for name in modules if name not in fam.llm_experts]
         target = r".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(linear) + ")"
+        target = target if linear else None  # only expert parameters
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=lora_dropout,
                                                  target_modules=target, target_parameters=experts or None))
     ids = torch.randint(0, 600, (batch, 40))
@@ -349,7 +350,8 @@ def test_state_memory_of_lora_is_the_wrapped_models_bytes(tiny_family_dirs, fami
 
 
 def test_state_memory_of_full_parts_and_of_a_full_part_under_lora(tiny_model_dir):
-    # full recipe: the trained parts' weights, gradients and AdamW state in the loaded dtype, the frozen one weights only
+    # full recipe: the trained parts' weights, gradients and AdamW state in the loaded dtype, the frozen one's
+    # weights only
     settings, model, skeleton = _built(tiny_model_dir, "full", "--dtype", "bfloat16", "--vision", "frozen")
     state = state_memory(skeleton, settings)
     assert _estimated(state) == _measured_state(model)

@@ -13,7 +13,8 @@ Public API::
     activation_memory(tokens, patches, model_config, settings) -> dict[str, int]     # bytes per part
     state_memory(skeleton, settings, *, processes=1, sharding="none") -> dict[str, dict]  # per part, per process
     nf4_bytes(values) -> int                   # bitsandbytes' bytes for one nf4 weight (double quantisation)
-    inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport
+    inspect_rows(rows, processor, model_config, settings, *, progress=True) -> InspectReport   # activations only
+    with_state(report, skeleton, *, processes=1, sharding="none") -> InspectReport   # + weights, grads, AdamW
     inspect_files(data_files=None, config=None, *, model=None, overrides=(), progress=True, processes=1,
                   sharding="none") -> InspectReport
     InspectReport.format() -> str      # the summary `mevqa inspect` prints (build-data can print the same)
@@ -412,7 +413,8 @@ def activation_memory(tokens: int, patches: int, model_config, settings: Setting
 
 # --- weights, gradients and optimizer state -------------------------------------------------------------------
 # What ``--sharding`` can say, and the accelerate config of recipes/accelerate/ that launches it.
-SHARDING = {"none": "one GPU or DDP (single_gpu.yaml, multi_gpu.yaml)", "zero2": "DeepSpeed ZeRO-2 (deepspeed_zero2.yaml)",
+SHARDING = {"none": "one GPU or DDP (single_gpu.yaml, multi_gpu.yaml)",
+            "zero2": "DeepSpeed ZeRO-2 (deepspeed_zero2.yaml)",
             "zero3": "DeepSpeed ZeRO-3 (deepspeed_zero3.yaml)", "fsdp": "FSDP, full shard (fsdp.yaml)"}
 STATE_TERMS = ("weights", "gradients", "optimizer")
 _FLOAT32 = ("float32", "fp32", "float")
@@ -745,8 +747,12 @@ def inspect_files(data_files: Sequence[str | Path] | None = None, config: str | 
     rows = _read_rows(data_files)
     processor, model_config = load_processor_and_config(settings)
     report = inspect_rows(rows, processor, model_config, settings, progress=progress)
-    report.state = state_memory(model_skeleton(settings.model_name_or_path), settings, processes=processes,
-                                sharding=sharding)
+    return with_state(report, model_skeleton(settings.model_name_or_path), processes=processes, sharding=sharding)
+
+
+def with_state(report: InspectReport, skeleton, *, processes: int = 1, sharding: str = "none") -> InspectReport:
+    """``report`` with :func:`state_memory` of ``skeleton`` (the model built on the meta device) for the launch."""
+    report.state = state_memory(skeleton, report.settings, processes=processes, sharding=sharding)
     report.processes, report.sharding = processes, sharding
     return report
 

@@ -4,6 +4,7 @@ output is ``--json PATH`` (``-`` for stdout)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 
@@ -96,28 +97,31 @@ def test_help_and_the_light_commands_do_not_load_the_model_stack():
     assert loaded == "[]"
 
 
-class RecordingStream:
+class RecordingRawFile(io.RawIOBase):
+    """The file-descriptor level under stderr: records each write call as the OS would receive it."""
+
     def __init__(self):
-        self.writes: list[str] = []
+        self.writes: list[bytes] = []
 
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return len(text)
+    def writable(self) -> bool:
+        return True
 
-    def flush(self) -> None:
-        pass
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
 
 
 def test_a_failure_is_written_as_one_whole_line_in_one_write(monkeypatch):
     """accelerate's processes share one unbuffered stderr pipe: a line written in two parts (text, then newline) by
-    two failing processes at once came out joined on one line (seen in CI). One write per line keeps each whole."""
+    two failing processes at once came out joined on one line (seen in CI). One write per line keeps each whole.
+    stderr here is what PYTHONUNBUFFERED gives a process: a write-through text layer over the raw file."""
     from mevqa.cli import run_reporting_errors
     from mevqa.errors import MevqaError
 
     def fails():
         raise MevqaError("x.yaml: learning_rate: expected a number, got 'nan'")
 
-    stream = RecordingStream()
-    monkeypatch.setattr("sys.stderr", stream)
+    raw = RecordingRawFile()
+    monkeypatch.setattr("sys.stderr", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
     assert run_reporting_errors("recipes/lora.py", fails) == 2
-    assert stream.writes == ["recipes/lora.py: error: x.yaml: learning_rate: expected a number, got 'nan'\n"]
+    assert raw.writes == [b"recipes/lora.py: error: x.yaml: learning_rate: expected a number, got 'nan'\n"]

@@ -120,7 +120,7 @@ from mevqa.cli_style import add_json_option, json_file, json_to_stdout, write_js
 from mevqa.errors import MevqaError
 from mevqa.log import is_main_process
 from mevqa.messages import INPUT_MODES, build_messages, row_id
-from mevqa.models.families import DEFAULT_FAMILY, FAMILIES, family, model_skeleton
+from mevqa.models.families import DEFAULT_FAMILY, FAMILIES, family, family_of, model_skeleton
 from mevqa.models.loading import check_model_source, set_pixel_budgets
 from mevqa.paths import refuse_outputs_onto_inputs
 from mevqa.rows import read_rows
@@ -446,7 +446,7 @@ def state_memory(skeleton, settings: Settings, *, processes: int = 1, sharding: 
     if settings.load_in_4bit and sharding != "none":
         raise MevqaError(f"load_in_4bit (QLoRA) runs one model copy per process (one GPU or DDP), not under "
                          f"{SHARDING[sharding].split(' (')[0]}; use --sharding none")
-    fam = family(getattr(skeleton.config, "model_type", None), where=settings.model_name_or_path)
+    fam = family_of(skeleton)
     lora = bool(settings.lora_target_regex) or "lora" in (settings.vision, settings.merger, settings.llm)
     # Bytes per value as loaded: the config's dtype ("auto" is bfloat16 on a GPU); QLoRA loads in bfloat16 and
     # prepare_model_for_kbit_training casts every unquantised parameter to float32.
